@@ -65,7 +65,7 @@ pub struct RuntimeClock;
 impl Clock for RuntimeClock {
     #[allow(clippy::disallowed_methods)] // this *is* the clock backend
     fn now(&self) -> Instant {
-        tokio::time::Instant::now().into_std()
+        tokio::time::Instant::now().into()
     }
 
     #[allow(clippy::disallowed_methods)] // this *is* the clock backend
@@ -78,9 +78,7 @@ impl Clock for RuntimeClock {
 
     #[allow(clippy::disallowed_methods)] // this *is* the clock backend
     fn sleep_until(&self, deadline: Instant) -> BoxSleep {
-        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            deadline,
-        )))
+        Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 }
 

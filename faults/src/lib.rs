@@ -75,7 +75,11 @@ pub enum Fault {
         periodic_period_s: f64,
     },
     /// The next `count` disk operations of a fraction of nodes fail.
-    DiskErrors { at_s: f64, fraction: f64, count: u32 },
+    DiskErrors {
+        at_s: f64,
+        fraction: f64,
+        count: u32,
+    },
 }
 
 /// A fault that does not make sense, named by its position in the schedule.
@@ -119,10 +123,18 @@ impl Fault {
     /// live with, so they end when they start.
     pub fn end_s(&self, node_count: usize) -> f64 {
         match self {
-            Fault::Partition { at_s, duration_s, .. }
-            | Fault::Loss { at_s, duration_s, .. }
-            | Fault::Latency { at_s, duration_s, .. }
-            | Fault::Clog { at_s, duration_s, .. } => at_s + duration_s,
+            Fault::Partition {
+                at_s, duration_s, ..
+            }
+            | Fault::Loss {
+                at_s, duration_s, ..
+            }
+            | Fault::Latency {
+                at_s, duration_s, ..
+            }
+            | Fault::Clog {
+                at_s, duration_s, ..
+            } => at_s + duration_s,
             Fault::Crash {
                 at_s,
                 restart_after_s,
@@ -160,7 +172,9 @@ impl Fault {
             if value.is_finite() && (0.0..=1.0).contains(&value) {
                 Ok(())
             } else {
-                Err(problem(format!("`{name}` = {value} must be between 0 and 1")))
+                Err(problem(format!(
+                    "`{name}` = {value} must be between 0 and 1"
+                )))
             }
         };
         time("at_s", self.at_s())?;
@@ -304,7 +318,10 @@ mod tests {
             one_way: false,
         }];
         let error = validate_schedule(&faults).expect_err("bad sum");
-        assert!(error.to_string().contains("faults[0] (partition)"), "{error}");
+        assert!(
+            error.to_string().contains("faults[0] (partition)"),
+            "{error}"
+        );
         let faults = vec![Fault::Loss {
             at_s: -1.0,
             duration_s: 1.0,

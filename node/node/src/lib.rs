@@ -1,1 +1,9 @@
-//! (being written)
+#![doc = include_str!("../README.md")]
+
+pub mod membership;
+mod node;
+mod status;
+
+pub use membership::{MembershipConfig, NodeId};
+pub use node::{COLUMN_FAMILIES, NodeConfig, NodeError, run};
+pub use status::{NodeStatus, StatusHandle};

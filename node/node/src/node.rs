@@ -1,0 +1,481 @@
+//! The async shell: connects the membership core to STOQ and the Env.
+//!
+//! Only plumbing lives here — every decision (whom to connect to, what to
+//! send, whom to suspect) is the core's. The shell owns one event loop task
+//! per node plus, per connection, one reader and one writer task with bounded
+//! queues, and one task per outbound connect attempt.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV6;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hm_env::{Clock, Disk, DiskError, Entropy, Env, WriteBatch};
+use hm_stoq::{Connection, Endpoint, SelfSignedVerifier, StoqConfig, StoqError};
+use hm_wire::sign::SigningKey;
+use tokio::sync::mpsc;
+
+use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
+use crate::status::StatusHandle;
+
+/// Column families of a node's disk.
+pub const COLUMN_FAMILIES: &[&str] = &["default", "identity", "membership"];
+const CF_IDENTITY: &str = "identity";
+const CF_MEMBERSHIP: &str = "membership";
+const KEY_SIGNING_KEY: &[u8] = b"falcon-1024/signing-key";
+const KEY_INCARNATION: &[u8] = b"incarnation";
+
+/// Largest membership message accepted (a full-table sync chunk is far smaller).
+pub const MEMBERSHIP_MESSAGE_BYTES_MAX: usize = 1 << 20;
+/// Events (connections, messages) waiting for the event loop; readers wait
+/// when it is full, which back-pressures the peers through QUIC flow control.
+pub const EVENT_QUEUE_MAX: usize = 4_096;
+/// Messages waiting to be written to one peer; more are dropped and counted
+/// (membership tolerates loss: anti-entropy repairs it).
+pub const PEER_SEND_QUEUE_MAX: usize = 256;
+/// Outbound connection attempts at once.
+pub const CONNECTS_IN_FLIGHT_MAX: usize = 16;
+/// Attempts at a boot-time disk operation before the node gives up.
+pub const BOOT_DISK_ATTEMPTS_MAX: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where STOQ listens (and dials from). IPv6 only.
+    pub listen: SocketAddrV6,
+    /// Phase-0 peers: a static list.
+    pub seeds: Vec<SocketAddrV6>,
+    pub membership: MembershipConfig,
+    /// A connection silent for this long is dead (QUIC idle timeout).
+    pub idle_timeout_ms: u64,
+    pub keep_alive_interval_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// How often the status snapshot is refreshed.
+    pub status_interval_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn new(listen: SocketAddrV6, seeds: Vec<SocketAddrV6>) -> Self {
+        Self {
+            listen,
+            seeds,
+            membership: MembershipConfig::default(),
+            // The membership core pings quiet links every 2-3 s, so QUIC
+            // keep-alives would only double the datagrams.
+            idle_timeout_ms: 10_000,
+            keep_alive_interval_ms: 0,
+            connect_timeout_ms: 5_000,
+            status_interval_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "the node's disk failed at boot ({0}); check the data directory's filesystem and permissions"
+    )]
+    Disk(#[from] DiskError),
+    #[error(
+        "the stored identity key is unreadable ({0}); restore the data directory from a backup or start with an empty one to create a new identity"
+    )]
+    Identity(String),
+    #[error("the transport could not start: {0}")]
+    Transport(#[from] StoqError),
+    #[error("the membership configuration is invalid: {0}")]
+    Config(String),
+}
+
+/// Runs the disk operation `op` a few times: transient I/O errors at boot
+/// should not kill a node, persistent ones must.
+fn with_retries<T>(mut op: impl FnMut() -> Result<T, DiskError>) -> Result<T, DiskError> {
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(DiskError::Io(error)) if attempt < BOOT_DISK_ATTEMPTS_MAX => {
+                tracing::warn!(attempt, %error, "disk error at boot; retrying");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The node's long-lived FALCON key: read from disk, or created and synced.
+fn load_or_create_identity<E: Env>(env: &E) -> Result<SigningKey, NodeError> {
+    let disk = env.disk();
+    if let Some(bytes) = with_retries(|| disk.get(CF_IDENTITY, KEY_SIGNING_KEY))? {
+        return SigningKey::from_bytes(&bytes)
+            .map_err(|error| NodeError::Identity(error.to_string()));
+    }
+    let key = SigningKey::generate(env.entropy());
+    with_retries(|| disk.put_synced(CF_IDENTITY, KEY_SIGNING_KEY, &key.to_bytes()))?;
+    Ok(key)
+}
+
+/// Bumps and syncs the incarnation, so this life outranks every earlier one.
+fn next_incarnation<E: Env>(env: &E) -> Result<u64, NodeError> {
+    let disk = env.disk();
+    let previous = with_retries(|| disk.get(CF_MEMBERSHIP, KEY_INCARNATION))?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    let incarnation = previous.saturating_add(1);
+    with_retries(|| {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            CF_MEMBERSHIP,
+            KEY_INCARNATION.to_vec(),
+            incarnation.to_le_bytes().to_vec(),
+        );
+        disk.write(batch)?;
+        disk.sync()
+    })?;
+    Ok(incarnation)
+}
+
+enum Event {
+    Connected {
+        connection: Connection,
+        outbound: bool,
+    },
+    ConnectFailed {
+        addr: SocketAddrV6,
+    },
+    Message {
+        peer: NodeId,
+        link_id: u64,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        peer: NodeId,
+        link_id: u64,
+    },
+}
+
+struct Link {
+    id: u64,
+    connection: Connection,
+    /// Who dialled: the connection dialled by the smaller node id wins when
+    /// two nodes dial each other at once (both sides decide alike).
+    initiator: NodeId,
+    outbox: mpsc::Sender<Vec<u8>>,
+}
+
+fn node_id_of(connection: &Connection) -> NodeId {
+    NodeId(connection.peer().node_id.0)
+}
+
+struct Shell<E: Env> {
+    env: E,
+    me: NodeId,
+    start: Instant,
+    endpoint: Endpoint<E>,
+    core: Membership,
+    links: BTreeMap<NodeId, Link>,
+    connecting: BTreeSet<SocketAddrV6>,
+    events: mpsc::Sender<Event>,
+    next_link_id: u64,
+    status: StatusHandle,
+    config: NodeConfig,
+    messages_sent: u64,
+    messages_received: u64,
+    messages_dropped: u64,
+}
+
+impl<E: Env> Shell<E> {
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.env.clock().now().saturating_duration_since(self.start);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Connect { addr } => {
+                if self.connecting.len() >= CONNECTS_IN_FLIGHT_MAX || !self.connecting.insert(addr)
+                {
+                    // Already dialling it, or too many at once: the core
+                    // retries on its own schedule.
+                    let now = self.now_ms();
+                    if !self.connecting.contains(&addr) {
+                        self.core.handle_connect_failed(now, addr);
+                    }
+                    return;
+                }
+                let endpoint = self.endpoint.clone();
+                let events = self.events.clone();
+                let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+                let clock = self.env.clone();
+                tokio::spawn(async move {
+                    let attempt =
+                        hm_env::timeout(clock.clock(), timeout, endpoint.connect(addr.into()))
+                            .await;
+                    let event = match attempt {
+                        Ok(Ok(connection)) => Event::Connected {
+                            connection,
+                            outbound: true,
+                        },
+                        Ok(Err(error)) => {
+                            tracing::debug!(%addr, %error, "connect failed");
+                            Event::ConnectFailed { addr }
+                        }
+                        Err(_) => Event::ConnectFailed { addr },
+                    };
+                    let _ = events.send(event).await;
+                });
+            }
+            Action::Send { to, message } => {
+                let bytes = hm_wire::encode(&message);
+                match self.links.get(&to) {
+                    Some(link) if link.outbox.try_send(bytes).is_ok() => self.messages_sent += 1,
+                    _ => self.messages_dropped += 1,
+                }
+            }
+            Action::Disconnect { peer } => {
+                if let Some(link) = self.links.remove(&peer) {
+                    link.connection.close("membership: disconnect");
+                }
+            }
+        }
+    }
+
+    fn on_connected(&mut self, connection: Connection, outbound: bool) {
+        let peer = node_id_of(&connection);
+        if peer == self.me {
+            connection.close("connected to itself");
+            return;
+        }
+        if outbound {
+            self.connecting.remove(&connection.remote_addr());
+        }
+        let initiator = if outbound { self.me } else { peer };
+        if let Some(existing) = self.links.get(&peer) {
+            if initiator < existing.initiator {
+                // Replace silently: for the core the peer never went away.
+                let old = self.links.remove(&peer);
+                if let Some(old) = old {
+                    old.connection.close("duplicate connection");
+                }
+                self.attach(peer, connection, initiator);
+            } else {
+                connection.close("duplicate connection");
+            }
+            return;
+        }
+        self.attach(peer, connection.clone(), initiator);
+        self.status.update(|status| {
+            status.peers_accepted.insert(peer);
+        });
+        let now = self.now_ms();
+        self.core
+            .handle_connection_up(now, peer, connection.remote_addr(), outbound);
+    }
+
+    fn attach(&mut self, peer: NodeId, connection: Connection, initiator: NodeId) {
+        let id = self.next_link_id;
+        self.next_link_id += 1;
+        let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(PEER_SEND_QUEUE_MAX);
+        let writer = connection.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = outgoing.recv().await {
+                if let Err(error) = writer.send_message(&bytes).await {
+                    tracing::debug!(%error, "send failed; the reader reports the close");
+                    break;
+                }
+            }
+        });
+        let reader = connection.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match reader.recv_message().await {
+                    Ok(bytes) => {
+                        let event = Event::Message {
+                            peer,
+                            link_id: id,
+                            bytes,
+                        };
+                        if events.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = events.send(Event::Closed { peer, link_id: id }).await;
+                        break;
+                    }
+                }
+            }
+        });
+        self.links.insert(
+            peer,
+            Link {
+                id,
+                connection,
+                initiator,
+                outbox,
+            },
+        );
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = self.now_ms();
+        match event {
+            Event::Connected {
+                connection,
+                outbound,
+            } => self.on_connected(connection, outbound),
+            Event::ConnectFailed { addr } => {
+                self.connecting.remove(&addr);
+                self.core.handle_connect_failed(now, addr);
+            }
+            Event::Message {
+                peer,
+                link_id,
+                bytes,
+            } => {
+                if self.links.get(&peer).is_none_or(|link| link.id != link_id) {
+                    return; // from a connection already replaced or closed
+                }
+                self.messages_received += 1;
+                match hm_wire::decode::<Message>(&bytes, MEMBERSHIP_MESSAGE_BYTES_MAX) {
+                    Ok(message) => self.core.handle_message(now, peer, message),
+                    Err(error) => {
+                        tracing::warn!(peer = ?peer, %error, "malformed membership message; closing the connection");
+                        if let Some(link) = self.links.remove(&peer) {
+                            link.connection.close("malformed membership message");
+                        }
+                        self.core.handle_connection_down(now, peer);
+                    }
+                }
+            }
+            Event::Closed { peer, link_id } => {
+                if self.links.get(&peer).is_some_and(|link| link.id == link_id) {
+                    self.links.remove(&peer);
+                    self.core.handle_connection_down(now, peer);
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let alive = self.core.alive_members();
+        let active = self.core.active_peers();
+        let rejections = self.endpoint.stats().identity_failures_total;
+        let (sent, received, dropped) = (
+            self.messages_sent,
+            self.messages_received,
+            self.messages_dropped,
+        );
+        let incarnation = self.core.incarnation();
+        self.status.update(|status| {
+            status.running = true;
+            status.alive_members = alive;
+            status.active_peers = active;
+            status.identity_rejections = rejections;
+            status.incarnation = incarnation;
+            status.messages_sent = sent;
+            status.messages_received = received;
+            status.messages_dropped = dropped;
+        });
+    }
+}
+
+/// Runs a node until its endpoint closes. Boot: identity, incarnation,
+/// endpoint; then the event loop.
+pub async fn run<E: Env>(
+    env: E,
+    config: NodeConfig,
+    status: StatusHandle,
+) -> Result<(), NodeError> {
+    config
+        .membership
+        .validate()
+        .map_err(|error| NodeError::Config(error.to_string()))?;
+    let signing_key = load_or_create_identity(&env)?;
+    let incarnation = next_incarnation(&env)?;
+    let me = NodeId(signing_key.verifying_key().fingerprint().0);
+
+    let mut stoq_config = StoqConfig::new(config.listen);
+    stoq_config.idle_timeout_ms = config.idle_timeout_ms;
+    stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
+    let endpoint = Endpoint::bind(&env, signing_key, stoq_config, Arc::new(SelfSignedVerifier))?;
+    let start = env.clock().now();
+    let core = Membership::new(
+        config.membership.clone(),
+        me,
+        config.listen,
+        incarnation,
+        config.seeds.clone(),
+        env.entropy().next_u64(),
+        0,
+    );
+    let (events, mut inbox) = mpsc::channel(EVENT_QUEUE_MAX);
+    {
+        let endpoint = endpoint.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(connection) = endpoint.accept().await {
+                let event = Event::Connected {
+                    connection,
+                    outbound: false,
+                };
+                if events.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    status.update(|status| {
+        status.running = true;
+        status.node_id = Some(me);
+        status.listen = Some(config.listen);
+        status.incarnation = incarnation;
+        status.error = None;
+    });
+    tracing::info!(node = ?me, listen = %config.listen, incarnation, "node booted");
+
+    let status_interval = Duration::from_millis(config.status_interval_ms.max(1));
+    let mut shell = Shell {
+        env: env.clone(),
+        me,
+        start,
+        endpoint,
+        core,
+        links: BTreeMap::new(),
+        connecting: BTreeSet::new(),
+        events,
+        next_link_id: 0,
+        status,
+        config,
+        messages_sent: 0,
+        messages_received: 0,
+        messages_dropped: 0,
+    };
+    let mut next_status = start;
+    loop {
+        while let Some(action) = shell.core.poll_action() {
+            shell.perform(action);
+        }
+        let now = env.clock().now();
+        if now >= next_status {
+            shell.publish_status();
+            next_status = now + status_interval;
+        }
+        let wake = shell
+            .core
+            .poll_timeout()
+            .map(|at_ms| start + Duration::from_millis(at_ms))
+            .unwrap_or(next_status)
+            .min(next_status)
+            .max(now);
+        tokio::select! {
+            event = inbox.recv() => match event {
+                Some(event) => shell.on_event(event),
+                None => return Ok(()),
+            },
+            () = env.clock().sleep_until(wake) => {
+                let now_ms = shell.now_ms();
+                shell.core.handle_tick(now_ms);
+            }
+        }
+    }
+}

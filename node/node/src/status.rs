@@ -1,0 +1,66 @@
+//! What a running node reports about itself.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddrV6;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::membership::NodeId;
+
+/// A snapshot of a node, refreshed by the node a few times a second.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    /// True between a successful boot and the node stopping.
+    pub running: bool,
+    pub node_id: Option<NodeId>,
+    pub listen: Option<SocketAddrV6>,
+    pub incarnation: u64,
+    /// The membership view: every member believed alive, self included, sorted.
+    pub alive_members: Vec<NodeId>,
+    pub active_peers: Vec<NodeId>,
+    /// Every peer this node ever held a connection with (identity verified).
+    pub peers_accepted: BTreeSet<NodeId>,
+    /// Connections refused because the peer's identity check failed.
+    pub identity_rejections: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub messages_dropped: u64,
+    /// Why the node stopped, if it stopped on an error.
+    pub error: Option<String>,
+}
+
+/// Shared, cheaply cloned access to a node's status.
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<NodeStatus>>);
+
+impl StatusHandle {
+    fn lock(&self) -> MutexGuard<'_, NodeStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> NodeStatus {
+        self.lock().clone()
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut NodeStatus)) {
+        change(&mut self.lock());
+    }
+
+    /// The node was killed: it holds no view and no connections any more.
+    /// What it accepted stays on record for the safety checkers.
+    pub fn mark_down(&self) {
+        self.update(|status| {
+            status.running = false;
+            status.alive_members.clear();
+            status.active_peers.clear();
+        });
+    }
+
+    pub fn set_error(&self, error: String) {
+        self.update(|status| {
+            status.running = false;
+            status.error = Some(error);
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! `cargo sim …` — the simulator without having to remember how it is built.
+//!
+//! The simulator needs `RUSTFLAGS="--cfg madsim"`, which changes every crate's
+//! build, so it lives in its own target dir (`<target>/madsim`) and must never
+//! share artifacts with the real build. This launcher (a dependency-free crate,
+//! reached through the `sim` alias in `.cargo/config.toml`) applies both and
+//! then runs the `hm-sim` binary with the remaining arguments:
+//!
+//! ```text
+//! cargo sim run scenarios/smoke.toml          # build (if needed) and run hm-sim
+//! cargo sim sweep scenarios/smoke.toml --seeds 1..5
+//! cargo sim test                              # the simulator's own tests under madsim
+//! cargo sim clippy                            # lint the madsim build
+//! cargo sim install                           # put a plain `hm-sim` binary in ~/.cargo/bin
+//! cargo sim path                              # print where the hm-sim binary is
+//! ```
+#![allow(clippy::disallowed_methods)] // a build tool: it runs cargo and execs processes
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const PROFILE: &str = "sim";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}
+
+fn sim_target_dir(root: &Path) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    base.join("madsim")
+}
+
+fn cargo(root: &Path, subcommand: &str) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if !rustflags.split_whitespace().any(|flag| flag == "madsim") {
+        rustflags = format!("{rustflags} --cfg madsim").trim().to_string();
+    }
+    command
+        .arg(subcommand)
+        .current_dir(root)
+        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_TARGET_DIR", sim_target_dir(root));
+    command
+}
+
+fn status_code(status: std::io::Result<std::process::ExitStatus>, what: &str) -> ExitCode {
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("cargo sim: could not run {what}: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn build(root: &Path) -> Result<PathBuf, ExitCode> {
+    let mut command = cargo(root, "build");
+    command.args([
+        "--quiet",
+        "--profile",
+        PROFILE,
+        "-p",
+        "hm-sim",
+        "--bin",
+        "hm-sim",
+    ]);
+    let code = status_code(command.status(), "cargo build");
+    if code != ExitCode::SUCCESS {
+        eprintln!("cargo sim: building the simulator failed (see the errors above)");
+        return Err(code);
+    }
+    Ok(sim_target_dir(root).join(PROFILE).join("hm-sim"))
+}
+
+fn main() -> ExitCode {
+    let root = workspace_root();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Invoked as `cargo sim …` through the alias, or as `cargo-sim sim …`.
+    if args.first().map(String::as_str) == Some("sim") {
+        args.remove(0);
+    }
+    let Some(first) = args.first().cloned() else {
+        eprintln!(
+            "usage: cargo sim <run|sweep|test|clippy|install|path> [args…]\n       e.g. cargo sim run scenarios/smoke.toml"
+        );
+        return ExitCode::from(2);
+    };
+    match first.as_str() {
+        "test" | "clippy" | "check" => {
+            let mut command = cargo(&root, &first);
+            command.args(["--profile", PROFILE, "-p", "hm-sim"]);
+            if first == "clippy" {
+                command.arg("--all-targets");
+            }
+            command.args(&args[1..]);
+            status_code(command.status(), &format!("cargo {first}"))
+        }
+        "install" => {
+            let mut command = cargo(&root, "install");
+            command.args([
+                "--profile",
+                PROFILE,
+                "--locked",
+                "--path",
+                "sim",
+                "--bin",
+                "hm-sim",
+            ]);
+            command.args(&args[1..]);
+            status_code(command.status(), "cargo install")
+        }
+        "path" => match build(&root) {
+            Ok(binary) => {
+                println!("{}", binary.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        _ => match build(&root) {
+            Ok(binary) => status_code(
+                Command::new(&binary).args(&args).status(),
+                &binary.display().to_string(),
+            ),
+            Err(code) => code,
+        },
+    }
+}

@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+#[cfg(madsim)]
+pub mod env;
+#[cfg(madsim)]
+pub mod net;
+#[cfg(madsim)]
+pub mod report;
+#[cfg(madsim)]
+pub mod runner;
+pub mod scenario;
+#[cfg(madsim)]
+pub mod wall;
+#[cfg(madsim)]
+pub mod world;

@@ -1,0 +1,96 @@
+//! The one-screen summary (summary first, details after) and sweep tables.
+
+use std::fmt::Write;
+
+use crate::runner::RunOutcome;
+
+fn human_count(value: u64) -> String {
+    match value {
+        0..=9_999 => value.to_string(),
+        10_000..=9_999_999 => format!("{:.1}k", value as f64 / 1e3),
+        _ => format!("{:.1}M", value as f64 / 1e6),
+    }
+}
+
+/// The command that replays this exact run.
+pub fn reproduce_command(outcome: &RunOutcome) -> String {
+    format!(
+        "cargo sim run {} --seed {}",
+        outcome.scenario_path, outcome.seed
+    )
+}
+
+pub fn summary(outcome: &RunOutcome) -> String {
+    let mut out = String::new();
+    let verdict = if outcome.passed { "PASS" } else { "FAIL" };
+    let _ = writeln!(
+        out,
+        "hm-sim · {} · seed {} · {verdict}",
+        outcome.scenario, outcome.seed
+    );
+    for property in &outcome.properties {
+        let mark = if property.passed { "pass" } else { "FAIL" };
+        let _ = writeln!(out, "  {mark}  {:<22} {}", property.name, property.detail);
+    }
+    let speedup = outcome.simulated_s / outcome.wall_s.max(1e-9);
+    let _ = writeln!(
+        out,
+        "  {:.1} s simulated in {:.1} s wall ({speedup:.1}x) · {} nodes · {} datagrams ({} lost, {} cut by partitions) · {} events ({}/s) · peak memory {} MiB",
+        outcome.simulated_s,
+        outcome.wall_s,
+        outcome.nodes,
+        human_count(outcome.counters.datagrams_delivered),
+        human_count(outcome.counters.datagrams_lost),
+        human_count(outcome.counters.datagrams_partitioned),
+        human_count(outcome.events_total),
+        human_count(outcome.events_per_wall_s as u64),
+        outcome.peak_rss_bytes >> 20,
+    );
+    let _ = writeln!(out, "  digest {}", outcome.digest);
+    if !outcome.passed {
+        let _ = writeln!(out, "  reproduce: {}", reproduce_command(outcome));
+    }
+    out
+}
+
+pub fn sweep_summary(outcomes: &[RunOutcome]) -> String {
+    let mut out = String::new();
+    let failed: Vec<&RunOutcome> = outcomes.iter().filter(|outcome| !outcome.passed).collect();
+    let wall_max = outcomes.iter().map(|o| o.wall_s).fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "hm-sim sweep · {} runs · {} passed · {} failed · slowest {:.1} s wall",
+        outcomes.len(),
+        outcomes.len() - failed.len(),
+        failed.len(),
+        wall_max
+    );
+    for outcome in outcomes {
+        let mark = if outcome.passed { "pass" } else { "FAIL" };
+        let _ = writeln!(
+            out,
+            "  {mark}  {:<24} seed {:<6} {:>7.1} s sim {:>6.1} s wall  digest {}",
+            outcome.scenario,
+            outcome.seed,
+            outcome.simulated_s,
+            outcome.wall_s,
+            outcome.digest.get(..16).unwrap_or("-")
+        );
+    }
+    for outcome in failed {
+        let reasons: Vec<String> = outcome
+            .properties
+            .iter()
+            .filter(|p| !p.passed)
+            .map(|p| format!("{}: {}", p.name, p.detail))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  failed seed {}: {}",
+            outcome.seed,
+            reasons.join("; ")
+        );
+        let _ = writeln!(out, "    reproduce: {}", reproduce_command(outcome));
+    }
+    out
+}

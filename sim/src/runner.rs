@@ -1,0 +1,710 @@
+//! Runs one scenario under one seed: builds the universe, boots the nodes,
+//! applies the fault schedule, checks properties while it runs, and stops as
+//! soon as every property is decided.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hm_env::mem::{MemDisk, StaticHardware};
+use hm_env::{GpuInfo, HardwareInventory};
+use hm_faults::{Fault, GarbageEnv};
+use hm_node::{NodeConfig, NodeId, StatusHandle};
+use madsim::rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
+use crate::net::{LinkModel, Partition, SimNetwork, node_ip};
+use crate::scenario::Scenario;
+use crate::wall::{peak_rss_bytes, wall_now_ms};
+use crate::world::{Auditor, Counters, EventKind};
+
+/// The port every simulated node listens on.
+pub const NODE_PORT: u16 = 7000;
+/// How often (simulated) properties are checked and progress is reported.
+pub const CHECK_INTERVAL_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PropertyResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Everything one run produced; serialised as the JSON report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub scenario: String,
+    pub scenario_path: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub properties: Vec<PropertyResult>,
+    pub nodes: u32,
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub peak_rss_bytes: u64,
+    pub counters: Counters,
+    pub events_total: u64,
+    pub events_per_wall_s: f64,
+    pub digest: String,
+    /// Seconds after the last fault until every view matched (if it did).
+    pub converged_after_faults_s: Option<f64>,
+    pub panic: Option<String>,
+}
+
+/// One scheduled change to the universe.
+#[derive(Debug, Clone)]
+enum Action {
+    SetPartition(Option<Partition>),
+    SetLink(LinkModel),
+    Kill(u32),
+    Restart(u32),
+    Clog { node: u32, duration_ms: u64 },
+    SetClock { node: u32, offset: ClockOffset },
+    DiskErrors { node: u32, count: u32 },
+}
+
+struct SimNode {
+    madsim_id: madsim::task::NodeId,
+    hardware: NodeHardwareState,
+    status: StatusHandle,
+    alive: bool,
+    byzantine: bool,
+}
+
+fn seconds_to_ms(seconds: f64) -> u64 {
+    (seconds * 1000.0).round().max(0.0) as u64
+}
+
+fn link_of(scenario: &Scenario) -> LinkModel {
+    LinkModel {
+        latency_us: (scenario.network.latency_ms * 1000.0) as u64,
+        jitter_us: (scenario.network.jitter_ms * 1000.0) as u64,
+        loss: scenario.network.loss,
+        duplicate: scenario.network.duplicate,
+        reorder: scenario.network.reorder,
+    }
+}
+
+/// `count` distinct nodes out of `0..n`, chosen by the run's RNG.
+fn pick_nodes(n: u32, fraction: f64) -> Vec<u32> {
+    let count = ((fraction * f64::from(n)).round() as u32).min(n);
+    let mut all: Vec<u32> = (0..n).collect();
+    let mut rng = madsim::rand::thread_rng();
+    for i in 0..count as usize {
+        let j = rng.gen_range(i..all.len());
+        all.swap(i, j);
+    }
+    all.truncate(count as usize);
+    all.sort_unstable();
+    all
+}
+
+/// Expands the fault list into timed actions, choosing nodes with the seed.
+fn timeline(scenario: &Scenario) -> Vec<(u64, Action)> {
+    let n = scenario.nodes.count;
+    let base_link = link_of(scenario);
+    let mut actions = Vec::new();
+    for fault in &scenario.faults {
+        let at_ms = seconds_to_ms(fault.at_s());
+        match fault {
+            Fault::Partition {
+                duration_s,
+                fractions,
+                one_way,
+                ..
+            } => {
+                let mut group_of = Vec::with_capacity(n as usize);
+                let mut boundary = 0.0;
+                let mut group = 0u16;
+                for index in 0..n {
+                    while (group as usize) < fractions.len() - 1
+                        && f64::from(index) >= (boundary + fractions[group as usize]) * f64::from(n)
+                    {
+                        boundary += fractions[group as usize];
+                        group += 1;
+                    }
+                    group_of.push(group);
+                }
+                let partition = Partition {
+                    group_of,
+                    one_way: one_way.then_some((0, 1)),
+                };
+                actions.push((at_ms, Action::SetPartition(Some(partition))));
+                actions.push((
+                    at_ms + seconds_to_ms(*duration_s),
+                    Action::SetPartition(None),
+                ));
+            }
+            Fault::Crash {
+                fraction,
+                restart_after_s,
+                ..
+            } => {
+                for node in pick_nodes(n, *fraction) {
+                    actions.push((at_ms, Action::Kill(node)));
+                    if let Some(after) = restart_after_s {
+                        actions.push((at_ms + seconds_to_ms(*after), Action::Restart(node)));
+                    }
+                }
+            }
+            Fault::Loss {
+                duration_s, rate, ..
+            } => {
+                actions.push((
+                    at_ms,
+                    Action::SetLink(LinkModel {
+                        loss: *rate,
+                        ..base_link
+                    }),
+                ));
+                actions.push((
+                    at_ms + seconds_to_ms(*duration_s),
+                    Action::SetLink(base_link),
+                ));
+            }
+            Fault::Latency {
+                duration_s,
+                latency_ms,
+                jitter_ms,
+                ..
+            } => {
+                actions.push((
+                    at_ms,
+                    Action::SetLink(LinkModel {
+                        latency_us: (latency_ms * 1000.0) as u64,
+                        jitter_us: (jitter_ms * 1000.0) as u64,
+                        ..base_link
+                    }),
+                ));
+                actions.push((
+                    at_ms + seconds_to_ms(*duration_s),
+                    Action::SetLink(base_link),
+                ));
+            }
+            Fault::Clog {
+                duration_s,
+                fraction,
+                ..
+            } => {
+                for node in pick_nodes(n, *fraction) {
+                    actions.push((
+                        at_ms,
+                        Action::Clog {
+                            node,
+                            duration_ms: seconds_to_ms(*duration_s),
+                        },
+                    ));
+                }
+            }
+            Fault::Swizzle {
+                fraction, step_s, ..
+            } => {
+                // Clog one more node every step; the k-th stays clogged until
+                // it is released in reverse order.
+                let nodes = pick_nodes(n, *fraction);
+                let step_ms = seconds_to_ms(*step_s);
+                let total = nodes.len() as u64;
+                for (k, node) in nodes.into_iter().enumerate() {
+                    let k = k as u64;
+                    let start = at_ms + k * step_ms;
+                    let end = at_ms + (2 * total - k) * step_ms;
+                    actions.push((
+                        start,
+                        Action::Clog {
+                            node,
+                            duration_ms: end - start,
+                        },
+                    ));
+                }
+            }
+            Fault::Clock {
+                fraction,
+                step_ms,
+                drift_ppm,
+                periodic_amplitude_ms,
+                periodic_period_s,
+                ..
+            } => {
+                for node in pick_nodes(n, *fraction) {
+                    actions.push((
+                        at_ms,
+                        Action::SetClock {
+                            node,
+                            offset: ClockOffset {
+                                step_ms: *step_ms,
+                                drift_ppm: *drift_ppm,
+                                periodic_amplitude_ms: *periodic_amplitude_ms,
+                                periodic_period_ms: seconds_to_ms(*periodic_period_s),
+                                since_ms: at_ms,
+                            },
+                        },
+                    ));
+                }
+            }
+            Fault::DiskErrors {
+                fraction, count, ..
+            } => {
+                for node in pick_nodes(n, *fraction) {
+                    actions.push((
+                        at_ms,
+                        Action::DiskErrors {
+                            node,
+                            count: *count,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    // Stable: actions at the same time keep schedule order.
+    actions.sort_by_key(|(at_ms, _)| *at_ms);
+    actions
+}
+
+fn node_config(scenario: &Scenario, index: u32) -> NodeConfig {
+    let listen = SocketAddrV6::new(node_ip(index), NODE_PORT, 0, 0);
+    let seeds = (0..scenario.nodes.seeds)
+        .filter(|seed| *seed != index)
+        .map(|seed| SocketAddrV6::new(node_ip(seed), NODE_PORT, 0, 0))
+        .collect();
+    let mut config = NodeConfig::new(listen, seeds);
+    let tuning = &scenario.membership;
+    let membership = &mut config.membership;
+    if let Some(value) = tuning.gossip_interval_ms {
+        membership.gossip_interval_ms = value;
+    }
+    if let Some(value) = tuning.probe_interval_ms {
+        membership.probe_interval_ms = value;
+    }
+    if let Some(value) = tuning.suspicion_timeout_ms {
+        membership.suspicion_timeout_ms = value;
+    }
+    if let Some(value) = tuning.anti_entropy_interval_ms {
+        membership.anti_entropy_interval_ms = value;
+    }
+    if let Some(value) = tuning.active_view_max {
+        membership.active_view_max = value;
+    }
+    config
+}
+
+fn hardware_of(scenario: &Scenario) -> StaticHardware {
+    let profile = &scenario.nodes.hardware;
+    StaticHardware {
+        inventory: HardwareInventory {
+            cpu_model: profile.cpu_model.clone(),
+            cpu_cores: profile.cpu_cores,
+            memory_bytes: profile.memory_gib << 30,
+            storage_bytes: profile.storage_gib << 30,
+            network_bits_per_second: profile.network_mbps * 1_000_000,
+            gpus: Vec::<GpuInfo>::new(),
+        },
+        usage: Default::default(),
+    }
+}
+
+/// What the checkers concluded at one instant.
+struct Observation {
+    live_honest: usize,
+    converged: usize,
+    unverified: Vec<String>,
+}
+
+fn observe(nodes: &[SimNode]) -> Observation {
+    let mut known: BTreeSet<NodeId> = BTreeSet::new();
+    let mut live_ids: BTreeSet<NodeId> = BTreeSet::new();
+    let mut all_booted = true;
+    let statuses: Vec<_> = nodes.iter().map(|node| node.status.snapshot()).collect();
+    for (node, status) in nodes.iter().zip(&statuses) {
+        if let Some(id) = status.node_id {
+            known.insert(id);
+            if node.alive {
+                live_ids.insert(id);
+            }
+        } else if node.alive {
+            all_booted = false;
+        }
+    }
+    let live_view: Vec<NodeId> = live_ids.iter().copied().collect();
+    let mut live_honest = 0;
+    let mut converged = 0;
+    let mut unverified = Vec::new();
+    for (index, (node, status)) in nodes.iter().zip(&statuses).enumerate() {
+        if node.byzantine {
+            continue;
+        }
+        for peer in &status.peers_accepted {
+            if !known.contains(peer) {
+                unverified.push(format!("n{index} accepted unknown peer {peer:?}"));
+            }
+        }
+        if !node.alive {
+            continue;
+        }
+        live_honest += 1;
+        if all_booted && status.running && status.alive_members == live_view {
+            converged += 1;
+        }
+    }
+    Observation {
+        live_honest,
+        converged,
+        unverified,
+    }
+}
+
+struct Progress {
+    enabled: bool,
+    interactive: bool,
+    last_print_ms: f64,
+}
+
+impl Progress {
+    fn report(&mut self, line: &str, force: bool) {
+        if !self.enabled {
+            return;
+        }
+        let now = wall_now_ms();
+        let every_ms = if self.interactive { 500.0 } else { 10_000.0 };
+        if !force && now - self.last_print_ms < every_ms {
+            return;
+        }
+        self.last_print_ms = now;
+        if self.interactive {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.interactive {
+            eprintln!();
+        }
+    }
+}
+
+struct SimResult {
+    properties: Vec<PropertyResult>,
+    simulated_s: f64,
+    converged_after_faults_s: Option<f64>,
+    counters: Counters,
+    digest: String,
+}
+
+async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: f64) -> SimResult {
+    #[allow(clippy::disallowed_methods)] // virtual time
+    let start = Instant::now();
+    let auditor = Arc::new(Auditor::default());
+    let network = Arc::new(SimNetwork::new(auditor.clone(), start, link_of(&scenario)));
+    let handle = madsim::runtime::Handle::current();
+    let n = scenario.nodes.count;
+    let hardware = hardware_of(&scenario);
+    let garbage_from = n - scenario.byzantine.garbage_senders;
+    let mut nodes = Vec::with_capacity(n as usize);
+    for index in 0..n {
+        let state = NodeHardwareState {
+            disk: MemDisk::new(hm_node::COLUMN_FAMILIES),
+            clock_offset: Arc::new(Mutex::new(ClockOffset::default())),
+            hardware: hardware.clone(),
+        };
+        let status = StatusHandle::default();
+        let byzantine = index >= garbage_from;
+        let boots = Arc::new(AtomicU32::new(0));
+        let boot_delay = Duration::from_secs_f64(
+            scenario.nodes.boot_spread_s * f64::from(index) / f64::from(n.max(1)),
+        );
+        let config = node_config(&scenario, index);
+        let garbage_every_nth = scenario.byzantine.garbage_every_nth;
+        let init = {
+            let (state, status, network, auditor) = (
+                state.clone(),
+                status.clone(),
+                network.clone(),
+                auditor.clone(),
+            );
+            move || {
+                let boot = boots.fetch_add(1, Ordering::Relaxed);
+                let env = SimEnv::new(
+                    seed,
+                    index,
+                    boot,
+                    &state,
+                    network.clone(),
+                    auditor.clone(),
+                    start,
+                );
+                let config = config.clone();
+                let status = status.clone();
+                let auditor = auditor.clone();
+                async move {
+                    if boot == 0 {
+                        madsim::time::sleep(boot_delay).await;
+                    }
+                    auditor.record(
+                        EventKind::Boot,
+                        0,
+                        &[&index.to_le_bytes(), &boot.to_le_bytes()],
+                    );
+                    let result = if byzantine {
+                        hm_node::run(
+                            GarbageEnv::new(env, garbage_every_nth),
+                            config,
+                            status.clone(),
+                        )
+                        .await
+                    } else {
+                        hm_node::run(env, config, status.clone()).await
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(node = index, %error, "node stopped with an error");
+                        status.set_error(error.to_string());
+                    }
+                }
+            }
+        };
+        let node = handle
+            .create_node()
+            .name(format!("n{index}"))
+            .ip(IpAddr::V6(node_ip(index)))
+            .init(init)
+            .build();
+        nodes.push(SimNode {
+            madsim_id: node.id(),
+            hardware: state,
+            status,
+            alive: true,
+            byzantine,
+        });
+    }
+
+    let actions = timeline(&scenario);
+    let faults_end_ms = seconds_to_ms(scenario.faults_end_s());
+    let bound_ms = seconds_to_ms(scenario.properties.membership_converges_within_s);
+    let deadline_ms = seconds_to_ms(scenario.duration_s).min(faults_end_ms + bound_ms);
+    let mut next_action = 0;
+    let mut unverified: Vec<String> = Vec::new();
+    let mut converged_at_ms: Option<u64> = None;
+    let mut progress = Progress {
+        enabled: progress,
+        interactive: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        last_print_ms: 0.0,
+    };
+    let mut now_ms = 0;
+    loop {
+        // Apply every action due by now.
+        while let Some((at_ms, action)) = actions.get(next_action) {
+            if *at_ms > now_ms {
+                break;
+            }
+            next_action += 1;
+            auditor.record(
+                EventKind::Fault,
+                at_ms * 1_000_000,
+                &[format!("{action:?}").as_bytes()],
+            );
+            match action {
+                Action::SetPartition(partition) => network.set_partition(partition.clone()),
+                Action::SetLink(link) => network.set_link(*link),
+                Action::Kill(node) => {
+                    let sim_node = &mut nodes[*node as usize];
+                    if sim_node.alive {
+                        handle.kill(sim_node.madsim_id);
+                        network.unbind_node(*node);
+                        let unsynced = sim_node.hardware.disk.unsynced_batches();
+                        let kept = madsim::rand::thread_rng().gen_range(0..=unsynced);
+                        sim_node.hardware.disk.crash(kept);
+                        sim_node.status.mark_down();
+                        sim_node.alive = false;
+                    }
+                }
+                Action::Restart(node) => {
+                    let sim_node = &mut nodes[*node as usize];
+                    if !sim_node.alive {
+                        handle.restart(sim_node.madsim_id);
+                        sim_node.alive = true;
+                    }
+                }
+                Action::Clog { node, duration_ms } => {
+                    network.clog(*node, start + Duration::from_millis(now_ms + duration_ms));
+                }
+                Action::SetClock { node, offset } => {
+                    *crate::world::lock(&nodes[*node as usize].hardware.clock_offset) = *offset;
+                }
+                Action::DiskErrors { node, count } => {
+                    nodes[*node as usize].hardware.disk.inject_io_errors(*count);
+                }
+            }
+        }
+
+        let observation = observe(&nodes);
+        for violation in observation.unverified {
+            if unverified.len() < 16 && !unverified.contains(&violation) {
+                unverified.push(violation);
+            }
+        }
+        let quiet = now_ms >= faults_end_ms && next_action >= actions.len();
+        let all_converged = observation.converged == observation.live_honest;
+        if quiet && all_converged && converged_at_ms.is_none() {
+            converged_at_ms = Some(now_ms);
+        }
+        if !all_converged {
+            // Convergence must hold, not flicker: a later divergence resets it.
+            converged_at_ms = None;
+        }
+        let counters = auditor.counters();
+        let wall_s = (wall_now_ms() - wall_start_ms) / 1000.0;
+        progress.report(
+            &format!(
+                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree · {} datagrams",
+                now_ms as f64 / 1000.0,
+                deadline_ms as f64 / 1000.0,
+                wall_s,
+                observation.live_honest,
+                observation.converged,
+                counters.datagrams_delivered
+            ),
+            false,
+        );
+        if now_ms >= deadline_ms || (quiet && converged_at_ms.is_some()) {
+            break;
+        }
+        now_ms += CHECK_INTERVAL_MS;
+        madsim::time::sleep_until(start + Duration::from_millis(now_ms)).await;
+    }
+    progress.finish();
+
+    let observation = observe(&nodes);
+    let mut properties = Vec::new();
+    let converged_after =
+        converged_at_ms.map(|at| at.saturating_sub(faults_end_ms) as f64 / 1000.0);
+    properties.push(PropertyResult {
+        name: "membership-converges".into(),
+        passed: converged_after.is_some(),
+        detail: match converged_after {
+            Some(after) => format!(
+                "all {} live honest nodes see exactly the {} live nodes, {after:.1} s after the last fault (bound {} s)",
+                observation.live_honest,
+                nodes.iter().filter(|node| node.alive).count(),
+                scenario.properties.membership_converges_within_s
+            ),
+            None => format!(
+                "only {} of {} live honest nodes see exactly the live set {} s after the last fault (bound {} s)",
+                observation.converged,
+                observation.live_honest,
+                (deadline_ms.saturating_sub(faults_end_ms)) / 1000,
+                scenario.properties.membership_converges_within_s
+            ),
+        },
+    });
+    if scenario.properties.only_verified_peers {
+        let rejections: u64 = nodes
+            .iter()
+            .map(|node| node.status.snapshot().identity_rejections)
+            .sum();
+        properties.push(PropertyResult {
+            name: "only-verified-peers".into(),
+            passed: unverified.is_empty(),
+            detail: if unverified.is_empty() {
+                format!("no honest node accepted an unverified peer ({rejections} identity checks failed and were refused)")
+            } else {
+                unverified.join("; ")
+            },
+        });
+    }
+    let errors: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, node)| {
+            node.status
+                .snapshot()
+                .error
+                .map(|error| format!("n{index}: {error}"))
+        })
+        .take(8)
+        .collect();
+    properties.push(PropertyResult {
+        name: "no-node-errors".into(),
+        passed: errors.is_empty(),
+        detail: if errors.is_empty() {
+            "no node stopped with an error".into()
+        } else {
+            errors.join("; ")
+        },
+    });
+    SimResult {
+        properties,
+        simulated_s: now_ms as f64 / 1000.0,
+        converged_after_faults_s: converged_after,
+        counters: auditor.counters(),
+        digest: auditor.digest_hex(),
+    }
+}
+
+/// Runs `scenario` under `seed`. Never panics: a panic inside the simulated
+/// world becomes a failed run with the panic message.
+pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) -> RunOutcome {
+    let wall_start_ms = wall_now_ms();
+    let mut config = madsim::Config::default();
+    // Our SimNetwork models the network; madsim's own net is unused.
+    config.net.packet_loss_rate = 0.0;
+    let owned = scenario.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+        runtime.block_on(simulate(owned, seed, progress, wall_start_ms))
+    }));
+    let wall_s = (wall_now_ms() - wall_start_ms) / 1000.0;
+    match result {
+        Ok(result) => {
+            let events_total = result.counters.events_total();
+            RunOutcome {
+                scenario: scenario.name.clone(),
+                scenario_path: scenario_path.to_string(),
+                seed,
+                passed: result.properties.iter().all(|property| property.passed),
+                properties: result.properties,
+                nodes: scenario.nodes.count,
+                simulated_s: result.simulated_s,
+                wall_s,
+                peak_rss_bytes: peak_rss_bytes(),
+                counters: result.counters,
+                events_total,
+                events_per_wall_s: events_total as f64 / wall_s.max(1e-9),
+                digest: result.digest,
+                converged_after_faults_s: result.converged_after_faults_s,
+                panic: None,
+            }
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            RunOutcome {
+                scenario: scenario.name.clone(),
+                scenario_path: scenario_path.to_string(),
+                seed,
+                passed: false,
+                properties: vec![PropertyResult {
+                    name: "no-panic".into(),
+                    passed: false,
+                    detail: message.clone(),
+                }],
+                nodes: scenario.nodes.count,
+                simulated_s: 0.0,
+                wall_s,
+                peak_rss_bytes: peak_rss_bytes(),
+                counters: Counters::default(),
+                events_total: 0,
+                events_per_wall_s: 0.0,
+                digest: String::new(),
+                converged_after_faults_s: None,
+                panic: Some(message),
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Scenario files: what to simulate, as data with good defaults.
+//!
+//! Every field has a default, so the smallest scenario is an empty file.
+//! Unknown keys and out-of-range values are errors that name the file, the
+//! line and the key.
+
+use std::path::Path;
+
+use hm_faults::Fault;
+use serde::{Deserialize, Serialize};
+
+/// Largest scenario file read, in bytes.
+pub const SCENARIO_BYTES_MAX: usize = 1024 * 1024;
+/// Most nodes one scenario may ask for.
+pub const NODES_MAX: u32 = 20_000;
+/// Longest simulated run, in seconds (one simulated day).
+pub const DURATION_S_MAX: f64 = 24.0 * 3600.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Seed used when the command line gives none.
+    pub seed: u64,
+    /// Hard stop in simulated seconds; the run ends earlier once every
+    /// property has been decided.
+    pub duration_s: f64,
+    pub nodes: Nodes,
+    pub network: Network,
+    pub membership: MembershipTuning,
+    pub byzantine: Byzantine,
+    pub properties: Properties,
+    pub faults: Vec<Fault>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "unnamed".into(),
+            description: String::new(),
+            seed: 1,
+            duration_s: 120.0,
+            nodes: Nodes::default(),
+            network: Network::default(),
+            membership: MembershipTuning::default(),
+            byzantine: Byzantine::default(),
+            properties: Properties::default(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nodes {
+    pub count: u32,
+    /// The first `seeds` nodes are everyone's seed list (phase 0: static).
+    pub seeds: u32,
+    /// Nodes boot uniformly spread over this many simulated seconds.
+    pub boot_spread_s: f64,
+    pub hardware: HardwareProfile,
+}
+
+impl Default for Nodes {
+    fn default() -> Self {
+        Self {
+            count: 10,
+            seeds: 3,
+            boot_spread_s: 5.0,
+            hardware: HardwareProfile::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HardwareProfile {
+    pub cpu_model: String,
+    pub cpu_cores: u32,
+    pub memory_gib: u64,
+    pub storage_gib: u64,
+    pub network_mbps: u64,
+}
+
+impl Default for HardwareProfile {
+    fn default() -> Self {
+        Self {
+            cpu_model: "sim-x86-64".into(),
+            cpu_cores: 8,
+            memory_gib: 32,
+            storage_gib: 1024,
+            network_mbps: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Network {
+    pub latency_ms: f64,
+    pub jitter_ms: f64,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            latency_ms: 5.0,
+            jitter_ms: 1.0,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+        }
+    }
+}
+
+/// Overrides of the membership protocol's timing (milliseconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipTuning {
+    pub gossip_interval_ms: Option<u64>,
+    pub probe_interval_ms: Option<u64>,
+    pub suspicion_timeout_ms: Option<u64>,
+    pub anti_entropy_interval_ms: Option<u64>,
+    pub active_view_max: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Byzantine {
+    /// Nodes (taken from the end of the node list) whose network interface
+    /// also sprays malformed datagrams.
+    pub garbage_senders: u32,
+    /// One garbage datagram after every this many honest ones.
+    pub garbage_every_nth: u64,
+}
+
+impl Default for Byzantine {
+    fn default() -> Self {
+        Self {
+            garbage_senders: 0,
+            garbage_every_nth: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Properties {
+    /// Liveness: once the last fault has stopped, every live honest node's
+    /// membership view must equal the live set within this many seconds.
+    pub membership_converges_within_s: f64,
+    /// Safety: no honest node ever holds a peer whose identity check failed.
+    pub only_verified_peers: bool,
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Self {
+            membership_converges_within_s: 60.0,
+            only_verified_peers: true,
+        }
+    }
+}
+
+/// A scenario that could not be loaded, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read the scenario: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: {len} bytes is larger than the {SCENARIO_BYTES_MAX}-byte limit for scenario files"
+    )]
+    TooLarge { path: String, len: u64 },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let shown = path.display().to_string();
+        #[allow(clippy::disallowed_methods)]
+        // the simulator's own input, read before the run starts
+        let metadata = std::fs::metadata(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        if metadata.len() > SCENARIO_BYTES_MAX as u64 {
+            return Err(ScenarioError::TooLarge {
+                path: shown,
+                len: metadata.len(),
+            });
+        }
+        #[allow(clippy::disallowed_methods)] // as above
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&shown, &text)
+    }
+
+    /// Parses and validates scenario text; `path` is only used in errors.
+    pub fn parse(path: &str, text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ScenarioError::Syntax {
+                path: path.to_string(),
+                line,
+                column,
+                message: error.message().trim().to_string(),
+            }
+        })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Invalid {
+                path: path.to_string(),
+                message,
+            })?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let unit = |name: &str, value: f64| {
+            if value.is_finite() && (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("`{name}` = {value} must be between 0 and 1"))
+            }
+        };
+        let seconds = |name: &str, value: f64, max: f64| {
+            if value.is_finite() && (0.0..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("`{name}` = {value} must be between 0 and {max}"))
+            }
+        };
+        if self.nodes.count == 0 || self.nodes.count > NODES_MAX {
+            return Err(format!(
+                "`nodes.count` = {} must be between 1 and {NODES_MAX}",
+                self.nodes.count
+            ));
+        }
+        if self.nodes.seeds == 0 || self.nodes.seeds > self.nodes.count {
+            return Err(format!(
+                "`nodes.seeds` = {} must be between 1 and nodes.count ({})",
+                self.nodes.seeds, self.nodes.count
+            ));
+        }
+        if self.byzantine.garbage_senders >= self.nodes.count {
+            return Err(format!(
+                "`byzantine.garbage_senders` = {} leaves no honest node among {}",
+                self.byzantine.garbage_senders, self.nodes.count
+            ));
+        }
+        if self.byzantine.garbage_every_nth == 0 {
+            return Err("`byzantine.garbage_every_nth` must be at least 1".into());
+        }
+        seconds("duration_s", self.duration_s, DURATION_S_MAX)?;
+        seconds(
+            "nodes.boot_spread_s",
+            self.nodes.boot_spread_s,
+            DURATION_S_MAX,
+        )?;
+        seconds("network.latency_ms", self.network.latency_ms / 1000.0, 60.0)?;
+        seconds("network.jitter_ms", self.network.jitter_ms / 1000.0, 60.0)?;
+        unit("network.loss", self.network.loss)?;
+        unit("network.duplicate", self.network.duplicate)?;
+        unit("network.reorder", self.network.reorder)?;
+        seconds(
+            "properties.membership_converges_within_s",
+            self.properties.membership_converges_within_s,
+            DURATION_S_MAX,
+        )?;
+        hm_faults::validate_schedule(&self.faults).map_err(|error| error.to_string())?;
+        let needed = self.faults_end_s() + self.properties.membership_converges_within_s;
+        if needed > self.duration_s {
+            return Err(format!(
+                "`duration_s` = {} is too short: the last fault ends at {:.1} s and convergence may take {} s more, so at least {needed:.1} s is needed",
+                self.duration_s,
+                self.faults_end_s(),
+                self.properties.membership_converges_within_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the last fault (and the boot phase) is over.
+    pub fn faults_end_s(&self) -> f64 {
+        self.faults
+            .iter()
+            .map(|fault| fault.end_s(self.nodes.count as usize))
+            .fold(self.nodes.boot_spread_s, f64::max)
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |newline| before.len() - newline - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_a_valid_scenario() {
+        let scenario = Scenario::parse("empty.toml", "").expect("defaults");
+        assert_eq!(scenario, Scenario::default());
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_key() {
+        let text = "name = \"x\"\n[nodes]\ncount = 5\ncuont = 7\n";
+        let error = Scenario::parse("s.toml", text).expect_err("typo");
+        let shown = error.to_string();
+        assert!(shown.starts_with("s.toml:4:"), "{shown}");
+        assert!(shown.contains("cuont"), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let error = Scenario::parse("s.toml", "[network]\nloss = 1.5\n").expect_err("range");
+        assert!(error.to_string().contains("network.loss"), "{error}");
+        let error = Scenario::parse("s.toml", "[nodes]\ncount = \"many\"\n").expect_err("type");
+        assert!(error.to_string().starts_with("s.toml:2:"), "{error}");
+        let error = Scenario::parse(
+            "s.toml",
+            "duration_s = 30\n[[faults]]\nkind = \"loss\"\nat_s = 10\nduration_s = 10\nrate = 0.5\n",
+        )
+        .expect_err("too short");
+        assert!(error.to_string().contains("too short"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_scenarios_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        #[allow(clippy::disallowed_methods)] // test reads the repo's scenario files
+        let entries = std::fs::read_dir(&dir).expect("scenarios dir");
+        let mut loaded = 0;
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+                loaded += 1;
+            }
+        }
+        assert!(
+            loaded >= 2,
+            "expected the shipped scenarios, found {loaded}"
+        );
+    }
+}

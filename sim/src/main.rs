@@ -145,12 +145,14 @@ mod cli {
     }
 
     pub fn main() -> ExitCode {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("HM_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        // Logging only on request: madsim opens a span per node and task, and
+        // with a subscriber installed every one of them costs a registry entry.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("HM_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
         let cli = Cli::parse();
         match cli.command {
             Commands::Run {

@@ -315,39 +315,41 @@ struct Observation {
 
 fn observe(nodes: &[SimNode]) -> Observation {
     let mut known: BTreeSet<NodeId> = BTreeSet::new();
-    let mut live_ids: BTreeSet<NodeId> = BTreeSet::new();
+    let mut live_ids: Vec<NodeId> = Vec::with_capacity(nodes.len());
     let mut all_booted = true;
-    let statuses: Vec<_> = nodes.iter().map(|node| node.status.snapshot()).collect();
-    for (node, status) in nodes.iter().zip(&statuses) {
-        if let Some(id) = status.node_id {
-            known.insert(id);
-            if node.alive {
-                live_ids.insert(id);
+    for node in nodes {
+        match node.status.with(|status| status.node_id) {
+            Some(id) => {
+                known.insert(id);
+                if node.alive {
+                    live_ids.push(id);
+                }
             }
-        } else if node.alive {
-            all_booted = false;
+            None if node.alive => all_booted = false,
+            None => {}
         }
     }
-    let live_view: Vec<NodeId> = live_ids.iter().copied().collect();
+    live_ids.sort_unstable();
     let mut live_honest = 0;
     let mut converged = 0;
     let mut unverified = Vec::new();
-    for (index, (node, status)) in nodes.iter().zip(&statuses).enumerate() {
+    for (index, node) in nodes.iter().enumerate() {
         if node.byzantine {
             continue;
         }
-        for peer in &status.peers_accepted {
-            if !known.contains(peer) {
-                unverified.push(format!("n{index} accepted unknown peer {peer:?}"));
+        node.status.with(|status| {
+            for peer in &status.peers_accepted {
+                if !known.contains(peer) {
+                    unverified.push(format!("n{index} accepted unknown peer {peer:?}"));
+                }
             }
-        }
-        if !node.alive {
-            continue;
-        }
-        live_honest += 1;
-        if all_booted && status.running && status.alive_members == live_view {
-            converged += 1;
-        }
+            if node.alive {
+                live_honest += 1;
+                if all_booted && status.running && status.alive_members == live_ids {
+                    converged += 1;
+                }
+            }
+        });
     }
     Observation {
         live_honest,
@@ -614,6 +616,25 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                 unverified.join("; ")
             },
         });
+    }
+    if std::env::var_os("HM_SIM_DEBUG").is_some() {
+        let mut by_kind = vec![0u64; hm_node::membership::MESSAGE_KINDS];
+        let (mut updates, mut dialed) = (0, 0);
+        for node in &nodes {
+            node.status.with(|status| {
+                for (total, count) in by_kind.iter_mut().zip(&status.membership_sent_by_kind) {
+                    *total += count;
+                }
+                updates += status.membership_updates_sent;
+                dialed += status.connections_dialed;
+            });
+        }
+        let names = hm_node::membership::Message::KIND_NAMES;
+        eprintln!(
+            "debug: messages by kind {:?}",
+            names.iter().zip(&by_kind).collect::<Vec<_>>()
+        );
+        eprintln!("debug: updates sent {updates}, connections dialed {dialed}");
     }
     let errors: Vec<String> = nodes
         .iter()

@@ -180,6 +180,8 @@ struct Shell<E: Env> {
     messages_sent: u64,
     messages_received: u64,
     messages_dropped: u64,
+    /// Table digest at the last status refresh.
+    published_digest: Option<u64>,
 }
 
 impl<E: Env> Shell<E> {
@@ -356,9 +358,16 @@ impl<E: Env> Shell<E> {
         }
     }
 
-    fn publish_status(&self) {
-        let alive = self.core.alive_members();
-        let active = self.core.active_peers();
+    fn publish_status(&mut self) {
+        // Rebuilding the member list is O(members); do it only when the
+        // table changed (its digest is maintained incrementally).
+        let digest = self.core.digest();
+        let view = if self.published_digest == Some(digest) {
+            None
+        } else {
+            self.published_digest = Some(digest);
+            Some((self.core.alive_members(), self.core.active_peers()))
+        };
         let rejections = self.endpoint.stats().identity_failures_total;
         let (sent, received, dropped) = (
             self.messages_sent,
@@ -366,10 +375,17 @@ impl<E: Env> Shell<E> {
             self.messages_dropped,
         );
         let incarnation = self.core.incarnation();
+        let stats = self.core.stats();
+        let dialed = self.endpoint.stats().connections_dialed_total;
         self.status.update(|status| {
+            status.membership_sent_by_kind = stats.sent.0.to_vec();
+            status.membership_updates_sent = stats.updates_sent;
+            status.connections_dialed = dialed;
             status.running = true;
-            status.alive_members = alive;
-            status.active_peers = active;
+            if let Some((alive, active)) = view {
+                status.alive_members = alive;
+                status.active_peers = active;
+            }
             status.identity_rejections = rejections;
             status.incarnation = incarnation;
             status.messages_sent = sent;
@@ -449,6 +465,7 @@ pub async fn run<E: Env>(
         messages_sent: 0,
         messages_received: 0,
         messages_dropped: 0,
+        published_digest: None,
     };
     let mut next_status = start;
     loop {

@@ -24,6 +24,12 @@ pub struct NodeStatus {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub messages_dropped: u64,
+    /// Membership messages sent, by kind (see `Message::KIND_NAMES`).
+    pub membership_sent_by_kind: Vec<u64>,
+    /// Membership updates carried in gossip/sync messages sent.
+    pub membership_updates_sent: u64,
+    /// Outbound connections the transport completed.
+    pub connections_dialed: u64,
     /// Why the node stopped, if it stopped on an error.
     pub error: Option<String>,
 }
@@ -41,6 +47,11 @@ impl StatusHandle {
 
     pub fn snapshot(&self) -> NodeStatus {
         self.lock().clone()
+    }
+
+    /// Reads the status in place (no copy of the member list).
+    pub fn with<R>(&self, read: impl FnOnce(&NodeStatus) -> R) -> R {
+        read(&self.lock())
     }
 
     pub fn update(&self, change: impl FnOnce(&mut NodeStatus)) {

@@ -48,7 +48,10 @@ pub use types::{
 };
 
 use rng::{SplitMix64, mix64};
-use table::{Applied, Table};
+use table::{Applied, DIGEST_BUCKETS, Table, bucket_of};
+
+/// A Sync covering every digest bucket.
+const ALL_BUCKETS: u32 = u32::MAX;
 
 /// Outstanding `Connect` actions. Repair opens at most `active_view_max`
 /// at a time; the rest are ForwardJoin acceptances and dead retries.
@@ -465,8 +468,12 @@ impl Membership {
             }
             Message::Ping => self.on_ping(from),
             Message::Pong => {}
-            Message::Digest { hash, .. } => self.on_digest(from, hash),
-            Message::Sync { updates, last } => self.on_sync(from, updates, last),
+            Message::Digest { hash, buckets, .. } => self.on_digest(from, hash, &buckets),
+            Message::Sync {
+                updates,
+                last,
+                buckets_mask,
+            } => self.on_sync(from, updates, last, buckets_mask),
             Message::SyncDiff { updates } => {
                 if updates.len() > self.config.sync_entries_max {
                     self.stats.rejected += 1;
@@ -1194,13 +1201,30 @@ impl Membership {
             Message::Digest {
                 hash: self.table.digest(),
                 members,
+                buckets: self.table.bucket_digests().to_vec(),
             },
         );
     }
 
-    fn on_digest(&mut self, from: NodeId, hash: u64) {
+    fn on_digest(&mut self, from: NodeId, hash: u64, buckets: &[u64]) {
         if hash == self.table.digest() {
             return;
+        }
+        // Only the buckets that differ; a peer sending no (or malformed)
+        // bucket hashes gets the whole table.
+        let mut buckets_mask = if buckets.len() == DIGEST_BUCKETS {
+            self.table
+                .bucket_digests()
+                .iter()
+                .zip(buckets)
+                .enumerate()
+                .filter(|(_, (ours, theirs))| ours != theirs)
+                .fold(0u32, |mask, (bucket, _)| mask | (1 << bucket))
+        } else {
+            ALL_BUCKETS
+        };
+        if buckets_mask == 0 {
+            buckets_mask = ALL_BUCKETS;
         }
         let now = self.now_ms;
         let Some(conn) = self.conns.get_mut(&from) else {
@@ -1217,22 +1241,25 @@ impl Membership {
         let entries: Vec<Update> = self
             .table
             .iter()
+            .filter(|(id, _)| buckets_mask & (1 << bucket_of(id)) != 0)
             .map(|(id, state)| Update::from_state(*id, state))
             .collect();
-        let chunks = entries.len().div_ceil(self.config.sync_entries_max);
-        for (index, chunk) in entries.chunks(self.config.sync_entries_max).enumerate() {
-            let last = index + 1 == chunks;
+        let chunks = entries.len().div_ceil(self.config.sync_entries_max).max(1);
+        for index in 0..chunks {
+            let start = (index * self.config.sync_entries_max).min(entries.len());
+            let end = (start + self.config.sync_entries_max).min(entries.len());
             self.send(
                 from,
                 Message::Sync {
-                    updates: chunk.to_vec(),
-                    last,
+                    updates: entries[start..end].to_vec(),
+                    last: index + 1 == chunks,
+                    buckets_mask,
                 },
             );
         }
     }
 
-    fn on_sync(&mut self, from: NodeId, updates: Vec<Update>, last: bool) {
+    fn on_sync(&mut self, from: NodeId, updates: Vec<Update>, last: bool, buckets_mask: u32) {
         if updates.len() > self.config.sync_entries_max {
             self.stats.rejected += 1;
             return;
@@ -1269,6 +1296,7 @@ impl Membership {
         let diff: Vec<Update> = self
             .table
             .iter()
+            .filter(|(id, _)| buckets_mask & (1 << bucket_of(id)) != 0)
             .filter(|(id, _)| !session.seen.contains(id) || session.ours_newer.contains(id))
             .map(|(id, state)| Update::from_state(*id, state))
             .collect();

@@ -32,9 +32,22 @@ pub(crate) struct Table {
     /// Wrapping sum of `entry_hash` over all entries: independent of order,
     /// updated in O(1) per change.
     digest: u64,
+    /// The same sum per bucket of ids (see [`bucket_of`]), so anti-entropy
+    /// can ship only the buckets that differ.
+    bucket_digests: [u64; DIGEST_BUCKETS],
     /// (deadline_ms, id) of every Suspect entry.
     suspect_deadlines: BTreeSet<(u64, NodeId)>,
     dead: BTreeSet<NodeId>,
+}
+
+/// Buckets of the anti-entropy digest. 32 keeps a Digest message small
+/// (256 bytes of bucket hashes) while a few differing members in a table of a
+/// thousand cost ~1/32 of the table each to repair.
+pub const DIGEST_BUCKETS: usize = 32;
+
+/// The digest bucket of a member.
+pub fn bucket_of(id: &NodeId) -> usize {
+    usize::from(id.0[0]) % DIGEST_BUCKETS
 }
 
 /// FNV-1a over (id, incarnation, status rank), then a full mix so that the
@@ -65,6 +78,7 @@ impl Table {
             suspicion_timeout_ms,
             entries: BTreeMap::new(),
             digest: 0,
+            bucket_digests: [0; DIGEST_BUCKETS],
             suspect_deadlines: BTreeSet::new(),
             dead: BTreeSet::new(),
         }
@@ -80,6 +94,10 @@ impl Table {
 
     pub(crate) fn digest(&self) -> u64 {
         self.digest
+    }
+
+    pub(crate) fn bucket_digests(&self) -> &[u64; DIGEST_BUCKETS] {
+        &self.bucket_digests
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &MemberState)> {
@@ -163,9 +181,10 @@ impl Table {
     }
 
     fn index(&mut self, id: NodeId, state: &MemberState) {
-        self.digest = self
-            .digest
-            .wrapping_add(entry_hash(&id, state.incarnation, state.status));
+        let hash = entry_hash(&id, state.incarnation, state.status);
+        self.digest = self.digest.wrapping_add(hash);
+        let bucket = &mut self.bucket_digests[bucket_of(&id)];
+        *bucket = bucket.wrapping_add(hash);
         match state.status {
             Status::Alive => {}
             Status::Suspect => {
@@ -179,9 +198,10 @@ impl Table {
     }
 
     fn unindex(&mut self, id: NodeId, state: &MemberState) {
-        self.digest = self
-            .digest
-            .wrapping_sub(entry_hash(&id, state.incarnation, state.status));
+        let hash = entry_hash(&id, state.incarnation, state.status);
+        self.digest = self.digest.wrapping_sub(hash);
+        let bucket = &mut self.bucket_digests[bucket_of(&id)];
+        *bucket = bucket.wrapping_sub(hash);
         match state.status {
             Status::Alive => {}
             Status::Suspect => {

@@ -703,6 +703,7 @@ fn digest_mismatch_syncs_both_ways() {
         Message::Digest {
             hash: a.digest(),
             members: 12,
+            buckets: a.table.bucket_digests().to_vec(),
         },
     );
     // Shuttle messages until quiet.
@@ -729,6 +730,82 @@ fn digest_mismatch_syncs_both_ways() {
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.alive_members(), b.alive_members());
     assert_eq!(a.alive_members().len(), 12);
+}
+
+#[test]
+fn a_digest_mismatch_ships_only_the_differing_buckets() {
+    let mut a = core(1);
+    let mut b = core(2);
+    let now = 10;
+    a.handle_connection_up(now, node_id(2), node_addr(2), true);
+    b.handle_connection_up(now, node_id(1), node_addr(1), false);
+    // Both learn the same 200 members; then only `a` learns one more.
+    let shared: Vec<Update> = (10..210)
+        .map(|i| Update::Alive {
+            id: node_id(i),
+            addr: node_addr(i),
+            incarnation: 0,
+        })
+        .collect();
+    for (core, from) in [(&mut a, node_id(2)), (&mut b, node_id(1))] {
+        core.handle_message(
+            now,
+            from,
+            Message::SyncDiff {
+                updates: shared.clone(),
+            },
+        );
+    }
+    a.handle_message(
+        now,
+        node_id(2),
+        Message::SyncDiff {
+            updates: vec![Update::Alive {
+                id: node_id(500),
+                addr: node_addr(500),
+                incarnation: 0,
+            }],
+        },
+    );
+    drain(&mut a);
+    drain(&mut b);
+    a.handle_message(
+        now,
+        node_id(2),
+        Message::Digest {
+            hash: b.digest(),
+            members: 202,
+            buckets: b.table.bucket_digests().to_vec(),
+        },
+    );
+    let shipped: usize = drain(&mut a)
+        .into_iter()
+        .map(|action| match action {
+            Action::Send {
+                message:
+                    Message::Sync {
+                        updates,
+                        buckets_mask,
+                        ..
+                    },
+                ..
+            } => {
+                // The extra member's bucket, plus at most the buckets of the
+                // two cores themselves (each knows its own entry best).
+                assert!(
+                    (1..=3).contains(&buckets_mask.count_ones()),
+                    "{buckets_mask:#b}"
+                );
+                updates.len()
+            }
+            _ => 0,
+        })
+        .sum();
+    assert!(shipped >= 1, "the differing bucket is shipped");
+    assert!(
+        shipped < 203 / 4,
+        "{shipped} entries shipped: only the differing bucket should go, not the table"
+    );
 }
 
 // ----- hostile input --------------------------------------------------------------
@@ -811,8 +888,23 @@ fn arb_message() -> impl Strategy<Value = Message> {
         updates().prop_map(|updates| Message::Gossip { updates }),
         Just(Message::Ping),
         Just(Message::Pong),
-        (any::<u64>(), any::<u32>()).prop_map(|(hash, members)| Message::Digest { hash, members }),
-        (updates(), any::<bool>()).prop_map(|(updates, last)| Message::Sync { updates, last }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u64>(), 0..40)
+        )
+            .prop_map(|(hash, members, buckets)| Message::Digest {
+                hash,
+                members,
+                buckets
+            }),
+        (updates(), any::<bool>(), any::<u32>()).prop_map(|(updates, last, buckets_mask)| {
+            Message::Sync {
+                updates,
+                last,
+                buckets_mask,
+            }
+        }),
         updates().prop_map(|updates| Message::SyncDiff { updates }),
     ]
 }
@@ -912,6 +1004,7 @@ fn oversized_and_flooding_batches_are_bounded() {
         Message::Sync {
             updates: huge_sync,
             last: true,
+            buckets_mask: u32::MAX,
         },
     );
     assert_eq!(c.alive_members().len(), 2);
@@ -924,6 +1017,7 @@ fn oversized_and_flooding_batches_are_bounded() {
             Message::Sync {
                 updates,
                 last: false,
+                buckets_mask: u32::MAX,
             },
         );
     }
@@ -939,6 +1033,7 @@ fn oversized_and_flooding_batches_are_bounded() {
             Message::Digest {
                 hash: t,
                 members: 1,
+                buckets: Vec::new(),
             },
         );
     }

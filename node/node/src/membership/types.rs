@@ -201,11 +201,16 @@ pub enum Message {
     Digest {
         hash: u64,
         members: u32,
+        /// The same hash per id bucket (`DIGEST_BUCKETS` of them), so the
+        /// answer carries only the buckets that differ.
+        buckets: Vec<u64>,
     },
-    /// One chunk of the full table, answering a Digest that did not match.
+    /// One chunk of the sender's table restricted to the buckets in
+    /// `buckets_mask` (bit b = bucket b), answering a Digest that did not match.
     Sync {
         updates: Vec<Update>,
         last: bool,
+        buckets_mask: u32,
     },
     /// The entries the Sync sender lacked or had older (no further reply).
     SyncDiff {

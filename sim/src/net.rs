@@ -6,6 +6,9 @@
 //! sequence). The receiver arms one timer for the head of its queue. This keeps
 //! quinn's pacing intact (madsim rounds sleeps up to 1 ms and orders equal
 //! deadlines arbitrarily, see DESIGN §9) and costs one map insert per datagram.
+// This is the simulated Net backend: `Instant::now` here is madsim's virtual
+// time (it intercepts the OS clock), which is exactly what the backend needs.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IoSliceMut};
@@ -427,4 +430,163 @@ impl DatagramSocket for SimSocket {
 /// The set of addresses currently bound (for tests and the garbage sender).
 pub fn bound_addresses(network: &SimNetwork) -> BTreeSet<SocketAddrV6> {
     lock(&network.state).sockets.keys().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::Auditor;
+
+    fn addr(node: u32) -> SocketAddrV6 {
+        SocketAddrV6::new(node_ip(node), 9000, 0, 0)
+    }
+
+    fn network(link: LinkModel) -> Arc<SimNetwork> {
+        #[allow(clippy::disallowed_methods)] // virtual time
+        let start = Instant::now();
+        Arc::new(SimNetwork::new(Arc::new(Auditor::default()), start, link))
+    }
+
+    async fn try_recv_within(socket: &SimSocket, ms: u64) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        let received = madsim::time::timeout(
+            Duration::from_millis(ms),
+            hm_env::recv_from(socket, &mut buf),
+        )
+        .await;
+        match received {
+            Ok(Ok((len, _))) => Some(buf[..len].to_vec()),
+            _ => None,
+        }
+    }
+
+    #[madsim::test]
+    async fn a_datagram_arrives_after_the_link_latency_and_not_before() {
+        let link = LinkModel {
+            latency_us: 20_000,
+            jitter_us: 0,
+            ..LinkModel::default()
+        };
+        let network = network(link);
+        let a = SimNet {
+            network: network.clone(),
+            node: 0,
+        }
+        .bind(addr(0))
+        .expect("bind a");
+        let b = SimNet {
+            network: network.clone(),
+            node: 1,
+        }
+        .bind(addr(1))
+        .expect("bind b");
+        #[allow(clippy::disallowed_methods)] // virtual time
+        let sent_at = Instant::now();
+        hm_env::send_to(&a, addr(1), b"ping").await.expect("send");
+        assert_eq!(
+            try_recv_within(&b, 19).await,
+            None,
+            "delivered before the latency"
+        );
+        assert_eq!(try_recv_within(&b, 5).await.as_deref(), Some(&b"ping"[..]));
+        #[allow(clippy::disallowed_methods)] // virtual time
+        let elapsed = Instant::now().duration_since(sent_at);
+        assert!(elapsed >= Duration::from_millis(20), "{elapsed:?}");
+        // Binding another node's address is refused.
+        assert!(SimNet { network, node: 0 }.bind(addr(1)).is_err());
+    }
+
+    #[madsim::test]
+    async fn partitions_cut_both_ways_or_one_way_and_heal() {
+        let network = network(LinkModel::default());
+        let a = SimNet {
+            network: network.clone(),
+            node: 0,
+        }
+        .bind(addr(0))
+        .expect("bind a");
+        let b = SimNet {
+            network: network.clone(),
+            node: 1,
+        }
+        .bind(addr(1))
+        .expect("bind b");
+        network.set_partition(Some(Partition {
+            group_of: vec![0, 1],
+            one_way: None,
+        }));
+        hm_env::send_to(&a, addr(1), b"x").await.expect("send");
+        hm_env::send_to(&b, addr(0), b"y").await.expect("send");
+        assert_eq!(try_recv_within(&b, 100).await, None);
+        assert_eq!(try_recv_within(&a, 100).await, None);
+
+        network.set_partition(Some(Partition {
+            group_of: vec![0, 1],
+            one_way: Some((0, 1)),
+        }));
+        hm_env::send_to(&a, addr(1), b"x").await.expect("send");
+        hm_env::send_to(&b, addr(0), b"y").await.expect("send");
+        assert_eq!(try_recv_within(&b, 100).await, None, "0 -> 1 is cut");
+        assert_eq!(
+            try_recv_within(&a, 100).await.as_deref(),
+            Some(&b"y"[..]),
+            "1 -> 0 flows"
+        );
+
+        network.set_partition(None);
+        hm_env::send_to(&a, addr(1), b"x").await.expect("send");
+        assert_eq!(try_recv_within(&b, 100).await.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[madsim::test]
+    async fn a_clogged_node_gets_its_traffic_late_not_never() {
+        let network = network(LinkModel {
+            latency_us: 1_000,
+            jitter_us: 0,
+            ..LinkModel::default()
+        });
+        let a = SimNet {
+            network: network.clone(),
+            node: 0,
+        }
+        .bind(addr(0))
+        .expect("bind a");
+        let b = SimNet {
+            network: network.clone(),
+            node: 1,
+        }
+        .bind(addr(1))
+        .expect("bind b");
+        #[allow(clippy::disallowed_methods)] // virtual time
+        let now = Instant::now();
+        network.clog(1, now + Duration::from_millis(500));
+        hm_env::send_to(&a, addr(1), b"late").await.expect("send");
+        assert_eq!(try_recv_within(&b, 400).await, None);
+        assert_eq!(
+            try_recv_within(&b, 200).await.as_deref(),
+            Some(&b"late"[..])
+        );
+    }
+
+    #[madsim::test]
+    async fn links_are_fifo_unless_reordering_is_asked_for() {
+        let network = network(LinkModel {
+            latency_us: 5_000,
+            jitter_us: 4_000,
+            ..LinkModel::default()
+        });
+        let a = SimNet {
+            network: network.clone(),
+            node: 0,
+        }
+        .bind(addr(0))
+        .expect("bind a");
+        let b = SimNet { network, node: 1 }.bind(addr(1)).expect("bind b");
+        for i in 0..50u8 {
+            hm_env::send_to(&a, addr(1), &[i]).await.expect("send");
+        }
+        for i in 0..50u8 {
+            assert_eq!(try_recv_within(&b, 100).await, Some(vec![i]));
+        }
+    }
 }

@@ -23,6 +23,8 @@ use crate::world::{Auditor, Counters, EventKind};
 
 /// The port every simulated node listens on.
 pub const NODE_PORT: u16 = 7000;
+/// Stack of the thread a run executes on (madsim polls deep future trees).
+pub const RUN_STACK_BYTES: usize = 64 << 20;
 /// How often (simulated) properties are checked and progress is reported.
 pub const CHECK_INTERVAL_MS: u64 = 1_000;
 
@@ -673,10 +675,25 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
     // Our SimNetwork models the network; madsim's own net is unused.
     config.net.packet_loss_rate = 0.0;
     let owned = scenario.clone();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
-        runtime.block_on(simulate(owned, seed, progress, wall_start_ms))
-    }));
+    // Each run gets a fresh thread: std seeds HashMap keys once per thread, and
+    // madsim can only make them deterministic before the thread's first map.
+    // Without this a second run in the same process would not replay the first.
+    let worker = std::thread::Builder::new()
+        .name(format!("hm-sim-seed-{seed}"))
+        .stack_size(RUN_STACK_BYTES)
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+                runtime.block_on(simulate(owned, seed, progress, wall_start_ms))
+            }))
+        });
+    let result = match worker {
+        Ok(handle) => handle.join().unwrap_or_else(Err),
+        Err(error) => Err(
+            Box::new(format!("cannot start the simulation thread: {error}"))
+                as Box<dyn std::any::Any + Send>,
+        ),
+    };
     let wall_s = (wall_now_ms() - wall_start_ms) / 1000.0;
     match result {
         Ok(result) => {
@@ -727,5 +744,55 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 panic: Some(message),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#"
+        name = "tiny"
+        duration_s = 60
+        [nodes]
+        count = 6
+        seeds = 2
+        boot_spread_s = 2
+        [properties]
+        membership_converges_within_s = 30
+        [[faults]]
+        kind = "crash"
+        at_s = 5
+        fraction = 0.2
+        restart_after_s = 5
+    "#;
+
+    /// Replay across processes is checked end to end by
+    /// `hm-sim run --check-determinism` (CI runs it). Within one process a
+    /// second run does not yet replay the first: some library keeps global
+    /// state across madsim runtimes (see ARCHITECTURE.md, known gaps), so
+    /// this test only checks that a run passes and that the seed matters.
+    #[test]
+    fn a_tiny_run_passes_and_its_digest_depends_on_the_seed() {
+        let scenario = Scenario::parse("tiny.toml", TINY).expect("scenario");
+        let first = run(&scenario, "tiny.toml", 3, false);
+        let other = run(&scenario, "tiny.toml", 4, false);
+        assert!(first.passed, "{:?}", first.properties);
+        assert!(first.counters.datagrams_delivered > 0);
+        assert!(first.counters.timers_fired > 0 && first.counters.disk_ops > 0);
+        assert_eq!(first.digest.len(), 64);
+        assert_ne!(first.digest, other.digest);
+    }
+
+    #[test]
+    fn a_fault_schedule_expands_into_timed_actions() {
+        let scenario = Scenario::parse("tiny.toml", TINY).expect("scenario");
+        let actions = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default())
+            .block_on(async { timeline(&scenario) });
+        // 20 % of 6 nodes: one kill at 5 s and its restart at 10 s.
+        let times: Vec<u64> = actions.iter().map(|(at_ms, _)| *at_ms).collect();
+        assert_eq!(times, vec![5_000, 10_000]);
+        assert!(matches!(actions[0].1, Action::Kill(_)));
+        assert!(matches!(actions[1].1, Action::Restart(_)));
     }
 }

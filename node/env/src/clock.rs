@@ -63,7 +63,8 @@ pub async fn timeout<C: Clock + ?Sized, F: Future>(
 pub struct RuntimeClock;
 
 impl Clock for RuntimeClock {
-    #[allow(clippy::disallowed_methods)] // this *is* the clock backend
+    // `into` is a no-op under madsim, where tokio's Instant is std's.
+    #[allow(clippy::disallowed_methods, clippy::useless_conversion)] // this *is* the clock backend
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into()
     }
@@ -76,7 +77,7 @@ impl Clock for RuntimeClock {
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
     }
 
-    #[allow(clippy::disallowed_methods)] // this *is* the clock backend
+    #[allow(clippy::disallowed_methods, clippy::useless_conversion)] // as above
     fn sleep_until(&self, deadline: Instant) -> BoxSleep {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }

@@ -496,3 +496,38 @@ pub async fn run<E: Env>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Membership messages arrive as bytes from peers: any bytes decode
+        /// to an error or to a message that re-encodes to exactly them.
+        #[test]
+        fn random_bytes_never_panic_the_membership_decoder(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(message) = hm_wire::decode::<Message>(&bytes, MEMBERSHIP_MESSAGE_BYTES_MAX) {
+                prop_assert_eq!(hm_wire::encode(&message), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_message_round_trips_and_a_truncated_one_is_refused() {
+        let message = Message::Digest {
+            hash: 7,
+            members: 3,
+            buckets: vec![1, 2, 3],
+        };
+        let bytes = hm_wire::encode(&message);
+        assert_eq!(
+            hm_wire::decode::<Message>(&bytes, MEMBERSHIP_MESSAGE_BYTES_MAX).ok(),
+            Some(message)
+        );
+        assert!(
+            hm_wire::decode::<Message>(&bytes[..bytes.len() - 1], MEMBERSHIP_MESSAGE_BYTES_MAX)
+                .is_err()
+        );
+    }
+}

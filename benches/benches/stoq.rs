@@ -8,7 +8,9 @@
 //!   with GSO/GRO through quinn-udp, real clock), [`MESSAGES`] ×
 //!   [`MESSAGE_BYTES`] with `send_message` / `recv_message`.
 //! - `quinn`: plain quinn 0.11 on its own tokio runtime glue and OS socket,
-//!   one uni stream carrying the same bytes, read with `read_to_end`.
+//!   the same stream pattern as `send_message` (one uni stream per message,
+//!   finished, the next opened at once), each read concurrently with
+//!   `read_to_end` as STOQ's per-stream reader tasks do.
 //!
 //! Matched so the difference is STOQ's layers (Env glue, framing, identity)
 //! rather than tuning: the same rustls `CryptoProvider`
@@ -135,17 +137,28 @@ async fn quinn_pair() -> QuinnPair {
 }
 
 async fn quinn_transfer(pair: &QuinnPair, payload: &[u8]) {
+    // The same stream pattern as `send_message`: one uni stream per message,
+    // each written then finished, the next opened without waiting for acks.
     let send = async {
-        let mut stream = pair.sender.open_uni().await.unwrap();
         for _ in 0..MESSAGES {
+            let mut stream = pair.sender.open_uni().await.unwrap();
             stream.write_all(payload).await.unwrap();
+            stream.finish().unwrap();
         }
-        stream.finish().unwrap();
     };
+    // STOQ's connection reads every incoming stream in its own task, so the
+    // baseline reads its streams concurrently too.
     let receive = async {
-        let mut stream = pair.receiver.accept_uni().await.unwrap();
-        let bytes = stream.read_to_end(TOTAL_BYTES).await.unwrap();
-        assert_eq!(bytes.len(), TOTAL_BYTES);
+        let mut readers = tokio::task::JoinSet::new();
+        for _ in 0..MESSAGES {
+            let mut stream = pair.receiver.accept_uni().await.unwrap();
+            readers.spawn(async move { stream.read_to_end(MESSAGE_BYTES).await.unwrap().len() });
+        }
+        let mut received = 0;
+        while let Some(bytes) = readers.join_next().await {
+            received += bytes.unwrap();
+        }
+        assert_eq!(received, TOTAL_BYTES);
     };
     tokio::join!(send, receive);
 }

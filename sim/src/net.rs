@@ -376,14 +376,8 @@ impl DatagramSocket for SimSocket {
                     break;
                 }
                 let ((_, _, source, _), datagram) = entry.remove_entry();
-                let len = datagram.len().min(bufs[filled].len());
-                bufs[filled][..len].copy_from_slice(&datagram[..len]);
-                meta[filled] = RecvMeta {
-                    source,
-                    len,
-                    stride: len,
-                    destination: Some(self.local),
-                };
+                meta[filled] = RecvMeta::fill_one(&mut bufs[filled], &datagram, source, self.local);
+                let len = meta[filled].len;
                 let at_ns = self.network.at_ns(now);
                 self.network.auditor.record(
                     EventKind::Delivered,

@@ -46,6 +46,22 @@ pub fn summary(outcome: &RunOutcome) -> String {
         human_count(outcome.events_per_wall_s as u64),
         outcome.peak_rss_bytes >> 20,
     );
+    let traffic = &outcome.traffic;
+    if !traffic.membership_sent_by_kind.is_empty() {
+        let kinds: Vec<String> = traffic
+            .membership_sent_by_kind
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(kind, count)| format!("{kind} {}", human_count(*count)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  membership messages: {} · {} updates · {} connections dialed",
+            kinds.join(", "),
+            human_count(traffic.membership_updates_sent),
+            human_count(traffic.connections_dialed),
+        );
+    }
     let _ = writeln!(out, "  digest {}", outcome.digest);
     if !outcome.passed {
         let _ = writeln!(out, "  reproduce: {}", reproduce_command(outcome));

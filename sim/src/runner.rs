@@ -53,7 +53,18 @@ pub struct RunOutcome {
     pub digest: String,
     /// Seconds after the last fault until every view matched (if it did).
     pub converged_after_faults_s: Option<f64>,
+    /// Protocol traffic summed over all nodes: where the message count goes.
+    pub traffic: Traffic,
     pub panic: Option<String>,
+}
+
+/// Membership messages sent, summed over every node of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Traffic {
+    /// Message kind name → messages sent.
+    pub membership_sent_by_kind: std::collections::BTreeMap<String, u64>,
+    pub membership_updates_sent: u64,
+    pub connections_dialed: u64,
 }
 
 /// One scheduled change to the universe.
@@ -396,6 +407,7 @@ struct SimResult {
     simulated_s: f64,
     converged_after_faults_s: Option<f64>,
     counters: Counters,
+    traffic: Traffic,
     digest: String,
 }
 
@@ -619,25 +631,22 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             },
         });
     }
-    if std::env::var_os("HM_SIM_DEBUG").is_some() {
-        let mut by_kind = vec![0u64; hm_node::membership::MESSAGE_KINDS];
-        let (mut updates, mut dialed) = (0, 0);
-        for node in &nodes {
-            node.status.with(|status| {
-                for (total, count) in by_kind.iter_mut().zip(&status.membership_sent_by_kind) {
-                    *total += count;
-                }
-                updates += status.membership_updates_sent;
-                dialed += status.connections_dialed;
-            });
-        }
-        let names = hm_node::membership::Message::KIND_NAMES;
-        eprintln!(
-            "debug: messages by kind {:?}",
-            names.iter().zip(&by_kind).collect::<Vec<_>>()
-        );
-        eprintln!("debug: updates sent {updates}, connections dialed {dialed}");
+    let mut traffic = Traffic::default();
+    let mut by_kind = vec![0u64; hm_node::membership::MESSAGE_KINDS];
+    for node in &nodes {
+        node.status.with(|status| {
+            for (total, count) in by_kind.iter_mut().zip(&status.membership_sent_by_kind) {
+                *total += count;
+            }
+            traffic.membership_updates_sent += status.membership_updates_sent;
+            traffic.connections_dialed += status.connections_dialed;
+        });
     }
+    traffic.membership_sent_by_kind = hm_node::membership::Message::KIND_NAMES
+        .iter()
+        .zip(by_kind)
+        .map(|(name, count)| (name.to_string(), count))
+        .collect();
     let errors: Vec<String> = nodes
         .iter()
         .enumerate()
@@ -663,6 +672,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         simulated_s: now_ms as f64 / 1000.0,
         converged_after_faults_s: converged_after,
         counters: auditor.counters(),
+        traffic,
         digest: auditor.digest_hex(),
     }
 }
@@ -713,6 +723,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 events_per_wall_s: events_total as f64 / wall_s.max(1e-9),
                 digest: result.digest,
                 converged_after_faults_s: result.converged_after_faults_s,
+                traffic: result.traffic,
                 panic: None,
             }
         }
@@ -741,6 +752,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 events_per_wall_s: 0.0,
                 digest: String::new(),
                 converged_after_faults_s: None,
+                traffic: Traffic::default(),
                 panic: Some(message),
             }
         }

@@ -410,14 +410,7 @@ impl DatagramSocket for MemSocket {
             let Some((source, datagram)) = inbox.queue.pop_front() else {
                 break;
             };
-            let len = datagram.len().min(bufs[filled].len());
-            bufs[filled][..len].copy_from_slice(&datagram[..len]);
-            meta[filled] = RecvMeta {
-                source,
-                len,
-                stride: len,
-                destination: Some(self.addr),
-            };
+            meta[filled] = RecvMeta::fill_one(&mut bufs[filled], &datagram, source, self.addr);
             filled += 1;
         }
         if filled > 0 {

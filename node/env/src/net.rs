@@ -57,6 +57,27 @@ impl Default for RecvMeta {
     }
 }
 
+impl RecvMeta {
+    /// Copies one whole datagram into a receive slot for a backend without
+    /// receive offload (one datagram per buffer), truncating to the buffer as
+    /// UDP does; returns the metadata to store beside it.
+    pub fn fill_one(
+        buf: &mut IoSliceMut<'_>,
+        datagram: &[u8],
+        source: SocketAddrV6,
+        destination: SocketAddrV6,
+    ) -> Self {
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        Self {
+            source,
+            len,
+            stride: len,
+            destination: Some(destination),
+        }
+    }
+}
+
 pub trait DatagramSocket: Send + Sync + Debug + 'static {
     fn local_addr(&self) -> SocketAddrV6;
 

@@ -85,6 +85,8 @@ struct SimNode {
     status: StatusHandle,
     alive: bool,
     byzantine: bool,
+    /// Forges its identity: never a legitimate member.
+    forger: bool,
 }
 
 fn seconds_to_ms(seconds: f64) -> u64 {
@@ -328,10 +330,14 @@ struct Observation {
 
 fn observe(nodes: &[SimNode]) -> Observation {
     let mut known: BTreeSet<NodeId> = BTreeSet::new();
+    let mut forgers: BTreeSet<NodeId> = BTreeSet::new();
     let mut live_ids: Vec<NodeId> = Vec::with_capacity(nodes.len());
     let mut all_booted = true;
     for node in nodes {
         match node.status.with(|status| status.node_id) {
+            Some(id) if node.forger => {
+                forgers.insert(id);
+            }
             Some(id) => {
                 known.insert(id);
                 if node.alive {
@@ -352,7 +358,9 @@ fn observe(nodes: &[SimNode]) -> Observation {
         }
         node.status.with(|status| {
             for peer in &status.peers_accepted {
-                if !known.contains(peer) {
+                if forgers.contains(peer) {
+                    unverified.push(format!("n{index} accepted identity forger {peer:?}"));
+                } else if !known.contains(peer) {
                     unverified.push(format!("n{index} accepted unknown peer {peer:?}"));
                 }
             }
@@ -420,6 +428,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
     let n = scenario.nodes.count;
     let hardware = hardware_of(&scenario);
     let garbage_from = n - scenario.byzantine.garbage_senders;
+    let forgers_from = garbage_from - scenario.byzantine.identity_forgers;
     let mut nodes = Vec::with_capacity(n as usize);
     for index in 0..n {
         let state = NodeHardwareState {
@@ -428,12 +437,14 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             hardware: hardware.clone(),
         };
         let status = StatusHandle::default();
-        let byzantine = index >= garbage_from;
+        let garbage = index >= garbage_from;
+        let forger = (forgers_from..garbage_from).contains(&index);
         let boots = Arc::new(AtomicU32::new(0));
         let boot_delay = Duration::from_secs_f64(
             scenario.nodes.boot_spread_s * f64::from(index) / f64::from(n.max(1)),
         );
-        let config = node_config(&scenario, index);
+        let mut config = node_config(&scenario, index);
+        config.forge_identity = forger;
         let garbage_every_nth = scenario.byzantine.garbage_every_nth;
         let init = {
             let (state, status, network, auditor) = (
@@ -465,7 +476,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                         0,
                         &[&index.to_le_bytes(), &boot.to_le_bytes()],
                     );
-                    let result = if byzantine {
+                    let result = if garbage {
                         hm_node::run(
                             GarbageEnv::new(env, garbage_every_nth),
                             config,
@@ -493,7 +504,8 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             hardware: state,
             status,
             alive: true,
-            byzantine,
+            byzantine: garbage || forger,
+            forger,
         });
     }
 
@@ -604,7 +616,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             Some(after) => format!(
                 "all {} live honest nodes see exactly the {} live nodes, {after:.1} s after the last fault (bound {} s)",
                 observation.live_honest,
-                nodes.iter().filter(|node| node.alive).count(),
+                nodes.iter().filter(|node| node.alive && !node.forger).count(),
                 scenario.properties.membership_converges_within_s
             ),
             None => format!(

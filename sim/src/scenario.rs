@@ -136,6 +136,10 @@ pub struct Byzantine {
     pub garbage_senders: u32,
     /// One garbage datagram after every this many honest ones.
     pub garbage_every_nth: u64,
+    /// Nodes (just before the garbage senders) that forge their STOQ
+    /// identity binding: every honest node must refuse them, so they are
+    /// never members and never in an honest node's accepted peers.
+    pub identity_forgers: u32,
 }
 
 impl Default for Byzantine {
@@ -143,6 +147,7 @@ impl Default for Byzantine {
         Self {
             garbage_senders: 0,
             garbage_every_nth: 4,
+            identity_forgers: 0,
         }
     }
 }
@@ -267,6 +272,16 @@ impl Scenario {
             return Err(format!(
                 "`byzantine.garbage_senders` = {} leaves no honest node among {}",
                 self.byzantine.garbage_senders, self.nodes.count
+            ));
+        }
+        let byzantine_total =
+            u64::from(self.byzantine.garbage_senders) + u64::from(self.byzantine.identity_forgers);
+        if byzantine_total + u64::from(self.nodes.seeds) > u64::from(self.nodes.count) {
+            return Err(format!(
+                "`byzantine.garbage_senders` + `byzantine.identity_forgers` = {byzantine_total} \
+                 overlap the {} seed nodes among {}; Byzantine nodes are taken from the end of \
+                 the node list and must leave the seeds honest",
+                self.nodes.seeds, self.nodes.count
             ));
         }
         if self.byzantine.garbage_every_nth == 0 {

@@ -5,5 +5,5 @@ mod node;
 mod status;
 
 pub use membership::{MembershipConfig, NodeId};
-pub use node::{COLUMN_FAMILIES, NodeConfig, NodeError, run};
+pub use node::{COLUMN_FAMILIES, MEMBERSHIP_MESSAGE_BYTES_MAX, NodeConfig, NodeError, run};
 pub use status::{NodeStatus, StatusHandle};

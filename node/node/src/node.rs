@@ -51,6 +51,10 @@ pub struct NodeConfig {
     pub connect_timeout_ms: u64,
     /// How often the status snapshot is refreshed.
     pub status_interval_ms: u64,
+    /// Byzantine impersonator (simulator only): forge every identity
+    /// binding, so correct peers must refuse every connection with us.
+    #[cfg(feature = "byzantine")]
+    pub forge_identity: bool,
 }
 
 impl NodeConfig {
@@ -65,6 +69,8 @@ impl NodeConfig {
             keep_alive_interval_ms: 0,
             connect_timeout_ms: 5_000,
             status_interval_ms: 500,
+            #[cfg(feature = "byzantine")]
+            forge_identity: false,
         }
     }
 }
@@ -414,6 +420,11 @@ pub async fn run<E: Env>(
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
     stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
     let endpoint = Endpoint::bind(&env, signing_key, stoq_config, Arc::new(SelfSignedVerifier))?;
+    #[cfg(feature = "byzantine")]
+    if config.forge_identity {
+        tracing::warn!("byzantine: this node forges its identity bindings");
+        endpoint.forge_bindings();
+    }
     let start = env.clock().now();
     let core = Membership::new(
         config.membership.clone(),

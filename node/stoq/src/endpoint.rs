@@ -74,9 +74,9 @@ struct Context<E: Env> {
     config: StoqConfig,
     counters: Arc<EndpointCounters>,
     handshakes_in_flight: AtomicUsize,
-    /// Test-only fault: sign an exporter value of the wrong role, which a
-    /// correct peer must refuse.
-    #[cfg(test)]
+    /// Byzantine fault for tests and the simulator: sign an exporter value
+    /// of the wrong role, which a correct peer must refuse.
+    #[cfg(any(test, feature = "byzantine"))]
     forge_binding: std::sync::atomic::AtomicBool,
 }
 
@@ -212,7 +212,7 @@ impl<E: Env> Endpoint<E> {
             config,
             counters: Arc::new(EndpointCounters::default()),
             handshakes_in_flight: AtomicUsize::new(0),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "byzantine"))]
             forge_binding: std::sync::atomic::AtomicBool::new(false),
         });
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
@@ -349,8 +349,12 @@ impl<E: Env> Endpoint<E> {
         );
     }
 
-    #[cfg(test)]
-    pub(crate) fn forge_bindings(&self) {
+    /// Makes this endpoint a Byzantine impersonator: every identity binding
+    /// it sends from now on is forged (signed over the wrong exporter
+    /// value), so correct peers refuse every connection with it. Exists only
+    /// with the `byzantine` feature, which production builds leave off.
+    #[cfg(any(test, feature = "byzantine"))]
+    pub fn forge_bindings(&self) {
         self.inner
             .context
             .forge_binding
@@ -435,7 +439,7 @@ fn own_binding<E: Env>(
     quic: &quinn::Connection,
     role: Role,
 ) -> Result<Vec<u8>, ExchangeFailure> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "byzantine"))]
     let role = if context.forge_binding.load(Ordering::Relaxed) {
         match role {
             Role::Client => Role::Server,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod byzantine;
+pub mod chain;
 
 pub use byzantine::{GarbageEnv, GarbageNet, GarbageSocket, GarbageStats};
 

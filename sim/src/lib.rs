@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 #[cfg(madsim)]
+pub mod chain;
+#[cfg(madsim)]
 pub mod env;
 #[cfg(madsim)]
 pub mod net;

@@ -15,6 +15,7 @@ use hm_node::{NodeConfig, NodeId, StatusHandle};
 use madsim::rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::chain::{ChainChecker, ChainSetup, ChainView, audit_chain};
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
 use crate::net::{LinkModel, Partition, SimNetwork, node_ip};
 use crate::scenario::Scenario;
@@ -427,6 +428,10 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
     let handle = madsim::runtime::Handle::current();
     let n = scenario.nodes.count;
     let hardware = hardware_of(&scenario);
+    let chain_setup = scenario
+        .chain
+        .as_ref()
+        .map(|chain| ChainSetup::new(&scenario, chain, seed));
     let garbage_from = n - scenario.byzantine.garbage_senders;
     let forgers_from = garbage_from - scenario.byzantine.identity_forgers;
     let mut nodes = Vec::with_capacity(n as usize);
@@ -439,12 +444,23 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         let status = StatusHandle::default();
         let garbage = index >= garbage_from;
         let forger = (forgers_from..garbage_from).contains(&index);
+        let byzantine_validator = scenario
+            .chain
+            .as_ref()
+            .is_some_and(|chain| ChainSetup::fault_of(chain, index).is_some());
         let boots = Arc::new(AtomicU32::new(0));
         let boot_delay = Duration::from_secs_f64(
             scenario.nodes.boot_spread_s * f64::from(index) / f64::from(n.max(1)),
         );
         let mut config = node_config(&scenario, index);
         config.forge_identity = forger;
+        if let (Some(setup), Some(chain)) = (&chain_setup, &scenario.chain) {
+            if let Some(key) = setup.keys.get(index as usize) {
+                hm_node::provision_identity(&state.disk, key)
+                    .expect("a fresh memory disk accepts the identity");
+            }
+            config.chain = Some(setup.config(chain, index));
+        }
         let garbage_every_nth = scenario.byzantine.garbage_every_nth;
         let init = {
             let (state, status, network, auditor) = (
@@ -504,14 +520,19 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             hardware: state,
             status,
             alive: true,
-            byzantine: garbage || forger,
+            byzantine: garbage || forger || byzantine_validator,
             forger,
         });
     }
 
     let actions = timeline(&scenario);
     let faults_end_ms = seconds_to_ms(scenario.faults_end_s());
-    let bound_ms = seconds_to_ms(scenario.properties.membership_converges_within_s);
+    let mut bound_s = scenario.properties.membership_converges_within_s;
+    if scenario.chain.is_some() {
+        bound_s = bound_s.max(scenario.properties.chain_resumes_within_s);
+    }
+    let bound_ms = seconds_to_ms(bound_s);
+    let mut chain_checker = ChainChecker::default();
     let deadline_ms = seconds_to_ms(scenario.duration_s).min(faults_end_ms + bound_ms);
     let mut next_action = 0;
     let mut unverified: Vec<String> = Vec::new();
@@ -583,11 +604,36 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             // Convergence must hold, not flicker: a later divergence resets it.
             converged_at_ms = None;
         }
+        let chain_settled = match &scenario.chain {
+            Some(_) => {
+                chain_checker.observe(
+                    nodes.iter().enumerate().map(|(index, node)| ChainView {
+                        index,
+                        status: &node.status,
+                        alive: node.alive,
+                        honest: !node.byzantine,
+                    }),
+                    now_ms,
+                    quiet,
+                );
+                chain_checker.settled(&scenario)
+            }
+            None => true,
+        };
         let counters = auditor.counters();
         let wall_s = (wall_now_ms() - wall_start_ms) / 1000.0;
+        let chain_progress = if scenario.chain.is_some() {
+            format!(
+                " · chain heights {}..{}",
+                chain_checker.min_height(),
+                chain_checker.max_height()
+            )
+        } else {
+            String::new()
+        };
         progress.report(
             &format!(
-                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree · {} datagrams",
+                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree{chain_progress} · {} datagrams",
                 now_ms as f64 / 1000.0,
                 deadline_ms as f64 / 1000.0,
                 wall_s,
@@ -597,7 +643,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             ),
             false,
         );
-        if now_ms >= deadline_ms || (quiet && converged_at_ms.is_some()) {
+        if now_ms >= deadline_ms || (quiet && converged_at_ms.is_some() && chain_settled) {
             break;
         }
         now_ms += CHECK_INTERVAL_MS;
@@ -642,6 +688,37 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                 unverified.join("; ")
             },
         });
+    }
+    if let Some(setup) = &chain_setup {
+        // Audit the chain of an honest validator that is up (its disk holds
+        // what it committed); agreement ties every other node to it.
+        let auditee = nodes
+            .iter()
+            .take(setup.keys.len())
+            .find(|node| node.alive && !node.byzantine)
+            .or_else(|| nodes.iter().find(|node| !node.byzantine));
+        let validity = match auditee {
+            Some(node) => audit_chain(&setup.genesis, &node.hardware.disk),
+            None => Err("no honest node to audit".into()),
+        };
+        let equivocators: Vec<hm_wire::Hash> = scenario
+            .chain
+            .iter()
+            .flat_map(|chain| {
+                (0..chain.validators)
+                    .filter(|index| {
+                        ChainSetup::fault_of(chain, *index)
+                            == Some(hm_faults::chain::ChainFault::Equivocate)
+                    })
+                    .map(|index| setup.keys[index as usize].verifying_key().fingerprint())
+            })
+            .collect();
+        properties.extend(chain_checker.properties(
+            &scenario,
+            faults_end_ms,
+            validity,
+            &equivocators,
+        ));
     }
     let mut traffic = Traffic::default();
     let mut by_kind = vec![0u64; hm_node::membership::MESSAGE_KINDS];

@@ -30,6 +30,8 @@ pub struct Scenario {
     pub network: Network,
     pub membership: MembershipTuning,
     pub byzantine: Byzantine,
+    /// Run a chain on every node (absent: membership only).
+    pub chain: Option<ChainScenario>,
     pub properties: Properties,
     pub faults: Vec<Fault>,
 }
@@ -45,6 +47,7 @@ impl Default for Scenario {
             network: Network::default(),
             membership: MembershipTuning::default(),
             byzantine: Byzantine::default(),
+            chain: None,
             properties: Properties::default(),
             faults: Vec::new(),
         }
@@ -152,6 +155,51 @@ impl Default for Byzantine {
     }
 }
 
+/// The chain every node runs: who validates, the workload, and timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainScenario {
+    /// The first `validators` nodes are the genesis validators.
+    pub validators: u32,
+    /// Stake per validator (empty: 10 each); its length must equal
+    /// `validators` when given.
+    pub stakes: Vec<u64>,
+    /// The first `workload_nodes` nodes each submit a key-value transaction
+    /// every `workload_interval_ms`.
+    pub workload_nodes: u32,
+    pub workload_interval_ms: u64,
+    pub block_transactions_max: usize,
+    /// Consensus step timeouts (base; each grows by half of it per round).
+    pub propose_timeout_ms: u64,
+    pub vote_timeout_ms: u64,
+    /// Overlay peers each node keeps chain links with (block sync).
+    pub sync_peers: usize,
+    /// Pause after a commit before the next block is proposed.
+    pub block_interval_ms: u64,
+    /// The last `byzantine_validators` validators misbehave, taking the
+    /// behaviours of `byzantine_faults` in turn.
+    pub byzantine_validators: u32,
+    pub byzantine_faults: Vec<hm_faults::chain::ChainFault>,
+}
+
+impl Default for ChainScenario {
+    fn default() -> Self {
+        Self {
+            validators: 4,
+            stakes: Vec::new(),
+            workload_nodes: 0,
+            workload_interval_ms: 500,
+            block_transactions_max: 200,
+            propose_timeout_ms: 1_000,
+            vote_timeout_ms: 500,
+            sync_peers: 3,
+            block_interval_ms: 500,
+            byzantine_validators: 0,
+            byzantine_faults: hm_faults::chain::ChainFault::ALL.to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Properties {
@@ -160,6 +208,12 @@ pub struct Properties {
     pub membership_converges_within_s: f64,
     /// Safety: no honest node ever holds a peer whose identity check failed.
     pub only_verified_peers: bool,
+    /// Chain liveness: once the last fault has stopped, every live honest
+    /// node commits a block above the highest height committed before,
+    /// within this many seconds.
+    pub chain_resumes_within_s: f64,
+    /// Chain liveness: every live honest node reaches at least this height.
+    pub chain_min_height: u64,
 }
 
 impl Default for Properties {
@@ -167,6 +221,8 @@ impl Default for Properties {
         Self {
             membership_converges_within_s: 60.0,
             only_verified_peers: true,
+            chain_resumes_within_s: 60.0,
+            chain_min_height: 3,
         }
     }
 }
@@ -283,6 +339,39 @@ impl Scenario {
                  the node list and must leave the seeds honest",
                 self.nodes.seeds, self.nodes.count
             ));
+        }
+        if let Some(chain) = &self.chain {
+            if chain.validators == 0 || chain.validators > self.nodes.count.min(256) {
+                return Err(format!(
+                    "`chain.validators` = {} must be between 1 and min(nodes.count, 256)",
+                    chain.validators
+                ));
+            }
+            if !chain.stakes.is_empty() && chain.stakes.len() != chain.validators as usize {
+                return Err(format!(
+                    "`chain.stakes` has {} entries; give one per validator ({}) or none",
+                    chain.stakes.len(),
+                    chain.validators
+                ));
+            }
+            if chain.stakes.contains(&0) {
+                return Err("`chain.stakes` entries must be at least 1".into());
+            }
+            if chain.byzantine_validators > chain.validators {
+                return Err("`chain.byzantine_validators` exceeds `chain.validators`".into());
+            }
+            if chain.byzantine_validators > 0 && chain.byzantine_faults.is_empty() {
+                return Err("`chain.byzantine_faults` must name at least one behaviour".into());
+            }
+            if chain.workload_nodes > self.nodes.count {
+                return Err("`chain.workload_nodes` exceeds `nodes.count`".into());
+            }
+            if chain.workload_interval_ms == 0
+                || chain.propose_timeout_ms == 0
+                || chain.vote_timeout_ms == 0
+            {
+                return Err("`chain` intervals and timeouts must be at least 1 ms".into());
+            }
         }
         if self.byzantine.garbage_every_nth == 0 {
             return Err("`byzantine.garbage_every_nth` must be at least 1".into());

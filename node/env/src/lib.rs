@@ -31,3 +31,57 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn hardware(&self) -> &Self::Hardware;
     fn entropy(&self) -> &Self::Entropy;
 }
+
+/// An Env's disk as an owned value, for components that hold a `Disk` by
+/// value (a chain store, a signer) while the node keeps the Env.
+#[derive(Clone)]
+pub struct EnvDisk<E: Env>(pub E);
+
+impl<E: Env> Disk for EnvDisk<E> {
+    fn column_families(&self) -> &[&'static str] {
+        self.0.disk().column_families()
+    }
+
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
+        self.0.disk().get(cf, key)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), DiskError> {
+        self.0.disk().write(batch)
+    }
+
+    fn sync(&self) -> Result<(), DiskError> {
+        self.0.disk().sync()
+    }
+
+    fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Entries, DiskError> {
+        self.0.disk().scan_prefix(cf, prefix, limit)
+    }
+}
+
+impl<E: Env> std::fmt::Debug for EnvDisk<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvDisk")
+    }
+}
+
+/// An Env's entropy as an owned value (see [`EnvDisk`]).
+#[derive(Clone)]
+pub struct EnvEntropy<E: Env>(pub E);
+
+impl<E: Env> Entropy for EnvEntropy<E> {
+    fn fill_bytes(&self, dest: &mut [u8]) {
+        self.0.entropy().fill_bytes(dest);
+    }
+}
+
+impl<E: Env> std::fmt::Debug for EnvEntropy<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvEntropy")
+    }
+}

@@ -1,9 +1,15 @@
 #![doc = include_str!("../README.md")]
 
+pub mod chain;
+mod link;
 pub mod membership;
 mod node;
 mod status;
 
+pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
-pub use node::{COLUMN_FAMILIES, MEMBERSHIP_MESSAGE_BYTES_MAX, NodeConfig, NodeError, run};
-pub use status::{NodeStatus, StatusHandle};
+pub use node::{
+    COLUMN_FAMILIES, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig, NodeError,
+    provision_identity, run,
+};
+pub use status::{ChainStatus, NodeStatus, StatusHandle};

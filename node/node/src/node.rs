@@ -15,11 +15,25 @@ use hm_stoq::{Connection, Endpoint, SelfSignedVerifier, StoqConfig, StoqError};
 use hm_wire::sign::SigningKey;
 use tokio::sync::mpsc;
 
+use crate::chain::{CHAIN_PROTOCOL, ChainConfig, OverlayPeers};
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
 
-/// Column families of a node's disk.
-pub const COLUMN_FAMILIES: &[&str] = &["default", "identity", "membership"];
+/// Column families of a node's disk (the node's own, then the chain's).
+pub const COLUMN_FAMILIES: &[&str] = &[
+    "default",
+    "identity",
+    "membership",
+    hm_kernel::chain::BLOCKS_CF,
+    hm_kernel::chain::CHAIN_META_CF,
+    hm_kernel::chain::PRIVATE_BLOCKS_CF,
+    hm_kernel::replica::EVIDENCE_CF,
+    hm_kernel::consensus::SIGNER_COLUMN_FAMILY,
+];
+/// ALPN id of membership connections (the endpoint's default protocol).
+pub const MEMBERSHIP_PROTOCOL: &[u8] = b"hm/membership/1";
+/// Chain connections queued for the chain service.
+const CHAIN_ACCEPT_QUEUE_MAX: usize = 256;
 const CF_IDENTITY: &str = "identity";
 const CF_MEMBERSHIP: &str = "membership";
 const KEY_SIGNING_KEY: &[u8] = b"falcon-1024/signing-key";
@@ -51,6 +65,8 @@ pub struct NodeConfig {
     pub connect_timeout_ms: u64,
     /// How often the status snapshot is refreshed.
     pub status_interval_ms: u64,
+    /// The chain to run (None: membership only).
+    pub chain: Option<ChainConfig>,
     /// Byzantine impersonator (simulator only): forge every identity
     /// binding, so correct peers must refuse every connection with us.
     #[cfg(feature = "byzantine")]
@@ -69,6 +85,7 @@ impl NodeConfig {
             keep_alive_interval_ms: 0,
             connect_timeout_ms: 5_000,
             status_interval_ms: 500,
+            chain: None,
             #[cfg(feature = "byzantine")]
             forge_identity: false,
         }
@@ -116,6 +133,13 @@ fn load_or_create_identity<E: Env>(env: &E) -> Result<SigningKey, NodeError> {
     let key = SigningKey::generate(env.entropy());
     with_retries(|| disk.put_synced(CF_IDENTITY, KEY_SIGNING_KEY, &key.to_bytes()))?;
     Ok(key)
+}
+
+/// Writes `key` as the node's identity before its first boot, so a node
+/// whose key is named in a genesis (simulator, provisioning tools) boots as
+/// that identity.
+pub fn provision_identity<D: Disk>(disk: &D, key: &SigningKey) -> Result<(), DiskError> {
+    disk.put_synced(CF_IDENTITY, KEY_SIGNING_KEY, &key.to_bytes())
 }
 
 /// Bumps and syncs the incarnation, so this life outranks every earlier one.
@@ -188,6 +212,8 @@ struct Shell<E: Env> {
     messages_dropped: u64,
     /// Table digest at the last status refresh.
     published_digest: Option<u64>,
+    /// Active peers and their addresses, for the chain service.
+    overlay: OverlayPeers,
 }
 
 impl<E: Env> Shell<E> {
@@ -281,38 +307,17 @@ impl<E: Env> Shell<E> {
     fn attach(&mut self, peer: NodeId, connection: Connection, initiator: NodeId) {
         let id = self.next_link_id;
         self.next_link_id += 1;
-        let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(PEER_SEND_QUEUE_MAX);
-        let writer = connection.clone();
-        tokio::spawn(async move {
-            while let Some(bytes) = outgoing.recv().await {
-                if let Err(error) = writer.send_message(&bytes).await {
-                    tracing::debug!(%error, "send failed; the reader reports the close");
-                    break;
-                }
-            }
-        });
-        let reader = connection.clone();
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            loop {
-                match reader.recv_message().await {
-                    Ok(bytes) => {
-                        let event = Event::Message {
-                            peer,
-                            link_id: id,
-                            bytes,
-                        };
-                        if events.send(event).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = events.send(Event::Closed { peer, link_id: id }).await;
-                        break;
-                    }
-                }
-            }
-        });
+        let outbox = crate::link::spawn_link(
+            &connection,
+            PEER_SEND_QUEUE_MAX,
+            self.events.clone(),
+            move |bytes| Event::Message {
+                peer,
+                link_id: id,
+                bytes,
+            },
+            Event::Closed { peer, link_id: id },
+        );
         self.links.insert(
             peer,
             Link {
@@ -380,6 +385,19 @@ impl<E: Env> Shell<E> {
             self.messages_received,
             self.messages_dropped,
         );
+        let overlay: Vec<(hm_wire::Hash, SocketAddrV6)> = self
+            .core
+            .active_peers()
+            .iter()
+            .filter_map(|peer| {
+                self.links
+                    .get(peer)
+                    .map(|link| (hm_wire::Hash(peer.0), link.connection.remote_addr()))
+            })
+            .collect();
+        if let Ok(mut shared) = self.overlay.lock() {
+            *shared = overlay;
+        }
         let incarnation = self.core.incarnation();
         let stats = self.core.stats();
         let dialed = self.endpoint.stats().connections_dialed_total;
@@ -417,8 +435,11 @@ pub async fn run<E: Env>(
     let me = NodeId(signing_key.verifying_key().fingerprint().0);
 
     let mut stoq_config = StoqConfig::new(config.listen);
+    stoq_config.protocols = vec![MEMBERSHIP_PROTOCOL.to_vec(), CHAIN_PROTOCOL.to_vec()];
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
     stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
+    let chain_key = SigningKey::from_bytes(&signing_key.to_bytes())
+        .map_err(|error| NodeError::Identity(error.to_string()))?;
     let endpoint = Endpoint::bind(&env, signing_key, stoq_config, Arc::new(SelfSignedVerifier))?;
     #[cfg(feature = "byzantine")]
     if config.forge_identity {
@@ -436,11 +457,20 @@ pub async fn run<E: Env>(
         0,
     );
     let (events, mut inbox) = mpsc::channel(EVENT_QUEUE_MAX);
+    let overlay = OverlayPeers::default();
+    let (chain_accepted, chain_inbox) = mpsc::channel(CHAIN_ACCEPT_QUEUE_MAX);
     {
         let endpoint = endpoint.clone();
         let events = events.clone();
         tokio::spawn(async move {
             while let Some(connection) = endpoint.accept().await {
+                if connection.protocol() == CHAIN_PROTOCOL {
+                    // Without a chain service nobody reads them: refuse.
+                    if chain_accepted.try_send(connection.clone()).is_err() {
+                        connection.close("chain service not running or busy");
+                    }
+                    continue;
+                }
                 let event = Event::Connected {
                     connection,
                     outbound: false,
@@ -450,6 +480,32 @@ pub async fn run<E: Env>(
                 }
             }
         });
+    }
+    if let Some(chain) = config.chain.clone() {
+        let (env, endpoint, overlay, status) = (
+            env.clone(),
+            endpoint.clone(),
+            overlay.clone(),
+            status.clone(),
+        );
+        tokio::spawn(async move {
+            let result = crate::chain::run_chain(
+                env,
+                endpoint,
+                &chain_key,
+                chain,
+                chain_inbox,
+                overlay,
+                status.clone(),
+            )
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "chain service stopped");
+                status.set_error(error.to_string());
+            }
+        });
+    } else {
+        drop(chain_inbox);
     }
     status.update(|status| {
         status.running = true;
@@ -477,6 +533,7 @@ pub async fn run<E: Env>(
         messages_received: 0,
         messages_dropped: 0,
         published_digest: None,
+        overlay,
     };
     let mut next_status = start;
     loop {

@@ -30,8 +30,35 @@ pub struct NodeStatus {
     pub membership_updates_sent: u64,
     /// Outbound connections the transport completed.
     pub connections_dialed: u64,
+    /// The chain, when the node runs one.
+    pub chain: ChainStatus,
     /// Why the node stopped, if it stopped on an error.
     pub error: Option<String>,
+}
+
+/// What the chain service reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChainStatus {
+    pub enabled: bool,
+    pub validator: bool,
+    /// Committed height and its block hash.
+    pub height: u64,
+    pub head: Option<hm_wire::Hash>,
+    /// The consensus round a validator is in.
+    pub round: Option<u32>,
+    pub mempool: usize,
+    pub links: usize,
+    /// Hash of every committed block, by height - 1 (for the checkers; kept
+    /// across restarts of the node).
+    pub committed: Vec<hm_wire::Hash>,
+    pub transactions_committed: u64,
+    pub evidence_committed: u64,
+    /// Peers' misbehaviour this node detected (invalid blocks, rejected
+    /// messages, malformed bytes).
+    pub misbehaviour_reports: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub messages_dropped: u64,
 }
 
 /// Shared, cheaply cloned access to a node's status.

@@ -55,7 +55,18 @@ pub struct StoqConfig {
     pub post_quantum_only: bool,
     /// Bytes signed and sent along with our identity (e.g. a certificate).
     pub identity_extra: Vec<u8>,
+    /// Application protocols (TLS ALPN ids) this endpoint serves; a dialer
+    /// picks one per connection ([`crate::Endpoint::connect_protocol`]) and
+    /// the acceptor reads it from [`crate::Connection::protocol`], so
+    /// independent services share one port. The first is the default for
+    /// [`crate::Endpoint::connect`].
+    pub protocols: Vec<Vec<u8>>,
 }
+
+/// Protocols one endpoint serves.
+pub const PROTOCOLS_MAX: usize = 8;
+/// Length of one protocol id (TLS allows 255; ours are short names).
+pub const PROTOCOL_BYTES_MAX: usize = 32;
 
 impl StoqConfig {
     /// Defaults for an endpoint bound to `bind_addr`.
@@ -77,6 +88,7 @@ impl StoqConfig {
             datagram_receive_buffer_bytes: 1 << 20,
             post_quantum_only: true,
             identity_extra: Vec::new(),
+            protocols: vec![crate::tls::ALPN.to_vec()],
         }
     }
 
@@ -145,6 +157,29 @@ impl StoqConfig {
                 Ok(())
             }
         };
+        if self.protocols.is_empty() || self.protocols.len() > PROTOCOLS_MAX {
+            return Err(ConfigError::OutOfRange {
+                field: "protocols",
+                value: self.protocols.len() as u64,
+                reason: "between 1 and PROTOCOLS_MAX (8) protocol ids",
+            });
+        }
+        for (position, protocol) in self.protocols.iter().enumerate() {
+            if protocol.is_empty() || protocol.len() > PROTOCOL_BYTES_MAX {
+                return Err(ConfigError::OutOfRange {
+                    field: "protocols",
+                    value: protocol.len() as u64,
+                    reason: "each protocol id must be 1..=32 bytes",
+                });
+            }
+            if self.protocols[..position].contains(protocol) {
+                return Err(ConfigError::OutOfRange {
+                    field: "protocols",
+                    value: position as u64,
+                    reason: "protocol ids must be distinct",
+                });
+            }
+        }
         millis("idle_timeout_ms", self.idle_timeout_ms)?;
         millis("handshake_timeout_ms", self.handshake_timeout_ms)?;
         millis("stream_timeout_ms", self.stream_timeout_ms)?;

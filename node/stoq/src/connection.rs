@@ -157,6 +157,8 @@ struct AssemblyState {
 type AssemblySlot = Arc<OnceCell<Arc<Assembly>>>;
 
 pub(crate) struct Shared {
+    /// Negotiated ALPN protocol id.
+    protocol: Vec<u8>,
     quic: quinn::Connection,
     peer: PeerIdentity,
     remote: SocketAddrV6,
@@ -638,7 +640,15 @@ impl Connection {
         };
         let (messages_tx, messages_rx) = mpsc::channel(INCOMING_MESSAGES_MAX);
         let (requests_tx, requests_rx) = mpsc::channel(INCOMING_REQUESTS_MAX);
+        // The handshake completed, so ALPN settled on one of our protocols
+        // (rustls refuses a client offering none of ours).
+        let protocol = quic
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol)
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
+            protocol,
             quic,
             peer,
             remote,
@@ -673,6 +683,11 @@ impl Connection {
     /// The peer's proven identity.
     pub fn peer(&self) -> &PeerIdentity {
         &self.shared().peer
+    }
+
+    /// The application protocol (ALPN id) this connection was opened for.
+    pub fn protocol(&self) -> &[u8] {
+        &self.shared().protocol
     }
 
     pub fn remote_addr(&self) -> SocketAddrV6 {

@@ -82,7 +82,8 @@ struct Context<E: Env> {
 
 struct Inner<E: Env> {
     quic: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// `(protocol, config)` in `StoqConfig::protocols` order.
+    client_configs: Vec<(Vec<u8>, quinn::ClientConfig)>,
     context: Arc<Context<E>>,
     accepted: tokio::sync::Mutex<mpsc::Receiver<Connection>>,
     local_addr: SocketAddrV6,
@@ -167,8 +168,12 @@ impl<E: Env> Endpoint<E> {
         let entropy = env.entropy();
 
         let tls = TlsIdentity::generate(entropy)?;
-        let server_tls = rustls_server_config(&tls, config.post_quantum_only, clock.clone())?;
-        let client_tls = rustls_client_config(&tls, config.post_quantum_only, clock.clone())?;
+        let server_tls = rustls_server_config(
+            &tls,
+            config.post_quantum_only,
+            clock.clone(),
+            &config.protocols,
+        )?;
         let transport = Arc::new(transport_config(&config));
 
         let server_crypto =
@@ -181,10 +186,17 @@ impl<E: Env> Endpoint<E> {
             quinn::ServerConfig::new(Arc::new(server_crypto), Arc::new(token_key));
         server_config.transport_config(transport.clone());
 
-        let client_crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(tls_failure)?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client_config.transport_config(transport);
+        // One client config per protocol: ALPN is fixed per TLS config.
+        let mut client_configs = Vec::with_capacity(config.protocols.len());
+        for protocol in &config.protocols {
+            let client_tls =
+                rustls_client_config(&tls, config.post_quantum_only, clock.clone(), protocol)?;
+            let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+                .map_err(tls_failure)?;
+            let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
+            client_config.transport_config(transport.clone());
+            client_configs.push((protocol.clone(), client_config));
+        }
 
         let mut reset_secret = [0u8; 64];
         entropy.fill_bytes(&mut reset_secret);
@@ -221,7 +233,7 @@ impl<E: Env> Endpoint<E> {
         Ok(Self {
             inner: Arc::new(Inner {
                 quic,
-                client_config,
+                client_configs,
                 context,
                 accepted: tokio::sync::Mutex::new(accepted_rx),
                 local_addr,
@@ -241,7 +253,30 @@ impl<E: Env> Endpoint<E> {
     /// Dials `addr` and proves identities both ways; the peer is checked by
     /// this endpoint's verifier.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, StoqError> {
-        self.dial(addr, None).await
+        self.dial(addr, None, 0).await
+    }
+
+    /// Like [`Endpoint::connect`] for the application protocol `protocol`
+    /// (one of `StoqConfig::protocols`); the peer must serve it too.
+    pub async fn connect_protocol(
+        &self,
+        addr: SocketAddr,
+        protocol: &[u8],
+        expected: Option<NodeId>,
+    ) -> Result<Connection, StoqError> {
+        let index = self
+            .inner
+            .client_configs
+            .iter()
+            .position(|(known, _)| known == protocol)
+            .ok_or_else(|| StoqError::Connect {
+                addr,
+                reason: format!(
+                    "protocol {:?} is not in this endpoint's StoqConfig::protocols",
+                    String::from_utf8_lossy(protocol)
+                ),
+            })?;
+        self.dial(addr, expected, index).await
     }
 
     /// Like [`Endpoint::connect`], and the peer must be node `expected`.
@@ -250,13 +285,14 @@ impl<E: Env> Endpoint<E> {
         addr: SocketAddr,
         expected: NodeId,
     ) -> Result<Connection, StoqError> {
-        self.dial(addr, Some(expected)).await
+        self.dial(addr, Some(expected), 0).await
     }
 
     async fn dial(
         &self,
         addr: SocketAddr,
         expected: Option<NodeId>,
+        protocol_index: usize,
     ) -> Result<Connection, StoqError> {
         let target = check_dialable(addr)?;
         let context = &self.inner.context;
@@ -264,7 +300,7 @@ impl<E: Env> Endpoint<E> {
             .inner
             .quic
             .connect_with(
-                self.inner.client_config.clone(),
+                self.inner.client_configs[protocol_index].1.clone(),
                 SocketAddr::V6(target),
                 SERVER_NAME,
             )

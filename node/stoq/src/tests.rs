@@ -519,3 +519,56 @@ async fn closing_or_dropping_a_connection_is_seen_by_the_peer() {
     let (code, _) = application_close(&soon(ef.closed()).await).expect("close");
     assert_eq!(code, u64::from(close_code::ENDPOINT_CLOSED));
 }
+
+#[tokio::test]
+async fn services_share_one_port_through_alpn() {
+    let net = MemNet::new();
+    let protocols = |config: &mut StoqConfig| {
+        config.protocols = vec![b"hm/membership/1".to_vec(), b"hm/chain/1".to_vec()];
+    };
+    let a = node_with(&net, 1, protocols, Arc::new(SelfSignedVerifier));
+    let b = node_with(&net, 2, protocols, Arc::new(SelfSignedVerifier));
+    let only_default = node(&net, 3);
+    let to_b = SocketAddr::V6(b.endpoint.local_addr());
+    for protocol in [&b"hm/chain/1"[..], b"hm/membership/1"] {
+        let (dialed, accepted) = soon(async {
+            tokio::join!(
+                a.endpoint.connect_protocol(to_b, protocol, None),
+                b.endpoint.accept()
+            )
+        })
+        .await;
+        let dialed = dialed.expect("connect");
+        let accepted = accepted.expect("accept");
+        assert_eq!(dialed.protocol(), protocol);
+        assert_eq!(accepted.protocol(), protocol);
+        assert_eq!(accepted.peer().node_id, a.endpoint.node_id());
+    }
+    // A protocol the dialer does not serve is a local error...
+    let unknown = a
+        .endpoint
+        .connect_protocol(to_b, b"hm/other/1", None)
+        .await
+        .expect_err("not configured");
+    assert!(matches!(unknown, StoqError::Connect { .. }));
+    // ...and one the acceptor does not serve fails the handshake.
+    let refused = soon(a.endpoint.connect_protocol(
+        SocketAddr::V6(only_default.endpoint.local_addr()),
+        b"hm/chain/1",
+        None,
+    ))
+    .await;
+    assert!(refused.is_err(), "ALPN mismatch must fail the handshake");
+    // The default protocol is the first one.
+    let config = StoqConfig::new(addr(9));
+    assert_eq!(config.protocols, vec![crate::tls::ALPN.to_vec()]);
+    let mut duplicate = StoqConfig::new(addr(9));
+    duplicate.protocols = vec![b"x".to_vec(), b"x".to_vec()];
+    assert!(matches!(
+        duplicate.validate(),
+        Err(ConfigError::OutOfRange {
+            field: "protocols",
+            ..
+        })
+    ));
+}

@@ -23,7 +23,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::error::ConfigError;
 
-/// ALPN protocol id; a peer speaking anything else fails the TLS handshake.
+/// The default ALPN protocol id; a peer offering none of an endpoint's
+/// protocols fails the TLS handshake.
 pub const ALPN: &[u8] = b"hm-stoq/1";
 /// SNI name sent by clients. Certificates are not checked against it (the
 /// FALCON binding authenticates), but TLS needs some valid name.
@@ -233,6 +234,7 @@ pub fn rustls_server_config<C: Clock>(
     identity: &TlsIdentity,
     post_quantum_only: bool,
     clock: Arc<C>,
+    protocols: &[Vec<u8>],
 ) -> Result<rustls::ServerConfig, ConfigError> {
     let provider = provider(post_quantum_only);
     let verifier = Arc::new(BindingOnlyVerifier::new(&provider));
@@ -242,7 +244,7 @@ pub fn rustls_server_config<C: Clock>(
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![identity.cert.clone()], identity.key())
         .map_err(|error| tls_error("server certificate", error))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = protocols.to_vec();
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
     Ok(config)
@@ -253,6 +255,7 @@ pub fn rustls_client_config<C: Clock>(
     identity: &TlsIdentity,
     post_quantum_only: bool,
     clock: Arc<C>,
+    protocol: &[u8],
 ) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = provider(post_quantum_only);
     let verifier = Arc::new(BindingOnlyVerifier::new(&provider));
@@ -263,7 +266,7 @@ pub fn rustls_client_config<C: Clock>(
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key())
         .map_err(|error| tls_error("client certificate", error))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![protocol.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_early_data = false;
     Ok(config)
@@ -328,10 +331,15 @@ mod tests {
         for (client_pq_only, server_pq_only) in
             [(true, true), (false, true), (true, false), (false, false)]
         {
-            let client = rustls_client_config(&identity("a"), client_pq_only, clock.clone())
+            let client = rustls_client_config(&identity("a"), client_pq_only, clock.clone(), ALPN)
                 .expect("client");
-            let server = rustls_server_config(&identity("b"), server_pq_only, clock.clone())
-                .expect("server");
+            let server = rustls_server_config(
+                &identity("b"),
+                server_pq_only,
+                clock.clone(),
+                &[ALPN.to_vec()],
+            )
+            .expect("server");
             assert_eq!(
                 negotiate(client, server).expect("handshake"),
                 NamedGroup::X25519MLKEM768
@@ -380,7 +388,8 @@ mod tests {
             .with_cert_resolver(Arc::new(Mismatched(lying)));
         let mut server = server;
         server.alpn_protocols = vec![ALPN.to_vec()];
-        let client = rustls_client_config(&identity("c"), true, clock.clone()).expect("client");
+        let client =
+            rustls_client_config(&identity("c"), true, clock.clone(), ALPN).expect("client");
         let error = negotiate(client, server).expect_err("forged CertificateVerify");
         assert!(
             matches!(
@@ -391,8 +400,9 @@ mod tests {
         );
 
         // Control: the honest pair of the same certificates handshakes.
-        let server = rustls_server_config(&identity("b"), true, clock.clone()).expect("server");
-        let client = rustls_client_config(&identity("c"), true, clock).expect("client");
+        let server = rustls_server_config(&identity("b"), true, clock.clone(), &[ALPN.to_vec()])
+            .expect("server");
+        let client = rustls_client_config(&identity("c"), true, clock, ALPN).expect("client");
         assert!(negotiate(client, server).is_ok());
     }
 }

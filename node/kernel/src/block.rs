@@ -1,0 +1,618 @@
+//! The block format: header, body, consensus proof, commit certificate, and
+//! the signed consensus statements (votes, proposals) that certificates and
+//! evidence are made of.
+//!
+//! Everything here has one canonical encoding (`hm_wire::encode`) and a named
+//! size limit; decoders refuse anything longer before allocating. The block
+//! hash covers the header only; the header commits to the body through
+//! Merkle roots, so a header plus proofs is enough to check a body.
+
+use hm_env::Entropy;
+use hm_wire::{Hash, Signature, SigningKey, WireError, hash, merkle};
+use serde::{Deserialize, Serialize};
+
+use crate::proof::ConsensusProof;
+use crate::validators::{ValidatorIndex, ValidatorSet};
+
+/// Block format version this build writes and accepts.
+pub const BLOCK_VERSION: u16 = 1;
+/// One transaction's bytes: large enough for a certificate request or a
+/// package manifest, small enough that a block of them stays gossipable.
+pub const TRANSACTION_BYTES_MAX: usize = 64 << 10;
+/// Transactions in one block.
+pub const TRANSACTIONS_PER_BLOCK_MAX: usize = 4_096;
+/// Sum of transaction bytes in one block.
+pub const BLOCK_TRANSACTION_BYTES_MAX: usize = 4 << 20;
+/// State updates in one block (the application's write set).
+pub const STATE_UPDATES_PER_BLOCK_MAX: usize = 16_384;
+/// A state key.
+pub const STATE_KEY_BYTES_MAX: usize = 256;
+/// A state value.
+pub const STATE_VALUE_BYTES_MAX: usize = 64 << 10;
+/// Pieces of evidence in one block.
+pub const EVIDENCE_PER_BLOCK_MAX: usize = 64;
+/// Validators in a set, hence signatures in a commit certificate. FALCON-1024
+/// signatures are 1,280 bytes: 256 of them are 320 KiB per certificate.
+pub const VALIDATORS_MAX: usize = 256;
+/// A whole encoded block (header, body, proof, certificate).
+pub const BLOCK_BYTES_MAX: usize = 12 << 20;
+/// A whole encoded header.
+pub const HEADER_BYTES_MAX: usize = 1 << 10;
+
+/// Hash domains (one per kind of hashed object, so no two kinds collide).
+pub const HEADER_DOMAIN: &str = "hm/block-header/v1";
+pub const EVIDENCE_ROOT_DOMAIN: &str = "hm/block-evidence/v1";
+pub const UPDATES_ROOT_DOMAIN: &str = "hm/block-updates/v1";
+/// Signature domains.
+pub const VOTE_SIGN_DOMAIN: &str = "hm/consensus-vote/v1";
+pub const PROPOSAL_SIGN_DOMAIN: &str = "hm/consensus-proposal/v1";
+
+pub type Height = u64;
+pub type Round = u32;
+
+/// What the validators agree on. The proposer signs it inside the
+/// `StakeProof`; its hash is the block hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    pub version: u16,
+    /// Hash of the genesis document: separates networks.
+    pub chain_id: Hash,
+    pub height: Height,
+    /// The consensus round the block was proposed in.
+    pub round: Round,
+    /// Hash of the parent header (`Hash::default()` at height 1's parent,
+    /// the genesis).
+    pub previous_hash: Hash,
+    /// RFC 9162 Merkle root over the transactions' bytes.
+    pub transactions_root: Hash,
+    /// Merkle root over the encoded state updates.
+    pub updates_root: Hash,
+    /// Merkle root over the encoded evidence.
+    pub evidence_root: Hash,
+    /// The application's state root after executing this block; validators
+    /// recompute it (part of the WorkProof).
+    pub state_root: Hash,
+    /// Proposer's clock, milliseconds since the Unix epoch; monotone along
+    /// the chain, within the max drift of each validator's clock.
+    pub timestamp_ms: u64,
+    /// Leading zero bits the WorkProof's hash must have.
+    pub difficulty: u8,
+    /// Output of this block's sequential time chain (TimeProof), so the next
+    /// block's chain starts from it.
+    pub time_output: Hash,
+    /// Iterations in this block's time chain.
+    pub time_ticks: u64,
+    /// Node id (FALCON key fingerprint) of the proposer.
+    pub proposer: Hash,
+}
+
+impl BlockHeader {
+    /// The block hash.
+    pub fn hash(&self) -> Hash {
+        hash(HEADER_DOMAIN, &hm_wire::encode(self))
+    }
+}
+
+/// An opaque transaction: the application decides what it means.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Transaction(pub Vec<u8>);
+
+impl Transaction {
+    /// Transaction id: the RFC 9162 leaf hash of its bytes (the same value
+    /// the block's transactions root is built from).
+    pub fn id(&self) -> Hash {
+        merkle::leaf_hash(&self.0)
+    }
+}
+
+/// One write of the application state: `value: None` deletes `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateUpdate {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum VoteKind {
+    Prevote,
+    Precommit,
+}
+
+/// A validator's vote for `block_hash` (or for nil: no block) at a height
+/// and round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub kind: VoteKind,
+    pub height: Height,
+    pub round: Round,
+    pub block_hash: Option<Hash>,
+    pub validator: ValidatorIndex,
+}
+
+/// A vote and the validator's signature over `(chain_id, vote)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedVote {
+    pub vote: Vote,
+    pub signature: Signature,
+}
+
+impl SignedVote {
+    pub fn sign<E: Entropy + ?Sized>(
+        chain_id: &Hash,
+        vote: Vote,
+        key: &SigningKey,
+        entropy: &E,
+    ) -> SignedVote {
+        let signature = key.sign(VOTE_SIGN_DOMAIN, &signing_bytes(chain_id, &vote), entropy);
+        SignedVote { vote, signature }
+    }
+
+    /// Checks the signer is in `validators` and the signature is theirs.
+    pub fn verify(&self, chain_id: &Hash, validators: &ValidatorSet) -> Result<(), BlockError> {
+        let validator =
+            validators
+                .get(self.vote.validator)
+                .ok_or(BlockError::UnknownValidator {
+                    index: self.vote.validator,
+                })?;
+        validator
+            .key
+            .verify(
+                VOTE_SIGN_DOMAIN,
+                &signing_bytes(chain_id, &self.vote),
+                &self.signature,
+            )
+            .map_err(|_| BlockError::BadSignature {
+                what: "vote",
+                index: self.vote.validator,
+            })
+    }
+}
+
+/// The signed part of a proposal: the block it proposes, at which height and
+/// round, and the proof-of-lock round (`pol_round`) Tendermint carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub height: Height,
+    pub round: Round,
+    pub pol_round: Option<Round>,
+    pub block_hash: Hash,
+    pub proposer: ValidatorIndex,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedProposal {
+    pub proposal: Proposal,
+    pub signature: Signature,
+}
+
+impl SignedProposal {
+    pub fn sign<E: Entropy + ?Sized>(
+        chain_id: &Hash,
+        proposal: Proposal,
+        key: &SigningKey,
+        entropy: &E,
+    ) -> SignedProposal {
+        let signature = key.sign(
+            PROPOSAL_SIGN_DOMAIN,
+            &signing_bytes(chain_id, &proposal),
+            entropy,
+        );
+        SignedProposal {
+            proposal,
+            signature,
+        }
+    }
+
+    pub fn verify(&self, chain_id: &Hash, validators: &ValidatorSet) -> Result<(), BlockError> {
+        let index = self.proposal.proposer;
+        let validator = validators
+            .get(index)
+            .ok_or(BlockError::UnknownValidator { index })?;
+        validator
+            .key
+            .verify(
+                PROPOSAL_SIGN_DOMAIN,
+                &signing_bytes(chain_id, &self.proposal),
+                &self.signature,
+            )
+            .map_err(|_| BlockError::BadSignature {
+                what: "proposal",
+                index,
+            })
+    }
+}
+
+fn signing_bytes<T: Serialize>(chain_id: &Hash, statement: &T) -> Vec<u8> {
+    hm_wire::encode(&(chain_id, statement))
+}
+
+/// Proof that a validator signed two conflicting statements at the same
+/// height and round. Valid evidence is committed on chain; slashing is the
+/// ledger's job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// Two votes of the same kind, height and round for different blocks.
+    DuplicateVote {
+        first: SignedVote,
+        second: SignedVote,
+    },
+    /// Two proposals for the same height and round with different blocks.
+    DuplicateProposal {
+        first: SignedProposal,
+        second: SignedProposal,
+    },
+}
+
+impl Evidence {
+    /// The offending validator.
+    pub fn validator(&self) -> ValidatorIndex {
+        match self {
+            Evidence::DuplicateVote { first, .. } => first.vote.validator,
+            Evidence::DuplicateProposal { first, .. } => first.proposal.proposer,
+        }
+    }
+
+    pub fn height(&self) -> Height {
+        match self {
+            Evidence::DuplicateVote { first, .. } => first.vote.height,
+            Evidence::DuplicateProposal { first, .. } => first.proposal.height,
+        }
+    }
+
+    /// Identity of the offence, independent of which of the two statements
+    /// came first: the same double-sign reported twice has one id.
+    pub fn id(&self) -> Hash {
+        let (kind, mut parts): (&str, Vec<Vec<u8>>) = match self {
+            Evidence::DuplicateVote { first, second } => (
+                "vote",
+                vec![hm_wire::encode(first), hm_wire::encode(second)],
+            ),
+            Evidence::DuplicateProposal { first, second } => (
+                "proposal",
+                vec![hm_wire::encode(first), hm_wire::encode(second)],
+            ),
+        };
+        parts.sort();
+        hm_wire::hash_parts(
+            "hm/evidence-id/v1",
+            &[kind.as_bytes(), &parts[0], &parts[1]],
+        )
+    }
+
+    /// Checks that both statements are validly signed by the same
+    /// validator, for the same height, round (and vote kind), and differ in
+    /// the block they name.
+    pub fn verify(&self, chain_id: &Hash, validators: &ValidatorSet) -> Result<(), BlockError> {
+        match self {
+            Evidence::DuplicateVote { first, second } => {
+                let (a, b) = (&first.vote, &second.vote);
+                if a.validator != b.validator
+                    || a.height != b.height
+                    || a.round != b.round
+                    || a.kind != b.kind
+                {
+                    return Err(BlockError::BadEvidence(
+                        "the two votes are not from one validator for one height, round and kind",
+                    ));
+                }
+                if a.block_hash == b.block_hash {
+                    return Err(BlockError::BadEvidence("the two votes do not conflict"));
+                }
+                first.verify(chain_id, validators)?;
+                second.verify(chain_id, validators)
+            }
+            Evidence::DuplicateProposal { first, second } => {
+                let (a, b) = (&first.proposal, &second.proposal);
+                if a.proposer != b.proposer || a.height != b.height || a.round != b.round {
+                    return Err(BlockError::BadEvidence(
+                        "the two proposals are not from one proposer for one height and round",
+                    ));
+                }
+                if a.block_hash == b.block_hash {
+                    return Err(BlockError::BadEvidence("the two proposals do not conflict"));
+                }
+                first.verify(chain_id, validators)?;
+                second.verify(chain_id, validators)
+            }
+        }
+    }
+}
+
+/// The transactions, the application's write set and evidence of a block.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BlockBody {
+    pub transactions: Vec<Transaction>,
+    pub updates: Vec<StateUpdate>,
+    pub evidence: Vec<Evidence>,
+}
+
+impl BlockBody {
+    pub fn transactions_root(&self) -> Hash {
+        let leaves: Vec<&[u8]> = self.transactions.iter().map(|tx| &tx.0[..]).collect();
+        merkle::root(&leaves)
+    }
+
+    pub fn updates_root(&self) -> Hash {
+        encoded_root(UPDATES_ROOT_DOMAIN, &self.updates)
+    }
+
+    pub fn evidence_root(&self) -> Hash {
+        encoded_root(EVIDENCE_ROOT_DOMAIN, &self.evidence)
+    }
+
+    /// Checks every limit on the body's contents.
+    pub fn check_limits(&self) -> Result<(), BlockError> {
+        limit(
+            "transactions",
+            self.transactions.len(),
+            TRANSACTIONS_PER_BLOCK_MAX,
+        )?;
+        let mut total = 0usize;
+        for tx in &self.transactions {
+            limit("transaction bytes", tx.0.len(), TRANSACTION_BYTES_MAX)?;
+            total += tx.0.len();
+        }
+        limit(
+            "block transaction bytes",
+            total,
+            BLOCK_TRANSACTION_BYTES_MAX,
+        )?;
+        limit(
+            "state updates",
+            self.updates.len(),
+            STATE_UPDATES_PER_BLOCK_MAX,
+        )?;
+        for update in &self.updates {
+            limit("state key bytes", update.key.len(), STATE_KEY_BYTES_MAX)?;
+            if let Some(value) = &update.value {
+                limit("state value bytes", value.len(), STATE_VALUE_BYTES_MAX)?;
+            }
+        }
+        limit("evidence", self.evidence.len(), EVIDENCE_PER_BLOCK_MAX)
+    }
+}
+
+/// Merkle root over the canonical encodings of `items`, tagged with the
+/// domain so an updates root can never equal an evidence root.
+fn encoded_root<T: Serialize>(domain: &str, items: &[T]) -> Hash {
+    let leaves: Vec<Vec<u8>> = items.iter().map(hm_wire::encode).collect();
+    let refs: Vec<&[u8]> = leaves.iter().map(Vec::as_slice).collect();
+    hm_wire::hash_parts(domain, &[merkle::root(&refs).as_bytes()])
+}
+
+fn limit(what: &'static str, len: usize, max: usize) -> Result<(), BlockError> {
+    if len > max {
+        return Err(BlockError::TooLarge { what, len, max });
+    }
+    Ok(())
+}
+
+/// Precommits for one block at one height and round from more than two
+/// thirds of the stake: proof the block is final.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCertificate {
+    pub height: Height,
+    pub round: Round,
+    pub block_hash: Hash,
+    /// `(validator index, signature over its precommit)`, strictly
+    /// increasing by index.
+    pub signatures: Vec<(ValidatorIndex, Signature)>,
+}
+
+impl CommitCertificate {
+    /// Builds a certificate from precommits for `block_hash`; the caller
+    /// collected them (others are ignored). Returns `None` without a quorum.
+    pub fn from_precommits<'a>(
+        height: Height,
+        round: Round,
+        block_hash: Hash,
+        precommits: impl IntoIterator<Item = &'a SignedVote>,
+        validators: &ValidatorSet,
+    ) -> Option<CommitCertificate> {
+        let mut signatures: Vec<(ValidatorIndex, Signature)> = precommits
+            .into_iter()
+            .filter(|signed| {
+                let vote = &signed.vote;
+                vote.kind == VoteKind::Precommit
+                    && vote.height == height
+                    && vote.round == round
+                    && vote.block_hash == Some(block_hash)
+            })
+            .map(|signed| (signed.vote.validator, signed.signature.clone()))
+            .collect();
+        signatures.sort_by_key(|(index, _)| *index);
+        signatures.dedup_by_key(|(index, _)| *index);
+        let stake: u64 = signatures
+            .iter()
+            .filter_map(|(index, _)| validators.get(*index).map(|v| v.stake))
+            .sum();
+        validators.is_quorum(stake).then_some(CommitCertificate {
+            height,
+            round,
+            block_hash,
+            signatures,
+        })
+    }
+
+    /// Checks every signature and that the signers hold more than two
+    /// thirds of the stake.
+    pub fn verify(&self, chain_id: &Hash, validators: &ValidatorSet) -> Result<(), BlockError> {
+        limit(
+            "certificate signatures",
+            self.signatures.len(),
+            VALIDATORS_MAX,
+        )?;
+        let mut stake = 0u64;
+        let mut previous: Option<ValidatorIndex> = None;
+        for (index, signature) in &self.signatures {
+            if previous.is_some_and(|p| p >= *index) {
+                return Err(BlockError::BadCertificate(
+                    "signers are not strictly increasing by validator index",
+                ));
+            }
+            previous = Some(*index);
+            let signed = SignedVote {
+                vote: Vote {
+                    kind: VoteKind::Precommit,
+                    height: self.height,
+                    round: self.round,
+                    block_hash: Some(self.block_hash),
+                    validator: *index,
+                },
+                signature: signature.clone(),
+            };
+            signed.verify(chain_id, validators)?;
+            stake += validators.get(*index).map_or(0, |v| v.stake);
+        }
+        if !validators.is_quorum(stake) {
+            return Err(BlockError::NoQuorum {
+                stake,
+                total: validators.total_stake(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A proposed block: header, body and the proposer's four proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposedBlock {
+    pub header: BlockHeader,
+    pub body: BlockBody,
+    pub proof: ConsensusProof,
+}
+
+impl ProposedBlock {
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// Checks what can be checked without state: version, body limits, and
+    /// that the header's roots commit to this body.
+    pub fn check_structure(&self, chain_id: &Hash) -> Result<(), BlockError> {
+        let header = &self.header;
+        if header.version != BLOCK_VERSION {
+            return Err(BlockError::Version {
+                version: header.version,
+            });
+        }
+        if header.chain_id != *chain_id {
+            return Err(BlockError::WrongChain);
+        }
+        self.body.check_limits()?;
+        let roots = [
+            (
+                "transactions",
+                header.transactions_root,
+                self.body.transactions_root(),
+            ),
+            ("updates", header.updates_root, self.body.updates_root()),
+            ("evidence", header.evidence_root, self.body.evidence_root()),
+        ];
+        for (what, claimed, actual) in roots {
+            if claimed != actual {
+                return Err(BlockError::RootMismatch { what });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ProposedBlock, BlockError> {
+        let block: ProposedBlock = hm_wire::decode(bytes, BLOCK_BYTES_MAX)?;
+        block.body.check_limits()?;
+        block.proof.check_limits().map_err(BlockError::Proof)?;
+        Ok(block)
+    }
+}
+
+/// A committed block: what the chain stores and followers sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub body: BlockBody,
+    pub proof: ConsensusProof,
+    pub commit: CommitCertificate,
+}
+
+impl Block {
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        hm_wire::encode(self)
+    }
+
+    /// Decodes a block from untrusted bytes: bounded, canonical, limits
+    /// checked. Signatures and proofs are checked by the chain.
+    pub fn decode(bytes: &[u8]) -> Result<Block, BlockError> {
+        let block: Block = hm_wire::decode(bytes, BLOCK_BYTES_MAX)?;
+        block.body.check_limits()?;
+        block.proof.check_limits().map_err(BlockError::Proof)?;
+        if block.commit.signatures.len() > VALIDATORS_MAX {
+            return Err(BlockError::TooLarge {
+                what: "certificate signatures",
+                len: block.commit.signatures.len(),
+                max: VALIDATORS_MAX,
+            });
+        }
+        Ok(block)
+    }
+
+    /// Checks structure, that the certificate is for this block, and the
+    /// certificate's signatures and quorum.
+    pub fn verify_commit(
+        &self,
+        chain_id: &Hash,
+        validators: &ValidatorSet,
+    ) -> Result<(), BlockError> {
+        let proposed = ProposedBlock {
+            header: self.header.clone(),
+            body: self.body.clone(),
+            proof: self.proof.clone(),
+        };
+        proposed.check_structure(chain_id)?;
+        if self.commit.block_hash != self.hash() || self.commit.height != self.header.height {
+            return Err(BlockError::BadCertificate(
+                "the certificate is for another block or height",
+            ));
+        }
+        self.commit.verify(chain_id, validators)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("{what} is {len}, more than the limit of {max}; the block is invalid")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "block version {version} is not supported (this build speaks {BLOCK_VERSION}); upgrade the node"
+    )]
+    Version { version: u16 },
+    #[error("the block belongs to another chain (chain id differs from our genesis)")]
+    WrongChain,
+    #[error("the header's {what} root does not match the body")]
+    RootMismatch { what: &'static str },
+    #[error("validator index {index} is not in the validator set")]
+    UnknownValidator { index: ValidatorIndex },
+    #[error("the {what} signature of validator {index} does not verify")]
+    BadSignature {
+        what: &'static str,
+        index: ValidatorIndex,
+    },
+    #[error("invalid evidence: {0}")]
+    BadEvidence(&'static str),
+    #[error("invalid commit certificate: {0}")]
+    BadCertificate(&'static str),
+    #[error("consensus proof: {0}")]
+    Proof(crate::proof::ProofError),
+    #[error("commit certificate signers hold {stake} of {total} stake, not more than two thirds")]
+    NoQuorum { stake: u64, total: u64 },
+}

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod block;
+pub mod chain;
+pub mod consensus;
+pub mod genesis;
+pub mod mempool;
+pub mod proof;
+pub mod replica;
+pub mod validators;

@@ -1,0 +1,1095 @@
+//! One node's part in the chain, as a sans-I/O state machine: the
+//! consensus core (validators only), block building and validation with the
+//! four proofs, execution through the [`Application`], the mempool, the
+//! evidence pool, committed storage and block sync.
+//!
+//! The shell feeds it messages from peers and the time; it answers with
+//! messages to send and events to report ([`ReplicaOutput`]). Followers run
+//! the same code without a core: they learn blocks by sync and check each
+//! block's commit certificate, proofs and execution before appending it.
+//!
+//! Block propagation is announce-then-pull: a node that commits or appends a
+//! block tells its peers its height (`Status`), and peers behind ask for the
+//! blocks they miss (`GetBlocks`), one request at a time. Nodes never push
+//! whole blocks unasked, so a block crosses each link at most once.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use hm_env::{Disk, Entropy, WriteBatch};
+use hm_wire::{Hash, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{Application, Execution};
+use crate::block::{
+    BLOCK_BYTES_MAX, BLOCK_TRANSACTION_BYTES_MAX, BLOCK_VERSION, Block, BlockBody, BlockHeader,
+    CommitCertificate, EVIDENCE_PER_BLOCK_MAX, Evidence, Height, ProposedBlock, Round,
+    SignedProposal, SignedVote, TRANSACTIONS_PER_BLOCK_MAX, Transaction,
+};
+use crate::chain::{CHAIN_COLUMN_FAMILIES, ChainError, ChainStore};
+use crate::consensus::{
+    ConsensusMessage, ConsensusParams, ConsensusSigner, Core, CoreError, Input, Output, Timeout,
+};
+use crate::genesis::Genesis;
+use crate::mempool::{Mempool, MempoolError};
+use crate::proof::{self, BlockProver, ParentInfo, ProofContext, SpacePlot};
+use crate::validators::ValidatorSet;
+
+/// Column family of the committed-evidence index.
+pub const EVIDENCE_CF: &str = "evidence";
+/// Column families the replica needs on its disk (the chain's, the
+/// evidence index, and the consensus signer's).
+pub const REPLICA_COLUMN_FAMILIES: &[&str] = &[
+    crate::chain::BLOCKS_CF,
+    crate::chain::CHAIN_META_CF,
+    crate::chain::PRIVATE_BLOCKS_CF,
+    EVIDENCE_CF,
+    crate::consensus::SIGNER_COLUMN_FAMILY,
+];
+const _: () = assert!(CHAIN_COLUMN_FAMILIES.len() == 3);
+
+/// A chain message on the wire: a block plus sync overhead.
+pub const CHAIN_MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + (1 << 20);
+/// Transactions in one gossip message.
+pub const TRANSACTIONS_PER_MESSAGE_MAX: usize = 256;
+/// Blocks in one sync response, and their total encoded bytes.
+pub const SYNC_BLOCKS_MAX: usize = 16;
+pub const SYNC_RESPONSE_BYTES_MAX: usize = 8 << 20;
+/// Blocks kept for heights not yet committed (proposals of the current and
+/// next height, from every proposer and round).
+pub const PENDING_BLOCKS_MAX: usize = 64;
+/// Proposals for the next height kept until the core gets there.
+pub const DEFERRED_PROPOSALS_MAX: usize = 16;
+/// Verified evidence waiting for a block.
+pub const EVIDENCE_POOL_MAX: usize = 256;
+/// Peers whose announced height is remembered.
+pub const PEER_HEIGHTS_MAX: usize = 1_024;
+/// Outputs queued before the shell drains them; the replica asserts it
+/// never needs more (every input produces a bounded number).
+pub const OUTPUTS_MAX: usize = 4_096;
+/// Misbehaviour descriptions are cut to this length.
+const REPORT_BYTES_MAX: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainMessage {
+    /// A proposal with its block (validators to validators).
+    Proposal {
+        signed: SignedProposal,
+        block: Box<ProposedBlock>,
+    },
+    Vote(SignedVote),
+    Evidence(Evidence),
+    Transactions(Vec<Transaction>),
+    /// "My committed height is this": sent after every new block and
+    /// periodically; a peer behind answers with `GetBlocks`.
+    Status {
+        height: Height,
+    },
+    GetBlocks {
+        from: Height,
+        count: u16,
+    },
+    Blocks(Vec<Block>),
+}
+
+impl ChainMessage {
+    /// Decodes a message from a peer: bounded, canonical, counts checked.
+    pub fn decode(bytes: &[u8]) -> Result<ChainMessage, hm_wire::WireError> {
+        let message: ChainMessage = hm_wire::decode(bytes, CHAIN_MESSAGE_BYTES_MAX)?;
+        let too_many = |what, len, max| Err(hm_wire::WireError::TooLarge { what, len, max });
+        match &message {
+            ChainMessage::Transactions(txs) if txs.len() > TRANSACTIONS_PER_MESSAGE_MAX => {
+                too_many(
+                    "transactions in a message",
+                    txs.len(),
+                    TRANSACTIONS_PER_MESSAGE_MAX,
+                )
+            }
+            ChainMessage::Blocks(blocks) if blocks.len() > SYNC_BLOCKS_MAX => {
+                too_many("blocks in a message", blocks.len(), SYNC_BLOCKS_MAX)
+            }
+            _ => Ok(message),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        hm_wire::encode(self)
+    }
+
+    /// Short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChainMessage::Proposal { .. } => "proposal",
+            ChainMessage::Vote(_) => "vote",
+            ChainMessage::Evidence(_) => "evidence",
+            ChainMessage::Transactions(_) => "transactions",
+            ChainMessage::Status { .. } => "status",
+            ChainMessage::GetBlocks { .. } => "get_blocks",
+            ChainMessage::Blocks(_) => "blocks",
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Every validator (but us).
+    Validators,
+    /// The peers the shell is connected to (the membership overlay).
+    Peers,
+    /// One node.
+    Peer(Hash),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaOutput {
+    Send {
+        to: Destination,
+        message: ChainMessage,
+    },
+    /// A block was committed (by consensus or sync) and is durable.
+    Committed {
+        height: Height,
+        round: Round,
+        block_hash: Hash,
+        transactions: usize,
+        evidence: usize,
+    },
+    /// A peer or validator did something wrong; for logs and peer scoring.
+    Misbehaviour { peer: Option<Hash>, what: String },
+}
+
+/// Tuning of one replica (the consensus parameters must match across
+/// validators for liveness, not for safety).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub consensus: ConsensusParams,
+    /// Transactions a proposer puts in one block.
+    pub block_transactions_max: usize,
+    /// Threads the time-proof check may use (1 in the simulator).
+    pub verify_parallelism: usize,
+    /// Period of the `Status` announcement to peers.
+    pub status_interval_ms: u64,
+    /// A sync request unanswered for this long is given up.
+    pub sync_timeout_ms: u64,
+    /// A proposer waits this long after the previous commit before building
+    /// its block (Tendermint's `timeout_commit`): transactions gather into
+    /// fewer, fuller blocks instead of a stream of near-empty ones. Keep it
+    /// below the propose timeout so others wait for the proposal.
+    pub block_interval_ms: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            consensus: ConsensusParams::default(),
+            block_transactions_max: 1_000,
+            verify_parallelism: 1,
+            status_interval_ms: 2_000,
+            sync_timeout_ms: 3_000,
+            block_interval_ms: 1_000,
+        }
+    }
+}
+
+/// A validator's secrets: its consensus signer (double-sign protected), a
+/// key for block (stake-proof) signatures and its space plot.
+pub struct ValidatorIdentity<S: ConsensusSigner> {
+    pub signer: S,
+    pub block_key: SigningKey,
+    pub plot: SpacePlot,
+}
+
+/// The time as the replica sees it: a monotone clock for timers and the
+/// wall clock for block timestamps and drift checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("the genesis is invalid: {0}")]
+    Genesis(#[from] crate::genesis::GenesisError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("replaying committed block {height} into the application failed: {reason}")]
+    Replay { height: Height, reason: String },
+    #[error("the validator's space plot does not belong to its key: {0}")]
+    Plot(String),
+}
+
+/// A block seen for a height not yet committed, with the verdict once
+/// judged.
+struct PendingBlock {
+    block: ProposedBlock,
+    /// `Some(Ok)` once validated (with its execution), `Some(Err)` when
+    /// invalid.
+    verdict: Option<Result<Execution, String>>,
+}
+
+struct SyncRequest {
+    peer: Hash,
+    sent_at_ms: u64,
+}
+
+pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
+    genesis: Genesis,
+    chain_id: Hash,
+    validators: ValidatorSet,
+    config: ReplicaConfig,
+    store: ChainStore<D>,
+    /// The head block's header (for the next block's proofs).
+    head_header: Option<BlockHeader>,
+    app: A,
+    mempool: Mempool,
+    entropy: E,
+    core: Option<Core<S>>,
+    block_key: Option<SigningKey>,
+    plot: Option<SpacePlot>,
+    pending: BTreeMap<Hash, PendingBlock>,
+    deferred: VecDeque<SignedProposal>,
+    evidence_pool: BTreeMap<Hash, Evidence>,
+    timers: BTreeMap<Timeout, u64>,
+    next_status_ms: u64,
+    peer_heights: BTreeMap<Hash, Height>,
+    sync: Option<SyncRequest>,
+    outputs: VecDeque<ReplicaOutput>,
+    now: Now,
+    /// When the head was committed (monotone ms).
+    head_committed_ms: u64,
+    /// A proposal to build once the block interval has passed.
+    build_at: Option<(Height, Round, u64)>,
+}
+
+impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E> {
+    /// Opens the chain on `disk`, replays committed blocks into `app`, and
+    /// with `validator` starts consensus at the next height.
+    pub fn new(
+        genesis: Genesis,
+        disk: D,
+        mut app: A,
+        validator: Option<ValidatorIdentity<S>>,
+        config: ReplicaConfig,
+        entropy: E,
+        now: Now,
+    ) -> Result<Self, ReplicaError> {
+        genesis.check()?;
+        let chain_id = genesis.chain_id();
+        let validators = genesis.validator_set()?;
+        let store = ChainStore::open(disk, chain_id)?;
+        // Recovery: the chain is the source of truth; the application's
+        // state is its write sets replayed in order.
+        let mut head_header = None;
+        for height in 1..=store.height() {
+            let block = store.block(height)?.ok_or_else(|| ReplicaError::Replay {
+                height,
+                reason: "block missing below the head".into(),
+            })?;
+            app.commit(height, &block.body.updates)
+                .map_err(|error| ReplicaError::Replay {
+                    height,
+                    reason: error.to_string(),
+                })?;
+            if app.state_root() != block.header.state_root {
+                return Err(ReplicaError::Replay {
+                    height,
+                    reason: "the replayed state root differs from the block's".into(),
+                });
+            }
+            head_header = Some(block.header);
+        }
+        let (core, block_key, plot) = match validator {
+            Some(identity) => {
+                if identity.plot.node_id() != identity.block_key.verifying_key().fingerprint() {
+                    return Err(ReplicaError::Plot(format!(
+                        "plot of {} for key {}",
+                        identity.plot.node_id(),
+                        identity.block_key.verifying_key().fingerprint()
+                    )));
+                }
+                let core = Core::new(
+                    chain_id,
+                    validators.clone(),
+                    config.consensus.clone(),
+                    identity.signer,
+                    store.height() + 1,
+                )?;
+                (Some(core), Some(identity.block_key), Some(identity.plot))
+            }
+            None => (None, None, None),
+        };
+        let mut replica = Replica {
+            genesis,
+            chain_id,
+            validators,
+            next_status_ms: now.mono_ms,
+            config,
+            store,
+            head_header,
+            app,
+            mempool: Mempool::new(),
+            entropy,
+            core,
+            block_key,
+            plot,
+            pending: BTreeMap::new(),
+            deferred: VecDeque::new(),
+            evidence_pool: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            peer_heights: BTreeMap::new(),
+            sync: None,
+            outputs: VecDeque::new(),
+            now,
+            head_committed_ms: now.mono_ms,
+            build_at: None,
+        };
+        if let Some(core) = replica.core.as_mut() {
+            let outputs = core.start();
+            replica.perform(outputs);
+        }
+        Ok(replica)
+    }
+
+    pub fn chain_id(&self) -> Hash {
+        self.chain_id
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    pub fn is_validator(&self) -> bool {
+        self.core.is_some()
+    }
+
+    /// Committed height.
+    pub fn height(&self) -> Height {
+        self.store.height()
+    }
+
+    pub fn head_hash(&self) -> Hash {
+        self.store.head_hash()
+    }
+
+    pub fn store(&self) -> &ChainStore<D> {
+        &self.store
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// The consensus round this validator is in (None for followers).
+    pub fn round(&self) -> Option<Round> {
+        self.core.as_ref().map(Core::round)
+    }
+
+    /// Evidence committed against the validator with node id `validator`
+    /// (the query slashing uses).
+    pub fn committed_evidence(&self, validator: &Hash) -> Result<Vec<Evidence>, ChainError> {
+        let entries = self.store.disk().scan_prefix(
+            EVIDENCE_CF,
+            validator.as_bytes(),
+            EVIDENCE_POOL_MAX * 16,
+        )?;
+        entries
+            .iter()
+            .map(|(key, value)| {
+                hm_wire::decode::<Evidence>(value, BLOCK_BYTES_MAX).map_err(|source| {
+                    ChainError::Corrupted {
+                        what: format!("evidence record {}", hex(key)),
+                        source,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Next output for the shell.
+    pub fn poll_output(&mut self) -> Option<ReplicaOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_tick` should next run (monotone ms).
+    pub fn poll_timeout(&self) -> u64 {
+        let timer = self.timers.values().min().copied().unwrap_or(u64::MAX);
+        let sync = self.sync.as_ref().map_or(u64::MAX, |sync| {
+            sync.sent_at_ms + self.config.sync_timeout_ms
+        });
+        let build = self.build_at.map_or(u64::MAX, |(_, _, at)| at);
+        timer.min(sync).min(self.next_status_ms).min(build)
+    }
+
+    /// A client submits a transaction: admitted to our mempool and sent to
+    /// the validators (who do not forward it again).
+    pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
+        self.now = now;
+        let id = self.mempool.insert(&self.app, tx.clone())?;
+        self.emit(ReplicaOutput::Send {
+            to: Destination::Validators,
+            message: ChainMessage::Transactions(vec![tx]),
+        });
+        Ok(id)
+    }
+
+    pub fn handle_tick(&mut self, now: Now) {
+        self.now = now;
+        let due: Vec<Timeout> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now.mono_ms)
+            .map(|(timeout, _)| *timeout)
+            .collect();
+        for timeout in due {
+            self.timers.remove(&timeout);
+            self.feed_core(Input::Timeout(timeout));
+        }
+        if let Some((height, round, at)) = self.build_at
+            && at <= now.mono_ms
+        {
+            self.build_at = None;
+            self.build_proposal(height, round);
+        }
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|sync| now.mono_ms >= sync.sent_at_ms + self.config.sync_timeout_ms)
+        {
+            self.sync = None;
+            self.request_sync();
+        }
+        if now.mono_ms >= self.next_status_ms {
+            self.next_status_ms = now.mono_ms + self.config.status_interval_ms;
+            self.emit(ReplicaOutput::Send {
+                to: Destination::Peers,
+                message: ChainMessage::Status {
+                    height: self.height(),
+                },
+            });
+        }
+    }
+
+    pub fn handle_message(&mut self, now: Now, from: Hash, message: ChainMessage) {
+        self.now = now;
+        match message {
+            ChainMessage::Proposal { signed, block } => self.on_proposal(from, signed, *block),
+            ChainMessage::Vote(vote) => self.feed_core(Input::Vote(vote)),
+            ChainMessage::Evidence(evidence) => self.on_evidence(Some(from), evidence),
+            ChainMessage::Transactions(txs) => {
+                for tx in txs.into_iter().take(TRANSACTIONS_PER_MESSAGE_MAX) {
+                    // Duplicates and a full pool are normal under gossip.
+                    let _ = self.mempool.insert(&self.app, tx);
+                }
+            }
+            ChainMessage::Status { height } => {
+                if self.peer_heights.len() < PEER_HEIGHTS_MAX
+                    || self.peer_heights.contains_key(&from)
+                {
+                    self.peer_heights.insert(from, height);
+                }
+                if height > self.height() {
+                    self.request_sync();
+                }
+            }
+            ChainMessage::GetBlocks { from: start, count } => self.serve_blocks(from, start, count),
+            ChainMessage::Blocks(blocks) => self.on_blocks(from, blocks),
+        }
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn emit(&mut self, output: ReplicaOutput) {
+        assert!(
+            self.outputs.len() < OUTPUTS_MAX,
+            "replica outputs not drained: the shell must poll_output after every call"
+        );
+        self.outputs.push_back(output);
+    }
+
+    fn report(&mut self, peer: Option<Hash>, what: String) {
+        let mut what = what;
+        if what.len() > REPORT_BYTES_MAX {
+            let mut cut = REPORT_BYTES_MAX;
+            while !what.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            what.truncate(cut);
+        }
+        self.emit(ReplicaOutput::Misbehaviour { peer, what });
+    }
+
+    fn feed_core(&mut self, input: Input) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let outputs = core.handle(input);
+        self.perform(outputs);
+    }
+
+    fn perform(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Broadcast(ConsensusMessage::Vote(vote)) => self.emit(ReplicaOutput::Send {
+                    to: Destination::Validators,
+                    message: ChainMessage::Vote(vote),
+                }),
+                Output::Broadcast(ConsensusMessage::Proposal(signed)) => {
+                    match self.pending.get(&signed.proposal.block_hash) {
+                        Some(pending) => {
+                            let block = Box::new(pending.block.clone());
+                            self.emit(ReplicaOutput::Send {
+                                to: Destination::Validators,
+                                message: ChainMessage::Proposal { signed, block },
+                            });
+                        }
+                        None => self.report(
+                            None,
+                            format!(
+                                "own proposal for {} has no block to send",
+                                signed.proposal.block_hash
+                            ),
+                        ),
+                    }
+                }
+                Output::ScheduleTimeout {
+                    timeout,
+                    duration_ms,
+                } => {
+                    self.timers
+                        .insert(timeout, self.now.mono_ms.saturating_add(duration_ms));
+                }
+                Output::BuildProposal { height, round } => {
+                    let at = self
+                        .head_committed_ms
+                        .saturating_add(self.config.block_interval_ms);
+                    if round == 0 && at > self.now.mono_ms {
+                        self.build_at = Some((height, round, at));
+                    } else {
+                        self.build_proposal(height, round);
+                    }
+                }
+                Output::Decided {
+                    height,
+                    round,
+                    block_hash,
+                    certificate,
+                } => self.on_decided(height, round, block_hash, certificate),
+                Output::Evidence(evidence) => self.on_evidence(None, evidence),
+                Output::InvalidProposal {
+                    height,
+                    round,
+                    proposer,
+                    block_hash,
+                } => {
+                    let peer = self.validators.get(proposer).map(|v| v.id);
+                    self.report(
+                        peer,
+                        format!("invalid proposal {block_hash} at height {height} round {round}"),
+                    );
+                }
+                Output::PeerBehind { validator, height } => {
+                    if let Some(peer) = self.validators.get(validator).map(|v| v.id) {
+                        self.serve_blocks(peer, height, SYNC_BLOCKS_MAX as u16);
+                    }
+                }
+                Output::Rejected { validator, reason } => {
+                    let peer = validator.and_then(|index| self.validators.get(index).map(|v| v.id));
+                    self.report(peer, format!("consensus message rejected: {reason:?}"));
+                }
+                Output::SignFailed(error) => {
+                    self.report(None, format!("signer refused: {error}"));
+                }
+            }
+        }
+    }
+
+    fn parent_info(&self) -> ParentInfo {
+        match &self.head_header {
+            Some(header) => ParentInfo::of(header),
+            None => ParentInfo::genesis(&self.genesis),
+        }
+    }
+
+    fn build_proposal(&mut self, height: Height, round: Round) {
+        if height != self.height() + 1 {
+            return;
+        }
+        let (Some(key), Some(plot)) = (self.block_key.as_ref(), self.plot.as_ref()) else {
+            return;
+        };
+        let params = &self.genesis.proof;
+        let parent = self.parent_info();
+        let transactions = self.mempool.reap(
+            self.config
+                .block_transactions_max
+                .min(TRANSACTIONS_PER_BLOCK_MAX),
+            BLOCK_TRANSACTION_BYTES_MAX,
+        );
+        let evidence: Vec<Evidence> = self
+            .evidence_pool
+            .values()
+            .take(EVIDENCE_PER_BLOCK_MAX)
+            .cloned()
+            .collect();
+        let execution = self.app.execute_block(height, &transactions);
+        let body = BlockBody {
+            transactions,
+            updates: execution.updates.clone(),
+            evidence,
+        };
+        let time = proof::compute_time(&parent, params);
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id: self.chain_id,
+            height,
+            round,
+            previous_hash: parent.hash,
+            transactions_root: body.transactions_root(),
+            updates_root: body.updates_root(),
+            evidence_root: body.evidence_root(),
+            state_root: execution.state_root,
+            timestamp_ms: self.now.wall_ms.max(parent.timestamp_ms + 1),
+            difficulty: params.work_difficulty_bits,
+            time_output: time.time_output,
+            time_ticks: time.time_ticks,
+            proposer: key.verifying_key().fingerprint(),
+        };
+        let proved = BlockProver::new(plot, key).and_then(|prover| {
+            prover.prove(&header, time.proof, &self.validators, params, &self.entropy)
+        });
+        let proof = match proved {
+            Ok(proof) => proof,
+            Err(error) => {
+                self.report(None, format!("cannot prove our own block: {error}"));
+                return;
+            }
+        };
+        let block = ProposedBlock {
+            header,
+            body,
+            proof,
+        };
+        let block_hash = block.hash();
+        self.insert_pending(
+            block_hash,
+            PendingBlock {
+                block,
+                verdict: Some(Ok(execution)),
+            },
+        );
+        self.feed_core(Input::ProposalBuilt {
+            height,
+            round,
+            block_hash,
+        });
+    }
+
+    fn insert_pending(&mut self, hash: Hash, pending: PendingBlock) {
+        if self.pending.len() >= PENDING_BLOCKS_MAX && !self.pending.contains_key(&hash) {
+            // Drop the block of the highest height (furthest from being
+            // needed); ties by hash, so every node drops alike.
+            let victim = self
+                .pending
+                .iter()
+                .max_by_key(|(hash, pending)| (pending.block.header.height, **hash))
+                .map(|(hash, _)| *hash);
+            if let Some(victim) = victim {
+                self.pending.remove(&victim);
+            }
+        }
+        self.pending.insert(hash, pending);
+    }
+
+    fn on_proposal(&mut self, from: Hash, signed: SignedProposal, block: ProposedBlock) {
+        let Some(core_height) = self.core.as_ref().map(Core::height) else {
+            return; // followers learn blocks by sync
+        };
+        let hash = block.hash();
+        if hash != signed.proposal.block_hash || block.header.height != signed.proposal.height {
+            self.report(
+                Some(from),
+                "proposal names another block than the one attached".into(),
+            );
+            return;
+        }
+        let height = signed.proposal.height;
+        if height < core_height || height > core_height + 1 {
+            return;
+        }
+        if !self.pending.contains_key(&hash) {
+            self.insert_pending(
+                hash,
+                PendingBlock {
+                    block,
+                    verdict: None,
+                },
+            );
+        }
+        if height == core_height {
+            self.submit_proposal(signed);
+        } else if self.deferred.len() < DEFERRED_PROPOSALS_MAX {
+            self.deferred.push_back(signed);
+        }
+    }
+
+    fn submit_proposal(&mut self, signed: SignedProposal) {
+        let hash = signed.proposal.block_hash;
+        let proposer_id = self.validators.get(signed.proposal.proposer).map(|v| v.id);
+        // The block's own proposer field names who built it, which is not
+        // the round's proposer when a locked/valid block is proposed again
+        // in a later round (Algorithm 1 line 16); its stake proof is
+        // checked with the block.
+        let valid = match self.judge(&hash) {
+            Some(Ok(())) => true,
+            Some(Err(reason)) => {
+                self.report(proposer_id, format!("block {hash} is invalid: {reason}"));
+                false
+            }
+            None => return,
+        };
+        self.feed_core(Input::Proposal { signed, valid });
+    }
+
+    /// Validates a pending block against the current head (once; the
+    /// verdict is kept). `None` when the block is unknown.
+    fn judge(&mut self, hash: &Hash) -> Option<Result<(), String>> {
+        let pending = self.pending.get(hash)?;
+        if let Some(verdict) = &pending.verdict {
+            return Some(verdict.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        let block = pending.block.clone();
+        let verdict = self.validate_block(&block, self.now.wall_ms);
+        let result = verdict.as_ref().map(|_| ()).map_err(Clone::clone);
+        if let Some(pending) = self.pending.get_mut(hash) {
+            pending.verdict = Some(verdict);
+        }
+        Some(result)
+    }
+
+    /// Everything a block must satisfy to extend our head: structure,
+    /// linkage, evidence, execution and the four proofs.
+    fn validate_block(
+        &self,
+        block: &ProposedBlock,
+        local_now_ms: u64,
+    ) -> Result<Execution, String> {
+        let header = &block.header;
+        block
+            .check_structure(&self.chain_id)
+            .map_err(|error| error.to_string())?;
+        if header.height != self.height() + 1 {
+            return Err(format!(
+                "height {} does not follow our head {}",
+                header.height,
+                self.height()
+            ));
+        }
+        if header.previous_hash != self.head_hash() {
+            return Err("previous hash is not our head".into());
+        }
+        let mut seen = BTreeSet::new();
+        for evidence in &block.body.evidence {
+            evidence
+                .verify(&self.chain_id, &self.validators)
+                .map_err(|error| format!("evidence: {error}"))?;
+            if !seen.insert(evidence.id()) || self.evidence_committed(evidence) {
+                return Err("evidence repeated or already committed".into());
+            }
+        }
+        let execution = self
+            .app
+            .execute_block(header.height, &block.body.transactions);
+        if execution.updates != block.body.updates {
+            return Err("the block's state updates differ from executing its transactions".into());
+        }
+        let ctx = ProofContext {
+            params: &self.genesis.proof,
+            validators: &self.validators,
+            parent: self.parent_info(),
+            space_registry: &self.genesis,
+            local_now_ms,
+            recomputed_state_root: Some(execution.state_root),
+            parallelism: self.config.verify_parallelism,
+        };
+        let result = proof::validate(header, &block.proof, &ctx);
+        if !result.is_valid() {
+            return Err(format!("proofs: {result}"));
+        }
+        Ok(execution)
+    }
+
+    fn evidence_key(evidence: &Evidence, validators: &ValidatorSet) -> Option<Vec<u8>> {
+        let validator = validators.get(evidence.validator())?;
+        let mut key = validator.id.as_bytes().to_vec();
+        key.extend_from_slice(&evidence.height().to_be_bytes());
+        key.extend_from_slice(evidence.id().as_bytes());
+        Some(key)
+    }
+
+    fn evidence_committed(&self, evidence: &Evidence) -> bool {
+        Self::evidence_key(evidence, &self.validators)
+            .is_some_and(|key| matches!(self.store.disk().get(EVIDENCE_CF, &key), Ok(Some(_))))
+    }
+
+    fn on_evidence(&mut self, from: Option<Hash>, evidence: Evidence) {
+        let id = evidence.id();
+        if self.evidence_pool.contains_key(&id) || self.evidence_committed(&evidence) {
+            return;
+        }
+        if let Err(error) = evidence.verify(&self.chain_id, &self.validators) {
+            self.report(from, format!("invalid evidence: {error}"));
+            return;
+        }
+        if self.evidence_pool.len() >= EVIDENCE_POOL_MAX {
+            return;
+        }
+        self.evidence_pool.insert(id, evidence.clone());
+        // Gossip once, when first learned: validators include it in blocks.
+        self.emit(ReplicaOutput::Send {
+            to: Destination::Validators,
+            message: ChainMessage::Evidence(evidence),
+        });
+    }
+
+    fn on_decided(
+        &mut self,
+        height: Height,
+        round: Round,
+        block_hash: Hash,
+        certificate: CommitCertificate,
+    ) {
+        if height != self.height() + 1 {
+            return; // already appended by sync
+        }
+        let Some(pending) = self.pending.remove(&block_hash) else {
+            // We saw the votes but not the block: fetch it from the
+            // validators once they have committed it.
+            self.report(
+                None,
+                format!("decided block {block_hash} at {height} is unknown; syncing"),
+            );
+            self.request_sync_from_validators();
+            return;
+        };
+        let execution = match pending.verdict {
+            Some(Ok(execution)) => execution,
+            _ => match self.validate_block(&pending.block, u64::MAX / 2) {
+                Ok(execution) => execution,
+                Err(reason) => {
+                    // Two thirds of the stake committed a block we find
+                    // invalid: our state diverged or they are Byzantine
+                    // beyond the bound. Stop rather than fork.
+                    self.report(
+                        None,
+                        format!("decided block {block_hash} fails our validation: {reason}"),
+                    );
+                    return;
+                }
+            },
+        };
+        let ProposedBlock {
+            header,
+            body,
+            proof,
+        } = pending.block;
+        let block = Block {
+            header,
+            body,
+            proof,
+            commit: certificate,
+        };
+        self.append(block, execution, round);
+    }
+
+    /// Makes `block` durable, applies it and tells peers.
+    fn append(&mut self, block: Block, execution: Execution, round: Round) {
+        let height = block.header.height;
+        if let Err(error) = self.store.append(&block) {
+            self.report(None, format!("cannot store block {height}: {error}"));
+            return;
+        }
+        if let Err(error) = self.app.commit(height, &execution.updates) {
+            self.report(None, format!("application refused block {height}: {error}"));
+        }
+        debug_assert_eq!(self.app.state_root(), block.header.state_root);
+        self.mempool.remove_committed(&block.body.transactions);
+        let mut batch = WriteBatch::new();
+        for evidence in &block.body.evidence {
+            self.evidence_pool.remove(&evidence.id());
+            if let Some(key) = Self::evidence_key(evidence, &self.validators) {
+                batch.put(EVIDENCE_CF, key, hm_wire::encode(evidence));
+            }
+        }
+        if !batch.is_empty() {
+            // The evidence index is derived from blocks: losing it in a
+            // crash is repaired by re-indexing (not yet), never unsafe.
+            if let Err(error) = self.store.disk().write(batch) {
+                self.report(None, format!("cannot index evidence: {error}"));
+            }
+        }
+        self.pending
+            .retain(|_, pending| pending.block.header.height > height);
+        // Verdicts were judged against the old head.
+        for pending in self.pending.values_mut() {
+            pending.verdict = None;
+        }
+        let block_hash = block.hash();
+        self.head_committed_ms = self.now.mono_ms;
+        if self
+            .build_at
+            .is_some_and(|(build_height, _, _)| build_height <= height)
+        {
+            self.build_at = None;
+        }
+        self.emit(ReplicaOutput::Committed {
+            height,
+            round,
+            block_hash,
+            transactions: block.body.transactions.len(),
+            evidence: block.body.evidence.len(),
+        });
+        self.head_header = Some(block.header);
+        self.emit(ReplicaOutput::Send {
+            to: Destination::Peers,
+            message: ChainMessage::Status { height },
+        });
+        // Proposals that arrived early for this height can be judged now.
+        let core_height = self.core.as_ref().map(Core::height);
+        if core_height == Some(height + 1) {
+            let deferred: Vec<SignedProposal> = self.deferred.drain(..).collect();
+            for signed in deferred {
+                if signed.proposal.height == height + 1 {
+                    self.submit_proposal(signed);
+                }
+            }
+        }
+    }
+
+    fn serve_blocks(&mut self, to: Hash, from: Height, count: u16) {
+        let count = usize::from(count).min(SYNC_BLOCKS_MAX);
+        if from == 0 || from > self.height() || count == 0 {
+            return;
+        }
+        let blocks = match self.store.blocks(from, count) {
+            Ok(blocks) => blocks,
+            Err(error) => {
+                self.report(None, format!("cannot read blocks for sync: {error}"));
+                return;
+            }
+        };
+        let mut response = Vec::new();
+        let mut bytes = 0;
+        for block in blocks {
+            let size = block.encode().len();
+            if !response.is_empty() && bytes + size > SYNC_RESPONSE_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            response.push(block);
+        }
+        self.emit(ReplicaOutput::Send {
+            to: Destination::Peer(to),
+            message: ChainMessage::Blocks(response),
+        });
+    }
+
+    /// Asks the peer with the highest announced height for what we miss.
+    fn request_sync(&mut self) {
+        if self.sync.is_some() {
+            return;
+        }
+        let ours = self.height();
+        let best = self
+            .peer_heights
+            .iter()
+            .filter(|(_, height)| **height > ours)
+            .max_by_key(|(peer, height)| (**height, **peer))
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = best {
+            self.sync = Some(SyncRequest {
+                peer,
+                sent_at_ms: self.now.mono_ms,
+            });
+            self.emit(ReplicaOutput::Send {
+                to: Destination::Peer(peer),
+                message: ChainMessage::GetBlocks {
+                    from: ours + 1,
+                    count: SYNC_BLOCKS_MAX as u16,
+                },
+            });
+        }
+    }
+
+    fn request_sync_from_validators(&mut self) {
+        self.emit(ReplicaOutput::Send {
+            to: Destination::Validators,
+            message: ChainMessage::GetBlocks {
+                from: self.height() + 1,
+                count: 1,
+            },
+        });
+    }
+
+    fn on_blocks(&mut self, from: Hash, blocks: Vec<Block>) {
+        if self.sync.as_ref().is_some_and(|sync| sync.peer == from) {
+            self.sync = None;
+        }
+        for block in blocks.into_iter().take(SYNC_BLOCKS_MAX) {
+            let height = block.header.height;
+            if height <= self.height() {
+                continue;
+            }
+            if height != self.height() + 1 {
+                break;
+            }
+            if let Err(error) = block.verify_commit(&self.chain_id, &self.validators) {
+                self.report(Some(from), format!("synced block {height}: {error}"));
+                break;
+            }
+            let proposed = ProposedBlock {
+                header: block.header.clone(),
+                body: block.body.clone(),
+                proof: block.proof.clone(),
+            };
+            // A certified block's timestamp was checked against the clocks
+            // of the two thirds that committed it; ours may lag behind.
+            match self.validate_block(&proposed, u64::MAX / 2) {
+                Ok(execution) => {
+                    let certificate = block.commit.clone();
+                    let round = block.commit.round;
+                    self.append(block, execution, round);
+                    // A validator that fell behind moves its core along.
+                    if self.core.as_ref().map(Core::height) == Some(height) {
+                        self.feed_core(Input::Commit(certificate));
+                    }
+                }
+                Err(reason) => {
+                    self.report(
+                        Some(from),
+                        format!("synced block {height} is invalid: {reason}"),
+                    );
+                    break;
+                }
+            }
+        }
+        let best = self.peer_heights.values().max().copied().unwrap_or(0);
+        if best > self.height() {
+            self.request_sync();
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

@@ -1,0 +1,49 @@
+//! The two tasks behind every link a shell keeps: a writer draining a
+//! bounded outbox into the connection, and a reader turning what arrives
+//! into the shell's events (and one final event when the connection ends).
+
+use hm_stoq::Connection;
+use tokio::sync::mpsc;
+
+/// Starts the writer and reader of `connection`; returns the outbox.
+/// `message` wraps each received message, `closed` is sent once when the
+/// connection fails or closes.
+pub(crate) fn spawn_link<Ev, F>(
+    connection: &Connection,
+    outbox_max: usize,
+    events: mpsc::Sender<Ev>,
+    message: F,
+    closed: Ev,
+) -> mpsc::Sender<Vec<u8>>
+where
+    Ev: Send + 'static,
+    F: Fn(Vec<u8>) -> Ev + Send + 'static,
+{
+    let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(outbox_max);
+    let writer = connection.clone();
+    tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if let Err(error) = writer.send_message(&bytes).await {
+                tracing::debug!(%error, "send failed; the reader reports the close");
+                break;
+            }
+        }
+    });
+    let reader = connection.clone();
+    tokio::spawn(async move {
+        loop {
+            match reader.recv_message().await {
+                Ok(bytes) => {
+                    if events.send(message(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = events.send(closed).await;
+                    break;
+                }
+            }
+        }
+    });
+    outbox
+}

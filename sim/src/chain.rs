@@ -1,0 +1,373 @@
+//! The chain in a scenario: genesis and validator identities made from the
+//! seed, each node's chain configuration, and the chain's checkers —
+//! agreement (no two honest nodes commit different blocks at a height),
+//! validity (every committed block's certificate and four proofs verify,
+//! and its state root is what executing it gives), and liveness (commits
+//! resume after the last fault, every honest node reaches a height).
+
+use std::net::SocketAddrV6;
+
+use std::collections::BTreeSet;
+
+use hm_env::Disk;
+use hm_env::mem::{MemDisk, SeededEntropy};
+use hm_faults::chain::ChainFault;
+use hm_kernel::app::{Application, KvApp};
+use hm_kernel::chain::ChainStore;
+use hm_kernel::genesis::{Genesis, ProofParams};
+use hm_kernel::proof::{self, ParentInfo, ProofContext};
+use hm_kernel::replica::ReplicaConfig;
+use hm_node::{ChainConfig, StatusHandle};
+use hm_wire::{Hash, SigningKey};
+
+use crate::net::node_ip;
+use crate::runner::{NODE_PORT, PropertyResult};
+use crate::scenario::{ChainScenario, Scenario};
+
+/// Stake of a validator when the scenario gives none.
+pub const DEFAULT_STAKE: u64 = 10;
+/// Agreement violations listed in the report (the first ones tell the story).
+const VIOLATIONS_SHOWN_MAX: usize = 8;
+
+/// What every node of a chain scenario shares.
+pub struct ChainSetup {
+    pub genesis: Genesis,
+    /// Validator `i`'s identity key (node `i`).
+    pub keys: Vec<SigningKey>,
+    pub validator_addrs: Vec<(Hash, SocketAddrV6)>,
+}
+
+impl ChainSetup {
+    /// Keys, plots and genesis from the seed: the same seed gives the same
+    /// chain id, so runs replay.
+    pub fn new(scenario: &Scenario, chain: &ChainScenario, seed: u64) -> ChainSetup {
+        let entropy = SeededEntropy::new(seed, b"sim-validator-keys");
+        let params = ProofParams::for_simulation();
+        let keys: Vec<SigningKey> = (0..chain.validators)
+            .map(|_| SigningKey::generate(&entropy))
+            .collect();
+        let members: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let stake = chain.stakes.get(index).copied().unwrap_or(DEFAULT_STAKE);
+                (key.verifying_key(), stake)
+            })
+            .collect();
+        let name: String = scenario.name.chars().take(64).collect();
+        let (genesis, _) = Genesis::with_plots(&name, 0, &members, params)
+            .expect("the simulation plot size is within limits");
+        let validator_addrs = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                (
+                    key.verifying_key().fingerprint(),
+                    SocketAddrV6::new(node_ip(index as u32), NODE_PORT, 0, 0),
+                )
+            })
+            .collect();
+        ChainSetup {
+            genesis,
+            keys,
+            validator_addrs,
+        }
+    }
+
+    /// The Byzantine behaviour of node `index`, if it is a Byzantine
+    /// validator (the last `byzantine_validators` validators).
+    pub fn fault_of(chain: &ChainScenario, index: u32) -> Option<ChainFault> {
+        let first = chain.validators - chain.byzantine_validators;
+        if index < first || index >= chain.validators {
+            return None;
+        }
+        let behaviours = &chain.byzantine_faults;
+        behaviours
+            .get((index - first) as usize % behaviours.len().max(1))
+            .copied()
+    }
+
+    /// Node `index`'s chain configuration.
+    pub fn config(&self, chain: &ChainScenario, index: u32) -> ChainConfig {
+        let mut replica = ReplicaConfig::default();
+        let consensus = &mut replica.consensus;
+        consensus.propose_timeout_base_ms = chain.propose_timeout_ms;
+        consensus.propose_timeout_delta_ms = chain.propose_timeout_ms / 2;
+        consensus.prevote_timeout_base_ms = chain.vote_timeout_ms;
+        consensus.prevote_timeout_delta_ms = chain.vote_timeout_ms / 2;
+        consensus.precommit_timeout_base_ms = chain.vote_timeout_ms;
+        consensus.precommit_timeout_delta_ms = chain.vote_timeout_ms / 2;
+        replica.block_transactions_max = chain.block_transactions_max;
+        replica.block_interval_ms = chain.block_interval_ms;
+        let mut config = ChainConfig::new(self.genesis.clone(), self.validator_addrs.clone());
+        config.replica = replica;
+        config.sync_peers_max = chain.sync_peers;
+        if index < chain.workload_nodes {
+            config.workload_interval_ms = chain.workload_interval_ms;
+        }
+        config.byzantine = Self::fault_of(chain, index);
+        config
+    }
+}
+
+/// One node as the chain checkers see it.
+pub struct ChainView<'a> {
+    pub index: usize,
+    pub status: &'a StatusHandle,
+    pub alive: bool,
+    pub honest: bool,
+}
+
+/// Watches the chain while the run goes on.
+#[derive(Default)]
+pub struct ChainChecker {
+    /// The block hash at each height, as first committed by an honest node.
+    canonical: Vec<Hash>,
+    /// Per node, how much of its committed list has been compared.
+    compared: Vec<usize>,
+    violations: Vec<String>,
+    /// The highest height any honest node held when the faults stopped.
+    height_at_quiet: Option<u64>,
+    /// When every live honest node had committed above it.
+    resumed_at_ms: Option<u64>,
+    /// Lowest height among live honest nodes at the last observation.
+    min_height: u64,
+    max_height: u64,
+}
+
+impl ChainChecker {
+    pub fn observe<'a>(
+        &mut self,
+        nodes: impl Iterator<Item = ChainView<'a>>,
+        now_ms: u64,
+        quiet: bool,
+    ) {
+        let mut min_height = u64::MAX;
+        let mut max_height = 0;
+        let mut all_above = true;
+        let mut live_honest = 0;
+        for view in nodes {
+            if self.compared.len() <= view.index {
+                self.compared.resize(view.index + 1, 0);
+            }
+            if !view.honest {
+                continue;
+            }
+            let (height, fresh) = view.status.with(|status| {
+                let committed = &status.chain.committed;
+                let from = self.compared[view.index].min(committed.len());
+                (committed.len() as u64, committed[from..].to_vec())
+            });
+            let from = self.compared[view.index];
+            for (offset, hash) in fresh.iter().enumerate() {
+                let height_index = from + offset;
+                match self.canonical.get(height_index) {
+                    Some(canonical) if canonical != hash => {
+                        if self.violations.len() < VIOLATIONS_SHOWN_MAX {
+                            self.violations.push(format!(
+                                "n{} committed {} at height {}, others {}",
+                                view.index,
+                                hash,
+                                height_index + 1,
+                                canonical
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        debug_assert_eq!(self.canonical.len(), height_index);
+                        self.canonical.push(*hash);
+                    }
+                }
+            }
+            self.compared[view.index] = from + fresh.len();
+            max_height = max_height.max(height);
+            if view.alive {
+                live_honest += 1;
+                min_height = min_height.min(height);
+                if let Some(before) = self.height_at_quiet
+                    && height <= before
+                {
+                    all_above = false;
+                }
+            }
+        }
+        self.min_height = if live_honest == 0 { 0 } else { min_height };
+        self.max_height = max_height;
+        if quiet && self.height_at_quiet.is_none() {
+            self.height_at_quiet = Some(max_height);
+            return;
+        }
+        if self.height_at_quiet.is_some() && all_above && self.resumed_at_ms.is_none() {
+            self.resumed_at_ms = Some(now_ms);
+        }
+    }
+
+    /// Liveness is decided (every live honest node committed after the
+    /// faults and reached the minimum height).
+    pub fn settled(&self, scenario: &Scenario) -> bool {
+        self.resumed_at_ms.is_some() && self.min_height >= scenario.properties.chain_min_height
+    }
+
+    pub fn max_height(&self) -> u64 {
+        self.max_height
+    }
+
+    pub fn min_height(&self) -> u64 {
+        self.min_height
+    }
+
+    pub fn properties(
+        &self,
+        scenario: &Scenario,
+        faults_end_ms: u64,
+        audit: Result<Audit, String>,
+        equivocators: &[Hash],
+    ) -> Vec<PropertyResult> {
+        let evidence = match &audit {
+            Ok(audit) => {
+                let missing: Vec<String> = equivocators
+                    .iter()
+                    .filter(|id| !audit.offenders.contains(id))
+                    .map(|id| id.to_hex()[..12].to_string())
+                    .collect();
+                (
+                    missing.is_empty(),
+                    if missing.is_empty() {
+                        format!(
+                            "all {} equivocating validators have evidence on chain ({} offenders recorded)",
+                            equivocators.len(),
+                            audit.offenders.len()
+                        )
+                    } else {
+                        format!(
+                            "no evidence on chain against equivocators {}",
+                            missing.join(", ")
+                        )
+                    },
+                )
+            }
+            Err(error) => (false, format!("chain not auditable: {error}")),
+        };
+        let validity = audit.map(|audit| audit.blocks);
+        let with_equivocators = !equivocators.is_empty();
+        let bound_s = scenario.properties.chain_resumes_within_s;
+        let resumed_after_s = self
+            .resumed_at_ms
+            .map(|at| at.saturating_sub(faults_end_ms) as f64 / 1000.0);
+        let resumed_in_time = resumed_after_s.is_some_and(|after| after <= bound_s);
+        let mut properties = vec![
+            PropertyResult {
+                name: "chain-agreement".into(),
+                passed: self.violations.is_empty(),
+                detail: if self.violations.is_empty() {
+                    format!(
+                        "every honest node committed the same block at each of {} heights",
+                        self.canonical.len()
+                    )
+                } else {
+                    self.violations.join("; ")
+                },
+            },
+            PropertyResult {
+                name: "chain-validity".into(),
+                passed: validity.is_ok(),
+                detail: match validity {
+                    Ok(blocks) => format!(
+                        "all {blocks} committed blocks carry a valid certificate, four valid proofs and their executed state root"
+                    ),
+                    Err(error) => error,
+                },
+            },
+            PropertyResult {
+                name: "chain-liveness".into(),
+                passed: resumed_in_time && self.min_height >= scenario.properties.chain_min_height,
+                detail: match resumed_after_s {
+                    Some(after) => format!(
+                        "commits resumed {after:.1} s after the last fault (bound {bound_s} s); lowest live honest height {} (need {}), highest {}",
+                        self.min_height, scenario.properties.chain_min_height, self.max_height
+                    ),
+                    None => format!(
+                        "commits did not resume on every live honest node within {bound_s} s of the last fault; heights {}..{}",
+                        self.min_height, self.max_height
+                    ),
+                },
+            },
+        ];
+        if with_equivocators {
+            properties.push(PropertyResult {
+                name: "chain-evidence".into(),
+                passed: evidence.0,
+                detail: evidence.1,
+            });
+        }
+        properties
+    }
+}
+
+/// Re-verifies every block on `disk` as an outside auditor would: the
+/// certificate, the four proofs against the genesis, the links, and the
+/// state root from replaying execution. Returns how many blocks it checked.
+pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
+    let chain_id = genesis.chain_id();
+    let validators = genesis
+        .validator_set()
+        .map_err(|error| format!("genesis: {error}"))?;
+    let mut audit = Audit::default();
+    if disk
+        .get(hm_kernel::chain::CHAIN_META_CF, b"chain_id")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return Ok(audit);
+    }
+    let store = ChainStore::open(disk.clone(), chain_id).map_err(|error| error.to_string())?;
+    let mut app = KvApp::new();
+    let mut parent = ParentInfo::genesis(genesis);
+    for height in 1..=store.height() {
+        let block = store
+            .block(height)
+            .map_err(|error| format!("block {height}: {error}"))?
+            .ok_or_else(|| format!("block {height} is missing below the head"))?;
+        block
+            .verify_commit(&chain_id, &validators)
+            .map_err(|error| format!("block {height}: {error}"))?;
+        if block.header.previous_hash != parent.hash {
+            return Err(format!("block {height} does not link to its parent"));
+        }
+        let execution = app.execute_block(height, &block.body.transactions);
+        let ctx = ProofContext {
+            params: &genesis.proof,
+            validators: &validators,
+            parent,
+            space_registry: genesis,
+            // Certified history: the drift check was the committers' job.
+            local_now_ms: u64::MAX / 2,
+            recomputed_state_root: Some(execution.state_root),
+            parallelism: 1,
+        };
+        let result = proof::validate(&block.header, &block.proof, &ctx);
+        if !result.is_valid() {
+            return Err(format!("block {height}: {result}"));
+        }
+        app.commit(height, &execution.updates)
+            .map_err(|error| format!("block {height}: {error}"))?;
+        for evidence in &block.body.evidence {
+            if let Some(validator) = validators.get(evidence.validator()) {
+                audit.offenders.insert(validator.id);
+            }
+        }
+        parent = ParentInfo::of(&block.header);
+    }
+    audit.blocks = store.height();
+    Ok(audit)
+}
+
+/// What auditing one node's chain found.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub blocks: u64,
+    /// Validators with evidence committed against them.
+    pub offenders: BTreeSet<Hash>,
+}

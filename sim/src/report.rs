@@ -62,6 +62,16 @@ pub fn summary(outcome: &RunOutcome) -> String {
             human_count(traffic.connections_dialed),
         );
     }
+    if !traffic.chain_sent_by_kind.is_empty() {
+        let kinds: Vec<String> = traffic
+            .chain_sent_by_kind
+            .iter()
+            .map(|(kind, (messages, bytes))| {
+                format!("{kind} {} ({} MiB)", human_count(*messages), bytes >> 20)
+            })
+            .collect();
+        let _ = writeln!(out, "  chain messages: {}", kinds.join(", "));
+    }
     let _ = writeln!(out, "  digest {}", outcome.digest);
     if !outcome.passed {
         let _ = writeln!(out, "  reproduce: {}", reproduce_command(outcome));

@@ -66,6 +66,8 @@ pub struct Traffic {
     pub membership_sent_by_kind: std::collections::BTreeMap<String, u64>,
     pub membership_updates_sent: u64,
     pub connections_dialed: u64,
+    /// Chain message kind → (messages, bytes) sent.
+    pub chain_sent_by_kind: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 /// One scheduled change to the universe.
@@ -327,7 +329,12 @@ struct Observation {
     live_honest: usize,
     converged: usize,
     unverified: Vec<String>,
+    /// Up to DIVERGED_SHOWN_MAX nodes whose view differs, and how.
+    diverged: Vec<String>,
 }
+
+/// Diverging views listed in a failed convergence property.
+const DIVERGED_SHOWN_MAX: usize = 4;
 
 fn observe(nodes: &[SimNode]) -> Observation {
     let mut known: BTreeSet<NodeId> = BTreeSet::new();
@@ -353,6 +360,16 @@ fn observe(nodes: &[SimNode]) -> Observation {
     let mut live_honest = 0;
     let mut converged = 0;
     let mut unverified = Vec::new();
+    let mut diverged = Vec::new();
+    let names: std::collections::BTreeMap<NodeId, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, node)| {
+            node.status
+                .with(|status| status.node_id)
+                .map(|id| (id, index))
+        })
+        .collect();
     for (index, node) in nodes.iter().enumerate() {
         if node.byzantine {
             continue;
@@ -369,6 +386,31 @@ fn observe(nodes: &[SimNode]) -> Observation {
                 live_honest += 1;
                 if all_booted && status.running && status.alive_members == live_ids {
                     converged += 1;
+                } else if diverged.len() < DIVERGED_SHOWN_MAX && all_booted {
+                    let name = |id: &NodeId| {
+                        names
+                            .get(id)
+                            .map_or_else(|| format!("{id:?}"), |index| format!("n{index}"))
+                    };
+                    let extra: Vec<String> = status
+                        .alive_members
+                        .iter()
+                        .filter(|id| live_ids.binary_search(id).is_err())
+                        .take(4)
+                        .map(name)
+                        .collect();
+                    let missing: Vec<String> = live_ids
+                        .iter()
+                        .filter(|id| status.alive_members.binary_search(id).is_err())
+                        .take(4)
+                        .map(name)
+                        .collect();
+                    diverged.push(format!(
+                        "n{index}{}: extra [{}] missing [{}]",
+                        if status.running { "" } else { " (not running)" },
+                        extra.join(" "),
+                        missing.join(" ")
+                    ));
                 }
             }
         });
@@ -377,6 +419,7 @@ fn observe(nodes: &[SimNode]) -> Observation {
         live_honest,
         converged,
         unverified,
+        diverged,
     }
 }
 
@@ -666,11 +709,12 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                 scenario.properties.membership_converges_within_s
             ),
             None => format!(
-                "only {} of {} live honest nodes see exactly the live set {} s after the last fault (bound {} s)",
+                "only {} of {} live honest nodes see exactly the live set {} s after the last fault (bound {} s); {}",
                 observation.converged,
                 observation.live_honest,
                 (deadline_ms.saturating_sub(faults_end_ms)) / 1000,
-                scenario.properties.membership_converges_within_s
+                scenario.properties.membership_converges_within_s,
+                observation.diverged.join("; ")
             ),
         },
     });
@@ -729,6 +773,11 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             }
             traffic.membership_updates_sent += status.membership_updates_sent;
             traffic.connections_dialed += status.connections_dialed;
+            for (kind, messages, bytes) in &status.chain.sent_by_kind {
+                let total = traffic.chain_sent_by_kind.entry(kind.clone()).or_default();
+                total.0 += messages;
+                total.1 += bytes;
+            }
         });
     }
     traffic.membership_sent_by_kind = hm_node::membership::Message::KIND_NAMES

@@ -97,6 +97,8 @@ pub(crate) enum ChainEvent {
 
 #[derive(Debug, Clone, Default)]
 struct ChainCounters {
+    /// Message kind → (messages, bytes) handed to links.
+    sent_by_kind: BTreeMap<&'static str, (u64, u64)>,
     transactions_committed: u64,
     evidence_committed: u64,
     misbehaviour_reports: u64,
@@ -209,6 +211,13 @@ impl<E: Env> ChainShell<E> {
             match self.links.get(&target) {
                 Some(link) if link.outbox.try_send(bytes.clone()).is_ok() => {
                     self.counters.messages_sent += 1;
+                    let kind = self
+                        .counters
+                        .sent_by_kind
+                        .entry(message.kind())
+                        .or_default();
+                    kind.0 += 1;
+                    kind.1 += bytes.len() as u64;
                 }
                 _ => self.counters.messages_dropped += 1,
             }
@@ -387,6 +396,11 @@ impl<E: Env> ChainShell<E> {
             chain.messages_sent = counters.messages_sent;
             chain.messages_received = counters.messages_received;
             chain.messages_dropped = counters.messages_dropped;
+            chain.sent_by_kind = counters
+                .sent_by_kind
+                .iter()
+                .map(|(kind, (messages, bytes))| (kind.to_string(), *messages, *bytes))
+                .collect();
             let known = chain.committed.len();
             if known < committed.len() {
                 chain.committed.extend_from_slice(&committed[known..]);

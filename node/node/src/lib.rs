@@ -10,6 +10,6 @@ pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
 pub use node::{
     COLUMN_FAMILIES, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig, NodeError,
-    provision_identity, run,
+    load_or_create_identity, provision_identity, run,
 };
 pub use status::{ChainStatus, NodeStatus, StatusHandle};

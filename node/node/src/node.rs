@@ -124,7 +124,7 @@ fn with_retries<T>(mut op: impl FnMut() -> Result<T, DiskError>) -> Result<T, Di
 }
 
 /// The node's long-lived FALCON key: read from disk, or created and synced.
-fn load_or_create_identity<E: Env>(env: &E) -> Result<SigningKey, NodeError> {
+pub fn load_or_create_identity<E: Env>(env: &E) -> Result<SigningKey, NodeError> {
     let disk = env.disk();
     if let Some(bytes) = with_retries(|| disk.get(CF_IDENTITY, KEY_SIGNING_KEY))? {
         return SigningKey::from_bytes(&bytes)

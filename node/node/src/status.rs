@@ -59,6 +59,8 @@ pub struct ChainStatus {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub messages_dropped: u64,
+    /// `(message kind, messages, bytes)` sent, by kind.
+    pub sent_by_kind: Vec<(String, u64, u64)>,
 }
 
 /// Shared, cheaply cloned access to a node's status.

@@ -1,10 +1,13 @@
 //! `hm-node` — the production HyperMesh node on real backends.
 //!
 //! ```text
-//! hm-node --config node.toml
+//! hm-node init --data-dir DIR            # create the identity, print node id and public key
+//! hm-node genesis --out genesis.bin --chain-name NAME --validator PUBKEY_HEX:STAKE ...
+//! hm-node --config node.toml             # run (also: hm-node run --config node.toml)
 //! ```
 //!
-//! The config names the data dir, the IPv6 listen address and the seed list.
+//! The config names the data dir, the IPv6 listen address and the seed list,
+//! and optionally a `[chain]` section (genesis file, validator addresses).
 //! The node keeps its identity and incarnation in the data dir's RocksDB and
 //! writes a status snapshot (JSON) to `status_file` twice a second, which the
 //! integration tests and, for now, operators read.
@@ -16,9 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hm_host::HostEnv;
-use hm_node::{NodeConfig, StatusHandle};
+use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
+use hm_node::{ChainConfig, NodeConfig, StatusHandle};
+use hm_wire::{Hash, VerifyingKey};
 use serde::Deserialize;
 
 /// Largest config file read.
@@ -29,9 +34,189 @@ const SEEDS_MAX: usize = 1024;
 #[derive(Parser)]
 #[command(name = "hm-node", about = "Run a HyperMesh node")]
 struct Cli {
-    /// The node's TOML config file.
+    /// The node's TOML config file (runs the node).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the node's identity in DATA_DIR (kept if it exists) and print
+    /// `node_id <hex>` and `public_key <hex>`.
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Write a genesis file from the validators' public keys and stakes.
+    Genesis {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        chain_name: String,
+        /// `PUBLIC_KEY_HEX:STAKE`, once per validator.
+        #[arg(
+            long = "validator",
+            value_name = "PUBLIC_KEY_HEX:STAKE",
+            required = true
+        )]
+        validators: Vec<String>,
+        /// Proof parameters: `production` (seconds of plotting per validator)
+        /// or `simulation` (tiny, for tests and dev clusters).
+        #[arg(long, default_value = "production")]
+        params: String,
+    },
+    /// Run the node.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Validators a genesis command line may list.
+const GENESIS_VALIDATORS_MAX: usize = 256;
+
+/// The `[chain]` section of a node config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainFileConfig {
+    /// The genesis file written by `hm-node genesis`.
+    genesis: PathBuf,
+    /// Where each validator listens.
+    validators: Vec<ValidatorAddr>,
+    /// Generate a test key-value transaction every this many ms (0: none).
+    #[serde(default)]
+    workload_interval_ms: u64,
+    /// Pause after a commit before the next block (default 1000).
+    #[serde(default)]
+    block_interval_ms: Option<u64>,
+    /// Base propose timeout (default 3000); vote timeouts are a third of it.
+    #[serde(default)]
+    propose_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidatorAddr {
+    /// Node id (hex, as `hm-node init` prints it).
+    id: String,
+    /// IPv6 socket address, e.g. "[::1]:7001".
+    addr: String,
+}
+
+fn hex_decode(what: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        bail!("{what} is not hex: odd length {}", text.len());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| {
+            u8::from_str_radix(&text[at..at + 2], 16)
+                .with_context(|| format!("{what} is not hex at character {at}"))
+        })
+        .collect()
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn init(data_dir: &Path) -> anyhow::Result<()> {
+    let env = HostEnv::open(data_dir, hm_node::COLUMN_FAMILIES)
+        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+    let key = hm_node::load_or_create_identity(&env)?;
+    let public = key.verifying_key();
+    println!("node_id {}", public.fingerprint().to_hex());
+    println!("public_key {}", hex_encode(public.as_bytes()));
+    Ok(())
+}
+
+fn genesis(
+    out: &Path,
+    chain_name: &str,
+    validators: &[String],
+    params: &str,
+) -> anyhow::Result<()> {
+    if validators.len() > GENESIS_VALIDATORS_MAX {
+        bail!(
+            "{} validators; at most {GENESIS_VALIDATORS_MAX}",
+            validators.len()
+        );
+    }
+    let params = match params {
+        "production" => ProofParams::production(),
+        "simulation" => ProofParams::for_simulation(),
+        other => bail!("--params {other:?}: use `production` or `simulation`"),
+    };
+    let members = validators
+        .iter()
+        .map(|entry| {
+            let (key, stake) = entry
+                .rsplit_once(':')
+                .with_context(|| format!("--validator {entry:.16}…: write PUBLIC_KEY_HEX:STAKE"))?;
+            let key = VerifyingKey::from_bytes(&hex_decode("the public key", key)?)
+                .context("the public key is not a FALCON-1024 key; copy it from `hm-node init`")?;
+            let stake: u64 = stake
+                .parse()
+                .with_context(|| format!("stake {stake:?} is not a whole number"))?;
+            Ok((key, stake))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0);
+    let (genesis, _) = Genesis::with_plots(chain_name, now_ms, &members, params)
+        .context("cannot plot a validator's space")?;
+    genesis.check().context("the genesis is invalid")?;
+    std::fs::write(out, hm_wire::encode(&genesis))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("chain_id {}", genesis.chain_id().to_hex());
+    Ok(())
+}
+
+fn load_chain(config_path: &Path, chain: &ChainFileConfig) -> anyhow::Result<ChainConfig> {
+    // A relative genesis path is relative to the config file.
+    let genesis_path = config_path
+        .parent()
+        .map_or(chain.genesis.clone(), |dir| dir.join(&chain.genesis));
+    let bytes = std::fs::read(&genesis_path)
+        .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
+    if bytes.len() > GENESIS_BYTES_MAX {
+        bail!("{} is larger than a genesis may be", genesis_path.display());
+    }
+    let genesis = Genesis::decode(&bytes)
+        .with_context(|| format!("{} is not a valid genesis", genesis_path.display()))?;
+    let mut addrs = Vec::new();
+    for validator in &chain.validators {
+        let id = Hash::from_hex(&validator.id)
+            .with_context(|| format!("chain.validators id {:?} is not a node id", validator.id))?;
+        if genesis.space_root(&id).is_none() {
+            bail!(
+                "chain.validators id {} is not a validator of this genesis",
+                validator.id
+            );
+        }
+        addrs.push((id, parse_v6("chain.validators[].addr", &validator.addr)?));
+    }
+    let mut config = ChainConfig::new(genesis, addrs);
+    config.workload_interval_ms = chain.workload_interval_ms;
+    if let Some(interval) = chain.block_interval_ms {
+        config.replica.block_interval_ms = interval;
+    }
+    if let Some(propose) = chain.propose_timeout_ms {
+        let consensus = &mut config.replica.consensus;
+        consensus.propose_timeout_base_ms = propose;
+        consensus.propose_timeout_delta_ms = propose / 2;
+        consensus.prevote_timeout_base_ms = (propose / 3).max(1);
+        consensus.prevote_timeout_delta_ms = propose / 6;
+        consensus.precommit_timeout_base_ms = (propose / 3).max(1);
+        consensus.precommit_timeout_delta_ms = propose / 6;
+        consensus.rebroadcast_timeout_base_ms = propose * 2;
+    }
+    Ok(config)
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +235,9 @@ struct FileConfig {
     /// Log filter, e.g. "info" or "hm_node=debug" (default "info"; HM_LOG overrides).
     #[serde(default)]
     log: Option<String>,
+    /// Run a chain (see `ChainFileConfig`).
+    #[serde(default)]
+    chain: Option<ChainFileConfig>,
 }
 
 fn parse_v6(what: &str, text: &str) -> anyhow::Result<SocketAddrV6> {
@@ -93,12 +281,11 @@ fn load_config(path: &Path) -> anyhow::Result<(NodeConfig, PathBuf, PathBuf, Opt
         .status_file
         .clone()
         .unwrap_or_else(|| file.data_dir.join("status.json"));
-    Ok((
-        NodeConfig::new(listen, seeds),
-        file.data_dir,
-        status_file,
-        file.log,
-    ))
+    let mut config = NodeConfig::new(listen, seeds);
+    if let Some(chain) = &file.chain {
+        config.chain = Some(load_chain(path, chain)?);
+    }
+    Ok((config, file.data_dir, status_file, file.log))
 }
 
 /// Writes the status snapshot atomically (temp file + rename), so readers
@@ -112,7 +299,40 @@ fn write_status(path: &Path, status: &StatusHandle) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, data_dir, status_file, log) = match load_config(&cli.config) {
+    let config_path = match (cli.command, cli.config) {
+        (Some(Command::Init { data_dir }), _) => return report(init(&data_dir)),
+        (
+            Some(Command::Genesis {
+                out,
+                chain_name,
+                validators,
+                params,
+            }),
+            _,
+        ) => return report(genesis(&out, &chain_name, &validators, &params)),
+        (Some(Command::Run { config }), _) | (None, Some(config)) => config,
+        (None, None) => {
+            eprintln!(
+                "hm-node: say what to do: `hm-node --config node.toml`, `hm-node init`, or `hm-node genesis` (see --help)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    run(&config_path)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hm-node: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config_path: &Path) -> ExitCode {
+    let (config, data_dir, status_file, log) = match load_config(config_path) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("hm-node: {error:#}");

@@ -85,7 +85,17 @@ enum Purpose {
     Join,
     /// Send NEIGHBOR (promotion from the passive view, ForwardJoin acceptance).
     Neighbor { high_priority: bool },
+    /// Send a DIGEST over a temporary connection to a random member outside
+    /// the active view (closed again when idle).
+    AntiEntropy,
 }
+
+/// One anti-entropy round in this many goes to a random member outside the
+/// active view instead of an active peer. Active views can close into
+/// small cliques that no gossip reaches (seen with an active view of 3: four
+/// nodes whose three active peers were each other, missing every update
+/// for good); a random member from the whole table bridges any such cut.
+const ANTI_ENTROPY_RANDOM_MEMBER_EVERY: u64 = 3;
 
 #[derive(Clone, Copy, Debug)]
 struct PendingConnect {
@@ -167,6 +177,8 @@ pub struct Membership {
     sync_sessions: BTreeMap<NodeId, SyncSession>,
     actions: VecDeque<Action>,
     next_anti_entropy_ms: u64,
+    /// Anti-entropy rounds started (every few go to a random member).
+    anti_entropy_rounds: u64,
     next_shuffle_ms: u64,
     next_dead_retry_ms: u64,
     next_repair_ms: u64,
@@ -234,6 +246,7 @@ impl Membership {
             sync_sessions: BTreeMap::new(),
             actions: VecDeque::new(),
             next_anti_entropy_ms,
+            anti_entropy_rounds: 0,
             next_shuffle_ms,
             next_dead_retry_ms,
             next_repair_ms: now_ms,
@@ -790,6 +803,17 @@ impl Membership {
                 self.send(peer, Message::Join { addr, incarnation });
                 self.send_digest(peer);
             }
+            Purpose::AntiEntropy => {
+                let now = self.now_ms;
+                if let Some(conn) = self.conns.get_mut(&peer)
+                    && conn.active.is_none()
+                    && conn.neighbor_request_ms.is_none()
+                {
+                    // Temporary: closed after the idle period.
+                    conn.closing_since_ms.get_or_insert(now);
+                }
+                self.send_digest(peer);
+            }
             Purpose::Neighbor { high_priority } => {
                 if self.is_active(&peer) {
                     return;
@@ -1189,6 +1213,15 @@ impl Membership {
     // ----- anti-entropy ------------------------------------------------------
 
     fn start_anti_entropy(&mut self) {
+        self.anti_entropy_rounds += 1;
+        if self
+            .anti_entropy_rounds
+            .is_multiple_of(ANTI_ENTROPY_RANDOM_MEMBER_EVERY)
+            && let Some((id, addr)) = self.random_member(|state| state.status != Status::Dead)
+        {
+            self.connect_to(addr, Purpose::AntiEntropy, Some(id));
+            return;
+        }
         if let Some(peer) = self.random_active_except(&[]) {
             self.send_digest(peer);
         }

@@ -314,12 +314,7 @@ pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
         .validator_set()
         .map_err(|error| format!("genesis: {error}"))?;
     let mut audit = Audit::default();
-    if disk
-        .get(hm_kernel::chain::CHAIN_META_CF, b"chain_id")
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if !ChainStore::exists(disk).map_err(|error| error.to_string())? {
         return Ok(audit);
     }
     let store = ChainStore::open(disk.clone(), chain_id).map_err(|error| error.to_string())?;

@@ -133,6 +133,11 @@ impl<D: Disk> ChainStore<D> {
         Ok(store)
     }
 
+    /// Whether `disk` holds a chain at all (`open` would create one).
+    pub fn exists(disk: &D) -> Result<bool, ChainError> {
+        Ok(disk.get(CHAIN_META_CF, CHAIN_ID_KEY)?.is_some())
+    }
+
     pub fn chain_id(&self) -> Hash {
         self.chain_id
     }

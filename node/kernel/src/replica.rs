@@ -483,9 +483,21 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             ChainMessage::Vote(vote) => self.feed_core(Input::Vote(vote)),
             ChainMessage::Evidence(evidence) => self.on_evidence(Some(from), evidence),
             ChainMessage::Transactions(txs) => {
+                let mut admitted = Vec::new();
                 for tx in txs.into_iter().take(TRANSACTIONS_PER_MESSAGE_MAX) {
                     // Duplicates and a full pool are normal under gossip.
-                    let _ = self.mempool.insert(&self.app, tx);
+                    if self.mempool.insert(&self.app, tx.clone()).is_ok() {
+                        admitted.push(tx);
+                    }
+                }
+                // A follower passes what it newly admitted on towards the
+                // validators; validators keep it. The mempool's duplicate
+                // check ends every forwarding chain.
+                if !self.is_validator() && !admitted.is_empty() {
+                    self.emit(ReplicaOutput::Send {
+                        to: Destination::Validators,
+                        message: ChainMessage::Transactions(admitted),
+                    });
                 }
             }
             ChainMessage::Status { height } => {

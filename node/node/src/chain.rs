@@ -24,6 +24,7 @@ use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
 use tokio::sync::mpsc;
 
+use crate::link::Link;
 use crate::node::NodeError;
 use crate::status::StatusHandle;
 
@@ -107,13 +108,6 @@ struct ChainCounters {
     messages_dropped: u64,
 }
 
-struct Link {
-    id: u64,
-    connection: Connection,
-    initiator: Hash,
-    outbox: mpsc::Sender<Vec<u8>>,
-}
-
 type NodeReplica<E> = Replica<EnvDisk<E>, KvApp, Signer<EnvDisk<E>, EnvEntropy<E>>, EnvEntropy<E>>;
 
 struct ChainShell<E: Env> {
@@ -124,7 +118,7 @@ struct ChainShell<E: Env> {
     replica: NodeReplica<E>,
     config: ChainConfig,
     validators: BTreeSet<Hash>,
-    links: BTreeMap<Hash, Link>,
+    links: BTreeMap<Hash, Link<Hash>>,
     dialing: BTreeSet<Hash>,
     events: mpsc::Sender<ChainEvent>,
     overlay: OverlayPeers,

@@ -5,6 +5,18 @@
 use hm_stoq::Connection;
 use tokio::sync::mpsc;
 
+/// One connection a shell keeps to a peer identified by `Id`.
+pub(crate) struct Link<Id> {
+    /// Distinguishes this connection from an earlier one to the same peer,
+    /// so events of a replaced connection are ignored.
+    pub(crate) id: u64,
+    pub(crate) connection: Connection,
+    /// Who dialled: the connection dialled by the smaller node id wins when
+    /// two nodes dial each other at once (both sides decide alike).
+    pub(crate) initiator: Id,
+    pub(crate) outbox: mpsc::Sender<Vec<u8>>,
+}
+
 /// Starts the writer and reader of `connection`; returns the outbox.
 /// `message` wraps each received message, `closed` is sent once when the
 /// connection fails or closes.

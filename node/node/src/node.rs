@@ -16,6 +16,7 @@ use hm_wire::sign::SigningKey;
 use tokio::sync::mpsc;
 
 use crate::chain::{CHAIN_PROTOCOL, ChainConfig, OverlayPeers};
+use crate::link::Link;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
 
@@ -182,15 +183,6 @@ enum Event {
     },
 }
 
-struct Link {
-    id: u64,
-    connection: Connection,
-    /// Who dialled: the connection dialled by the smaller node id wins when
-    /// two nodes dial each other at once (both sides decide alike).
-    initiator: NodeId,
-    outbox: mpsc::Sender<Vec<u8>>,
-}
-
 fn node_id_of(connection: &Connection) -> NodeId {
     NodeId(connection.peer().node_id.0)
 }
@@ -201,7 +193,7 @@ struct Shell<E: Env> {
     start: Instant,
     endpoint: Endpoint<E>,
     core: Membership,
-    links: BTreeMap<NodeId, Link>,
+    links: BTreeMap<NodeId, Link<NodeId>>,
     connecting: BTreeSet<SocketAddrV6>,
     events: mpsc::Sender<Event>,
     next_link_id: u64,

@@ -9,7 +9,6 @@ use std::net::SocketAddrV6;
 
 use std::collections::BTreeSet;
 
-use hm_env::Disk;
 use hm_env::mem::{MemDisk, SeededEntropy};
 use hm_faults::chain::ChainFault;
 use hm_kernel::app::{Application, KvApp};

@@ -32,7 +32,7 @@ use crate::consensus::{
 use crate::genesis::Genesis;
 use crate::mempool::{Mempool, MempoolError};
 use crate::proof::{self, BlockProver, ParentInfo, ProofContext, SpacePlot};
-use crate::validators::ValidatorSet;
+use crate::validators::{ValidatorIndex, ValidatorSet};
 
 /// Column family of the committed-evidence index.
 pub const EVIDENCE_CF: &str = "evidence";
@@ -136,6 +136,10 @@ pub enum Destination {
     Validators,
     /// The peers the shell is connected to (the membership overlay).
     Peers,
+    /// The connected peers that are not validators. Validators learn of
+    /// each other's commits through consensus, so news meant for block
+    /// sync skips them.
+    Followers,
     /// One node.
     Peer(Hash),
 }
@@ -184,7 +188,7 @@ impl Default for ReplicaConfig {
             consensus: ConsensusParams::default(),
             block_transactions_max: 1_000,
             verify_parallelism: 1,
-            status_interval_ms: 2_000,
+            status_interval_ms: 5_000,
             sync_timeout_ms: 3_000,
             block_interval_ms: 1_000,
         }
@@ -606,9 +610,18 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                         format!("invalid proposal {block_hash} at height {height} round {round}"),
                     );
                 }
-                Output::PeerBehind { validator, height } => {
+                Output::PeerBehind { validator, .. } => {
+                    // Tell it our height rather than push blocks: a lagging
+                    // validator hears this from every validator but pulls
+                    // from one, and a replayed old vote cannot make all of
+                    // us send it megabytes.
                     if let Some(peer) = self.validators.get(validator).map(|v| v.id) {
-                        self.serve_blocks(peer, height, SYNC_BLOCKS_MAX as u16);
+                        self.emit(ReplicaOutput::Send {
+                            to: Destination::Peer(peer),
+                            message: ChainMessage::Status {
+                                height: self.height(),
+                            },
+                        });
                     }
                 }
                 Output::Rejected { validator, reason } => {
@@ -850,9 +863,34 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .is_some_and(|key| matches!(self.store.disk().get(EVIDENCE_CF, &key), Ok(Some(_))))
     }
 
+    /// Whether evidence against validator `index` is already pooled or on
+    /// chain. One proven double-sign is enough to slash a validator (it is
+    /// "tombstoned", as in Cosmos), so later offences by the same validator
+    /// are neither gossiped nor put into blocks: an equivocator that signs
+    /// twice at every height would otherwise cost every validator a flood
+    /// of evidence per block.
+    fn offender_recorded(&self, index: ValidatorIndex) -> bool {
+        if self
+            .evidence_pool
+            .values()
+            .any(|pooled| pooled.validator() == index)
+        {
+            return true;
+        }
+        let Some(validator) = self.validators.get(index) else {
+            return false;
+        };
+        matches!(
+            self.store
+                .disk()
+                .scan_prefix(EVIDENCE_CF, validator.id.as_bytes(), 1),
+            Ok(entries) if !entries.is_empty()
+        )
+    }
+
     fn on_evidence(&mut self, from: Option<Hash>, evidence: Evidence) {
         let id = evidence.id();
-        if self.evidence_pool.contains_key(&id) || self.evidence_committed(&evidence) {
+        if self.evidence_pool.contains_key(&id) || self.offender_recorded(evidence.validator()) {
             return;
         }
         if let Err(error) = evidence.verify(&self.chain_id, &self.validators) {
@@ -934,7 +972,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         self.mempool.remove_committed(&block.body.transactions);
         let mut batch = WriteBatch::new();
         for evidence in &block.body.evidence {
-            self.evidence_pool.remove(&evidence.id());
+            // Pooled evidence against a validator now on record is redundant.
+            let offender = evidence.validator();
+            self.evidence_pool
+                .retain(|_, pooled| pooled.validator() != offender);
             if let Some(key) = Self::evidence_key(evidence, &self.validators) {
                 batch.put(EVIDENCE_CF, key, hm_wire::encode(evidence));
             }
@@ -969,7 +1010,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         });
         self.head_header = Some(block.header);
         self.emit(ReplicaOutput::Send {
-            to: Destination::Peers,
+            to: Destination::Followers,
             message: ChainMessage::Status { height },
         });
         // Proposals that arrived early for this height can be judged now.

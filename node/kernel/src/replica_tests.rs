@@ -40,6 +40,8 @@ struct Net {
     committed: BTreeMap<Hash, BTreeMap<Height, Hash>>,
     /// Messages dropped with this probability (per mille) while > 0.
     drop_per_mille: u64,
+    /// Messages sent, by kind.
+    sent: BTreeMap<&'static str, usize>,
 }
 
 fn genesis_for(keys: &[SigningKey], params: ProofParams) -> (Genesis, Vec<SpacePlot>) {
@@ -92,6 +94,7 @@ impl Net {
             mono_ms: 0,
             committed: BTreeMap::new(),
             drop_per_mille: 0,
+            sent: BTreeMap::new(),
         };
         for index in 0..net.members.len() {
             net.boot(index);
@@ -166,8 +169,15 @@ impl Net {
                     let targets: Vec<Hash> = match to {
                         Destination::Validators => self.validator_ids.clone(),
                         Destination::Peers => self.members.iter().map(|m| m.id).collect(),
+                        Destination::Followers => self
+                            .members
+                            .iter()
+                            .map(|m| m.id)
+                            .filter(|id| !self.validator_ids.contains(id))
+                            .collect(),
                         Destination::Peer(id) => vec![id],
                     };
+                    *self.sent.entry(message.kind()).or_default() += targets.len();
                     for target in targets.into_iter().filter(|t| *t != from) {
                         self.queue.push_back((from, target, message.clone()));
                     }
@@ -377,4 +387,81 @@ fn chain_messages_from_random_bytes_never_panic() {
             assert_eq!(message.encode(), bytes);
         }
     }
+}
+
+/// Conflicting prevotes from validator 3 for validator 0's current height.
+fn equivocate(net: &mut Net, tag: &[u8]) {
+    let offender = net.members[3].id;
+    let key = SigningKey::from_bytes(net.members[3].key_bytes.as_ref().expect("validator"))
+        .expect("own key");
+    let replica = net.members[0].replica.as_ref().expect("running");
+    let chain_id = replica.chain_id();
+    let index = replica.validators().index_of(&offender).expect("validator");
+    let height = replica.height() + 1;
+    let entropy = SeededEntropy::new(height, b"equivocator");
+    for side in [b"a", b"b"] {
+        let vote = crate::block::Vote {
+            kind: crate::block::VoteKind::Prevote,
+            height,
+            round: 0,
+            block_hash: Some(hm_wire::hash_parts("phantom", &[tag, side])),
+            validator: index,
+        };
+        let signed = SignedVote::sign(&chain_id, vote, &key, &entropy);
+        for target in net.validator_ids.clone() {
+            if target != offender {
+                net.queue
+                    .push_back((offender, target, ChainMessage::Vote(signed.clone())));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeat_equivocator_is_put_on_record_once() {
+    let mut net = Net::new(4, 1, 12);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 1));
+    let offender = net.members[3].id;
+    let recorded = |net: &Net, index: usize| {
+        net.members[index]
+            .replica
+            .as_ref()
+            .expect("running")
+            .committed_evidence(&offender)
+            .expect("evidence index reads")
+            .len()
+    };
+    equivocate(&mut net, b"first");
+    net.run_until(|net| recorded(net, 0) > 0);
+    let gossiped = net.sent.get("evidence").copied().unwrap_or(0);
+    assert!(gossiped > 0, "the first offence was gossiped");
+    // It double-signs again at two later heights: already tombstoned, so
+    // nobody gossips or commits more evidence against it.
+    for tag in [&b"second"[..], b"third"] {
+        let target = net.heights()[0] + 2;
+        net.run_until(|net| net.heights()[0] >= target);
+        equivocate(&mut net, tag);
+    }
+    let target = net.heights().into_iter().max().unwrap_or(0) + 3;
+    net.run_until(|net| net.heights().iter().all(|height| *height >= target));
+    net.assert_agreement();
+    for index in 0..5 {
+        assert_eq!(
+            recorded(&net, index),
+            1,
+            "node {index}: one offence on record"
+        );
+    }
+    assert_eq!(
+        net.sent.get("evidence").copied().unwrap_or(0),
+        gossiped,
+        "later offences of a recorded offender are not gossiped"
+    );
+    let pooled = net.members[0]
+        .replica
+        .as_ref()
+        .expect("running")
+        .evidence_pool
+        .len();
+    assert_eq!(pooled, 0, "no redundant evidence left pooled");
 }

@@ -181,6 +181,12 @@ impl<E: Env> ChainShell<E> {
         let targets: Vec<Hash> = match to {
             Destination::Peer(peer) => vec![peer],
             Destination::Peers => self.links.keys().copied().collect(),
+            Destination::Followers => self
+                .links
+                .keys()
+                .filter(|peer| !self.validators.contains(peer))
+                .copied()
+                .collect(),
             Destination::Validators => {
                 let linked: Vec<Hash> = self
                     .links

@@ -13,6 +13,7 @@
 //! cargo sim clippy                            # lint the madsim build
 //! cargo sim install                           # put a plain `hm-sim` binary in ~/.cargo/bin
 //! cargo sim path                              # print where the hm-sim binary is
+//! HM_SIM_FEATURES=broken-skip-lock-check cargo sim run …  # a deliberately broken build
 //! ```
 #![allow(clippy::disallowed_methods)] // a build tool: it runs cargo and execs processes
 
@@ -21,18 +22,42 @@ use std::process::{Command, ExitCode};
 
 const PROFILE: &str = "sim";
 
+/// The checkout to build. `cargo run` passes the package's directory at run
+/// time; prefer it over the one baked in at compile time, because a target
+/// dir shared between checkouts (CI's warm cache) may hold a launcher built
+/// from another clone, which would otherwise build and run *that* clone.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = manifest_dir.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// `HM_SIM_FEATURES`: extra hm-sim features (e.g. `broken-skip-lock-check`),
+/// built in a target dir of their own so switching does not rebuild the
+/// normal simulator.
+fn sim_features() -> Option<String> {
+    std::env::var("HM_SIM_FEATURES")
+        .ok()
+        .map(|features| features.trim().to_string())
+        .filter(|features| !features.is_empty())
 }
 
 fn sim_target_dir(root: &Path) -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    base.join("madsim")
+    match sim_features() {
+        Some(features) => {
+            let tag: String = features
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            base.join(format!("madsim-{tag}"))
+        }
+        None => base.join("madsim"),
+    }
 }
 
 fn cargo(root: &Path, subcommand: &str) -> Command {
@@ -72,6 +97,10 @@ fn build(root: &Path) -> Result<PathBuf, ExitCode> {
         "--bin",
         "hm-sim",
     ]);
+    if let Some(features) = sim_features() {
+        eprintln!("cargo sim: building hm-sim with features: {features}");
+        command.args(["--features", &features]);
+    }
     let code = status_code(command.status(), "cargo build");
     if code != ExitCode::SUCCESS {
         eprintln!("cargo sim: building the simulator failed (see the errors above)");

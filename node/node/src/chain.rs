@@ -24,6 +24,7 @@ use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
 use tokio::sync::mpsc;
 
+use crate::api::{ApiCall, ApiRequest, ApiResponse};
 use crate::link::Link;
 use crate::node::NodeError;
 use crate::status::StatusHandle;
@@ -94,6 +95,7 @@ pub(crate) enum ChainEvent {
         peer: Hash,
         link_id: u64,
     },
+    Api(ApiCall),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -373,6 +375,37 @@ impl<E: Env> ChainShell<E> {
                     self.links.remove(&peer);
                 }
             }
+            ChainEvent::Api(call) => {
+                let response = self.answer(call.request);
+                // The client may have gone; nothing to do then.
+                let _ = call.reply.send(response);
+            }
+        }
+    }
+
+    fn answer(&mut self, request: ApiRequest) -> ApiResponse {
+        match request {
+            ApiRequest::Submit(transactions) => {
+                let now = self.now();
+                let outcomes = transactions
+                    .into_iter()
+                    .map(|tx| {
+                        self.replica
+                            .submit_transaction(now, tx)
+                            .map_err(|error| error.to_string())
+                    })
+                    .collect();
+                ApiResponse::Submitted(outcomes)
+            }
+            ApiRequest::Get { key } => ApiResponse::Value {
+                height: self.replica.height(),
+                value: self.replica.app().get(&key).map(<[u8]>::to_vec),
+            },
+            ApiRequest::Head => ApiResponse::Head {
+                height: self.replica.height(),
+                head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
+                validator: self.replica.is_validator(),
+            },
         }
     }
 
@@ -409,13 +442,21 @@ impl<E: Env> ChainShell<E> {
     }
 }
 
+/// What reaches the chain service from outside its own links.
+pub(crate) struct ChainInbound {
+    /// Connections of [`CHAIN_PROTOCOL`] the node's endpoint accepted.
+    pub(crate) accepted: mpsc::Receiver<Connection>,
+    /// Client API calls (see `crate::api`).
+    pub(crate) api_calls: mpsc::Receiver<ApiCall>,
+}
+
 /// Runs the chain service until the endpoint closes.
 pub(crate) async fn run_chain<E: Env>(
     env: E,
     endpoint: Endpoint<E>,
     signing_key: &SigningKey,
     config: ChainConfig,
-    mut accepted: mpsc::Receiver<Connection>,
+    inbound: ChainInbound,
     overlay: OverlayPeers,
     status: StatusHandle,
 ) -> Result<(), NodeError> {
@@ -464,6 +505,10 @@ pub(crate) async fn run_chain<E: Env>(
     )
     .map_err(|error| NodeError::Config(format!("chain: {error}")))?;
     let (events, mut inbox) = mpsc::channel(CHAIN_EVENT_QUEUE_MAX);
+    let ChainInbound {
+        mut accepted,
+        mut api_calls,
+    } = inbound;
     {
         let events = events.clone();
         tokio::spawn(async move {
@@ -473,6 +518,16 @@ pub(crate) async fn run_chain<E: Env>(
                     outbound: false,
                 };
                 if events.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(call) = api_calls.recv().await {
+                if events.send(ChainEvent::Api(call)).await.is_err() {
                     break;
                 }
             }

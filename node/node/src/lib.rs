@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+pub mod api;
 pub mod chain;
 mod link;
 pub mod membership;
 mod node;
 mod status;
 
+pub use api::{API_PROTOCOL, ApiClient, ApiClientError, ApiRequest, ApiResponse};
 pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
 pub use node::{

@@ -15,7 +15,8 @@ use hm_stoq::{Connection, Endpoint, SelfSignedVerifier, StoqConfig, StoqError};
 use hm_wire::sign::SigningKey;
 use tokio::sync::mpsc;
 
-use crate::chain::{CHAIN_PROTOCOL, ChainConfig, OverlayPeers};
+use crate::api::{API_CALL_QUEUE_MAX, API_PROTOCOL, ApiServer};
+use crate::chain::{CHAIN_PROTOCOL, ChainConfig, ChainInbound, OverlayPeers};
 use crate::link::Link;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
@@ -427,7 +428,11 @@ pub async fn run<E: Env>(
     let me = NodeId(signing_key.verifying_key().fingerprint().0);
 
     let mut stoq_config = StoqConfig::new(config.listen);
-    stoq_config.protocols = vec![MEMBERSHIP_PROTOCOL.to_vec(), CHAIN_PROTOCOL.to_vec()];
+    stoq_config.protocols = vec![
+        MEMBERSHIP_PROTOCOL.to_vec(),
+        CHAIN_PROTOCOL.to_vec(),
+        API_PROTOCOL.to_vec(),
+    ];
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
     stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
     let chain_key = SigningKey::from_bytes(&signing_key.to_bytes())
@@ -451,11 +456,17 @@ pub async fn run<E: Env>(
     let (events, mut inbox) = mpsc::channel(EVENT_QUEUE_MAX);
     let overlay = OverlayPeers::default();
     let (chain_accepted, chain_inbox) = mpsc::channel(CHAIN_ACCEPT_QUEUE_MAX);
+    let (api_calls, api_inbox) = mpsc::channel(API_CALL_QUEUE_MAX);
+    let api = ApiServer::new(config.chain.is_some().then_some(api_calls));
     {
         let endpoint = endpoint.clone();
         let events = events.clone();
         tokio::spawn(async move {
             while let Some(connection) = endpoint.accept().await {
+                if connection.protocol() == API_PROTOCOL {
+                    api.serve(connection);
+                    continue;
+                }
                 if connection.protocol() == CHAIN_PROTOCOL {
                     // Without a chain service nobody reads them: refuse.
                     if chain_accepted.try_send(connection.clone()).is_err() {
@@ -486,7 +497,10 @@ pub async fn run<E: Env>(
                 endpoint,
                 &chain_key,
                 chain,
-                chain_inbox,
+                ChainInbound {
+                    accepted: chain_inbox,
+                    api_calls: api_inbox,
+                },
                 overlay,
                 status.clone(),
             )
@@ -498,6 +512,7 @@ pub async fn run<E: Env>(
         });
     } else {
         drop(chain_inbox);
+        drop(api_inbox);
     }
     status.update(|status| {
         status.running = true;

@@ -4,6 +4,9 @@
 //! hm-node init --data-dir DIR            # create the identity, print node id and public key
 //! hm-node genesis --out genesis.bin --chain-name NAME --validator PUBKEY_HEX:STAKE ...
 //! hm-node --config node.toml             # run (also: hm-node run --config node.toml)
+//! hm-node submit --to [::1]:7001 --put KEY=VALUE [--random N]   # through the node's API
+//! hm-node get --to [::1]:7001 --key KEY  # committed key-value state
+//! hm-node head --to [::1]:7001           # committed height and head hash
 //! ```
 //!
 //! The config names the data dir, the IPv6 listen address and the seed list,
@@ -21,10 +24,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hm_host::HostEnv;
+use hm_host::entropy::OsEntropy;
+use hm_kernel::app::{KvOp, KvTx, KvWorkload};
 use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
-use hm_node::{ChainConfig, NodeConfig, StatusHandle};
-use hm_wire::{Hash, VerifyingKey};
+use hm_node::{ApiClient, ApiRequest, ApiResponse, ChainConfig, NodeConfig, StatusHandle};
+use hm_stoq::{Endpoint, SelfSignedVerifier, StoqConfig};
+use hm_wire::{Hash, SigningKey, VerifyingKey};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Largest config file read.
 const CONFIG_BYTES_MAX: u64 = 1 << 20;
@@ -72,7 +79,34 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Submit key-value transactions through a node's API (`hm/api/1`).
+    Submit {
+        /// The node's address, e.g. "[::1]:7001".
+        #[arg(long)]
+        to: String,
+        /// `KEY=VALUE` to put (repeatable).
+        #[arg(long = "put", value_name = "KEY=VALUE")]
+        puts: Vec<String>,
+        /// Also submit this many random puts (a test workload).
+        #[arg(long, default_value_t = 0)]
+        random: usize,
+    },
+    /// Read a key of the committed key-value state through a node's API.
+    Get {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Print a node's committed height and head hash.
+    Head {
+        #[arg(long)]
+        to: String,
+    },
 }
+
+/// How long a client waits for a node's API.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Validators a genesis command line may list.
 const GENESIS_VALIDATORS_MAX: usize = 256;
@@ -310,6 +344,13 @@ fn main() -> ExitCode {
             }),
             _,
         ) => return report(genesis(&out, &chain_name, &validators, &params)),
+        (Some(Command::Submit { to, puts, random }), _) => {
+            return report(client(&to, |client| submit(client, puts, random)));
+        }
+        (Some(Command::Get { to, key }), _) => {
+            return report(client(&to, |client| get(client, key)));
+        }
+        (Some(Command::Head { to }), _) => return report(client(&to, head)),
         (Some(Command::Run { config }), _) | (None, Some(config)) => config,
         (None, None) => {
             eprintln!(
@@ -319,6 +360,134 @@ fn main() -> ExitCode {
         }
     };
     run(&config_path)
+}
+
+/// Connects to the API at `to` with a throwaway identity and runs `work`.
+fn client<F, Fut>(to: &str, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ApiClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let addr = parse_v6("--to", to)?;
+    // A client keeps nothing: its database lives in a temp dir that goes
+    // away with it.
+    let data_dir = std::env::temp_dir().join(format!("hm-node-client-{}", std::process::id()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let env = HostEnv::open(&data_dir, hm_node::COLUMN_FAMILIES)
+            .with_context(|| format!("cannot open {}", data_dir.display()))?;
+        let key = SigningKey::generate(&OsEntropy);
+        let bind = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0);
+        let mut config = StoqConfig::new(bind);
+        config.protocols = vec![hm_node::API_PROTOCOL.to_vec()];
+        let endpoint = Endpoint::bind(&env, key, config, Arc::new(SelfSignedVerifier))
+            .context("cannot open a STOQ endpoint")?;
+        let client = ApiClient::connect(&endpoint, SocketAddr::V6(addr), API_TIMEOUT)
+            .await
+            .context("is the node running, and is --to its listen address?")?;
+        let result = work(client).await;
+        endpoint.close();
+        result
+    });
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn submit(client: ApiClient, puts: Vec<String>, random: usize) -> anyhow::Result<()> {
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut transactions = Vec::new();
+    for (index, put) in puts.iter().enumerate() {
+        let (key, value) = put
+            .split_once('=')
+            .with_context(|| format!("--put {put:?}: write KEY=VALUE"))?;
+        let tx = KvTx {
+            op: KvOp::Put {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+            },
+            nonce: base.wrapping_add(index as u64),
+        };
+        transactions.push(tx.to_transaction());
+    }
+    let mut workload = KvWorkload::new(1_024, 32, base ^ 0x5eed);
+    for _ in 0..random {
+        transactions.push(workload.next_tx(&OsEntropy));
+    }
+    if transactions.is_empty() {
+        bail!("nothing to submit: give --put KEY=VALUE or --random N");
+    }
+    let mut refused = 0;
+    for batch in transactions.chunks(hm_node::api::API_SUBMIT_TRANSACTIONS_MAX) {
+        match client.call(&ApiRequest::Submit(batch.to_vec())).await? {
+            ApiResponse::Submitted(outcomes) => {
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(id) => println!("submitted {}", id.to_hex()),
+                        Err(reason) => {
+                            refused += 1;
+                            println!("refused {reason}");
+                        }
+                    }
+                }
+            }
+            ApiResponse::Error(reason) => bail!("the node refused the submit: {reason}"),
+            other => bail!("unexpected answer to a submit: {other:?}"),
+        }
+    }
+    client.close();
+    if refused > 0 {
+        bail!("{refused} of {} transactions refused", transactions.len());
+    }
+    Ok(())
+}
+
+async fn get(client: ApiClient, key: String) -> anyhow::Result<()> {
+    let answer = client
+        .call(&ApiRequest::Get {
+            key: key.into_bytes(),
+        })
+        .await?;
+    client.close();
+    match answer {
+        ApiResponse::Value { height, value } => {
+            match value {
+                Some(value) => println!("value {}", String::from_utf8_lossy(&value)),
+                None => println!("value (none)"),
+            }
+            println!("height {height}");
+            Ok(())
+        }
+        ApiResponse::Error(reason) => bail!("the node refused: {reason}"),
+        other => bail!("unexpected answer to a get: {other:?}"),
+    }
+}
+
+async fn head(client: ApiClient) -> anyhow::Result<()> {
+    let answer = client.call(&ApiRequest::Head).await?;
+    client.close();
+    match answer {
+        ApiResponse::Head {
+            height,
+            head,
+            validator,
+        } => {
+            println!("height {height}");
+            println!(
+                "head {}",
+                head.map_or_else(|| "(genesis)".to_string(), |hash| hash.to_hex())
+            );
+            println!("validator {validator}");
+            Ok(())
+        }
+        ApiResponse::Error(reason) => bail!("the node refused: {reason}"),
+        other => bail!("unexpected answer to a head query: {other:?}"),
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

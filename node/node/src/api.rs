@@ -1,0 +1,204 @@
+//! The node's client API (`hm/api/1`): request/response over STOQ on the
+//! node's own endpoint. Clients submit transactions and read committed
+//! key-value state and the chain head; the chain service answers.
+//!
+//! Every request is one STOQ request frame (bounded by
+//! [`API_REQUEST_BYTES_MAX`]); a connection is served one request at a
+//! time, and at most [`API_CONNECTIONS_MAX`] clients are served at once.
+//! A malformed request gets an [`ApiResponse::Error`] naming what was wrong
+//! — the connection stays usable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hm_env::Env;
+use hm_kernel::block::{Height, Transaction};
+use hm_stoq::{Connection, Endpoint};
+use hm_wire::Hash;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// ALPN id of API connections.
+pub const API_PROTOCOL: &[u8] = b"hm/api/1";
+/// Largest encoded request or response.
+pub const API_REQUEST_BYTES_MAX: usize = 1 << 20;
+/// Transactions one `Submit` may carry.
+pub const API_SUBMIT_TRANSACTIONS_MAX: usize = 256;
+/// Clients served at once; more are refused with a reason.
+pub const API_CONNECTIONS_MAX: usize = 64;
+/// API calls waiting for the chain service.
+pub const API_CALL_QUEUE_MAX: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiRequest {
+    /// Admit transactions to the mempool and pass them to the validators.
+    Submit(Vec<Transaction>),
+    /// A key of the committed key-value state.
+    Get { key: Vec<u8> },
+    /// The committed head.
+    Head,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiResponse {
+    /// Per submitted transaction, in order: its id, or why it was refused.
+    Submitted(Vec<Result<Hash, String>>),
+    Value {
+        height: Height,
+        value: Option<Vec<u8>>,
+    },
+    Head {
+        height: Height,
+        head: Option<Hash>,
+        validator: bool,
+    },
+    Error(String),
+}
+
+impl ApiRequest {
+    pub fn decode(bytes: &[u8]) -> Result<ApiRequest, String> {
+        let request: ApiRequest = hm_wire::decode(bytes, API_REQUEST_BYTES_MAX)
+            .map_err(|error| format!("malformed API request: {error}"))?;
+        if let ApiRequest::Submit(transactions) = &request
+            && transactions.len() > API_SUBMIT_TRANSACTIONS_MAX
+        {
+            return Err(format!(
+                "{} transactions in one submit; at most {API_SUBMIT_TRANSACTIONS_MAX}: split the batch",
+                transactions.len()
+            ));
+        }
+        Ok(request)
+    }
+}
+
+/// One API request on its way to the chain service, with where to answer.
+pub(crate) struct ApiCall {
+    pub(crate) request: ApiRequest,
+    pub(crate) reply: oneshot::Sender<ApiResponse>,
+}
+
+/// Serves API connections handed over by the node's accept loop.
+pub(crate) struct ApiServer {
+    calls: Option<mpsc::Sender<ApiCall>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl ApiServer {
+    /// `calls` is `None` when the node runs no chain service.
+    pub(crate) fn new(calls: Option<mpsc::Sender<ApiCall>>) -> ApiServer {
+        ApiServer {
+            calls,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(crate) fn serve(&self, connection: Connection) {
+        if self.active.fetch_add(1, Ordering::AcqRel) >= API_CONNECTIONS_MAX {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            connection.close("api: too many clients; retry later");
+            return;
+        }
+        let calls = self.calls.clone();
+        let active = self.active.clone();
+        tokio::spawn(async move {
+            while let Some(mut incoming) = connection.accept_request().await {
+                let payload = incoming.take_payload();
+                let response = match ApiRequest::decode(&payload) {
+                    Ok(request) => call(calls.as_ref(), request).await,
+                    Err(error) => ApiResponse::Error(error),
+                };
+                if incoming.respond(&hm_wire::encode(&response)).await.is_err() {
+                    break;
+                }
+            }
+            active.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn call(calls: Option<&mpsc::Sender<ApiCall>>, request: ApiRequest) -> ApiResponse {
+    let Some(calls) = calls else {
+        return ApiResponse::Error("this node runs no chain (no [chain] in its config)".into());
+    };
+    let (reply, answer) = oneshot::channel();
+    if calls.try_send(ApiCall { request, reply }).is_err() {
+        return ApiResponse::Error("the chain service is busy or stopped; retry later".into());
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| ApiResponse::Error("the chain service stopped".into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    #[error("cannot reach the node's API at {addr}")]
+    Connect {
+        addr: SocketAddr,
+        source: hm_stoq::StoqError,
+    },
+    #[error("the API request failed")]
+    Request(#[from] hm_stoq::StoqError),
+    #[error("the node's answer is malformed")]
+    Malformed(#[from] hm_wire::WireError),
+}
+
+/// A client of one node's API.
+pub struct ApiClient {
+    connection: Connection,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    /// Connects from `endpoint` (any identity; its `StoqConfig::protocols`
+    /// must include [`API_PROTOCOL`]) to the node at `addr`.
+    pub async fn connect<E: Env>(
+        endpoint: &Endpoint<E>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<ApiClient, ApiClientError> {
+        let connection = endpoint
+            .connect_protocol(addr, API_PROTOCOL, None)
+            .await
+            .map_err(|source| ApiClientError::Connect { addr, source })?;
+        Ok(ApiClient {
+            connection,
+            timeout,
+        })
+    }
+
+    pub async fn call(&self, request: &ApiRequest) -> Result<ApiResponse, ApiClientError> {
+        let bytes = self
+            .connection
+            .request(&hm_wire::encode(request), self.timeout)
+            .await?;
+        Ok(hm_wire::decode(&bytes, API_REQUEST_BYTES_MAX)?)
+    }
+
+    pub fn close(&self) {
+        self.connection.close("api client done");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_oversized_batches_are_refused() {
+        let request = ApiRequest::Submit(vec![Transaction(b"tx".to_vec())]);
+        assert_eq!(
+            ApiRequest::decode(&hm_wire::encode(&request)).expect("decodes"),
+            request
+        );
+        let too_many = ApiRequest::Submit(vec![
+            Transaction(b"t".to_vec());
+            API_SUBMIT_TRANSACTIONS_MAX + 1
+        ]);
+        let error = ApiRequest::decode(&hm_wire::encode(&too_many)).expect_err("refused");
+        assert!(error.contains("split the batch"), "{error}");
+        let error = ApiRequest::decode(b"\xff\xff\xff").expect_err("garbage");
+        assert!(error.starts_with("malformed API request"), "{error}");
+    }
+}

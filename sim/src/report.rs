@@ -72,6 +72,17 @@ pub fn summary(outcome: &RunOutcome) -> String {
             .collect();
         let _ = writeln!(out, "  chain messages: {}", kinds.join(", "));
     }
+    if traffic.commit_intervals > 0 && traffic.own_commits > 0 {
+        let interval_ms = traffic.commit_interval_ms_total as f64 / traffic.commit_intervals as f64;
+        let latency_ms = traffic.own_commit_latency_ms_total as f64 / traffic.own_commits as f64;
+        let _ = writeln!(
+            out,
+            "  chain speed (validators): a commit every {interval_ms:.0} ms ({:.2} commits/s) · own proposal to commit {latency_ms:.1} ms = {:.1} one-way delays of {} ms",
+            1000.0 / interval_ms.max(f64::MIN_POSITIVE),
+            latency_ms / outcome.network_latency_ms.max(f64::MIN_POSITIVE),
+            outcome.network_latency_ms,
+        );
+    }
     let _ = writeln!(out, "  digest {}", outcome.digest);
     if !outcome.passed {
         let _ = writeln!(out, "  reproduce: {}", reproduce_command(outcome));

@@ -48,6 +48,10 @@ pub struct RunOutcome {
     pub simulated_s: f64,
     pub wall_s: f64,
     pub peak_rss_bytes: u64,
+    /// The scenario's mean one-way network latency (the unit of "message
+    /// delays" in the chain speed figure).
+    #[serde(default)]
+    pub network_latency_ms: f64,
     pub counters: Counters,
     pub events_total: u64,
     pub events_per_wall_s: f64,
@@ -68,6 +72,17 @@ pub struct Traffic {
     pub connections_dialed: u64,
     /// Chain message kind → (messages, bytes) sent.
     pub chain_sent_by_kind: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Validators' own proposals committed, and the summed time from
+    /// deciding to propose each to committing it.
+    #[serde(default)]
+    pub own_commits: u64,
+    #[serde(default)]
+    pub own_commit_latency_ms_total: u64,
+    /// Intervals between consecutive commits at validators, and their sum.
+    #[serde(default)]
+    pub commit_intervals: u64,
+    #[serde(default)]
+    pub commit_interval_ms_total: u64,
 }
 
 /// One scheduled change to the universe.
@@ -773,6 +788,12 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             }
             traffic.membership_updates_sent += status.membership_updates_sent;
             traffic.connections_dialed += status.connections_dialed;
+            if status.chain.validator {
+                traffic.own_commits += status.chain.own_commits;
+                traffic.own_commit_latency_ms_total += status.chain.own_commit_latency_ms_total;
+                traffic.commit_intervals += status.chain.commit_intervals;
+                traffic.commit_interval_ms_total += status.chain.commit_interval_ms_total;
+            }
             for (kind, messages, bytes) in &status.chain.sent_by_kind {
                 let total = traffic.chain_sent_by_kind.entry(kind.clone()).or_default();
                 total.0 += messages;
@@ -856,6 +877,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 simulated_s: result.simulated_s,
                 wall_s,
                 peak_rss_bytes: peak_rss_bytes(),
+                network_latency_ms: scenario.network.latency_ms,
                 counters: result.counters,
                 events_total,
                 events_per_wall_s: events_total as f64 / wall_s.max(1e-9),
@@ -885,6 +907,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 simulated_s: 0.0,
                 wall_s,
                 peak_rss_bytes: peak_rss_bytes(),
+                network_latency_ms: scenario.network.latency_ms,
                 counters: Counters::default(),
                 events_total: 0,
                 events_per_wall_s: 0.0,

@@ -157,6 +157,9 @@ pub enum ReplicaOutput {
         block_hash: Hash,
         transactions: usize,
         evidence: usize,
+        /// When this block is our own proposal, the time from deciding to
+        /// propose it to committing it (the latency consensus adds).
+        proposal_to_commit_ms: Option<u64>,
     },
     /// A peer or validator did something wrong; for logs and peer scoring.
     Misbehaviour { peer: Option<Hash>, what: String },
@@ -266,6 +269,9 @@ pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
     head_committed_ms: u64,
     /// A proposal to build once the block interval has passed.
     build_at: Option<(Height, Round, u64)>,
+    /// Our latest proposal (height, block hash, when built), for the
+    /// latency figure in [`ReplicaOutput::Committed`].
+    own_proposal: Option<(Height, Hash, u64)>,
 }
 
 impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E> {
@@ -349,6 +355,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             now,
             head_committed_ms: now.mono_ms,
             build_at: None,
+            own_proposal: None,
         };
         if let Some(core) = replica.core.as_mut() {
             let outputs = core.start();
@@ -702,6 +709,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             proof,
         };
         let block_hash = block.hash();
+        self.own_proposal = Some((height, block_hash, self.now.mono_ms));
         self.insert_pending(
             block_hash,
             PendingBlock {
@@ -1001,12 +1009,23 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         {
             self.build_at = None;
         }
+        let proposal_to_commit_ms = self
+            .own_proposal
+            .filter(|(own_height, own_hash, _)| *own_height == height && *own_hash == block_hash)
+            .map(|(_, _, built_ms)| self.now.mono_ms.saturating_sub(built_ms));
+        if self
+            .own_proposal
+            .is_some_and(|(own_height, _, _)| own_height <= height)
+        {
+            self.own_proposal = None;
+        }
         self.emit(ReplicaOutput::Committed {
             height,
             round,
             block_hash,
             transactions: block.body.transactions.len(),
             evidence: block.body.evidence.len(),
+            proposal_to_commit_ms,
         });
         self.head_header = Some(block.header);
         self.emit(ReplicaOutput::Send {

@@ -108,6 +108,12 @@ struct ChainCounters {
     messages_sent: u64,
     messages_received: u64,
     messages_dropped: u64,
+    own_commits: u64,
+    own_commit_latency_ms_total: u64,
+    commit_intervals: u64,
+    commit_interval_ms_total: u64,
+    /// When the previous commit happened (ms since the shell started).
+    last_commit_ms: Option<u64>,
 }
 
 type NodeReplica<E> = Replica<EnvDisk<E>, KvApp, Signer<EnvDisk<E>, EnvEntropy<E>>, EnvEntropy<E>>;
@@ -151,8 +157,18 @@ impl<E: Env> ChainShell<E> {
                     block_hash,
                     transactions,
                     evidence,
+                    proposal_to_commit_ms,
                     ..
                 } => {
+                    let now_ms = self.now().mono_ms;
+                    if let Some(last) = self.counters.last_commit_ms.replace(now_ms) {
+                        self.counters.commit_intervals += 1;
+                        self.counters.commit_interval_ms_total += now_ms.saturating_sub(last);
+                    }
+                    if let Some(latency_ms) = proposal_to_commit_ms {
+                        self.counters.own_commits += 1;
+                        self.counters.own_commit_latency_ms_total += latency_ms;
+                    }
                     debug_assert_eq!(height as usize, self.committed.len() + 1);
                     if self.committed.len() < STATUS_COMMITTED_MAX {
                         self.committed.push(block_hash);
@@ -429,6 +445,10 @@ impl<E: Env> ChainShell<E> {
             chain.messages_sent = counters.messages_sent;
             chain.messages_received = counters.messages_received;
             chain.messages_dropped = counters.messages_dropped;
+            chain.own_commits = counters.own_commits;
+            chain.own_commit_latency_ms_total = counters.own_commit_latency_ms_total;
+            chain.commit_intervals = counters.commit_intervals;
+            chain.commit_interval_ms_total = counters.commit_interval_ms_total;
             chain.sent_by_kind = counters
                 .sent_by_kind
                 .iter()

@@ -61,6 +61,14 @@ pub struct ChainStatus {
     pub messages_dropped: u64,
     /// `(message kind, messages, bytes)` sent, by kind.
     pub sent_by_kind: Vec<(String, u64, u64)>,
+    /// Own proposals committed, and the summed time from deciding to
+    /// propose each to committing it (consensus latency).
+    pub own_commits: u64,
+    pub own_commit_latency_ms_total: u64,
+    /// Intervals between consecutive commits seen live (not while catching
+    /// up from disk), and their sum: the commit rate.
+    pub commit_intervals: u64,
+    pub commit_interval_ms_total: u64,
 }
 
 /// Shared, cheaply cloned access to a node's status.

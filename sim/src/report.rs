@@ -14,8 +14,14 @@ fn human_count(value: u64) -> String {
 
 /// The command that replays this exact run.
 pub fn reproduce_command(outcome: &RunOutcome) -> String {
+    // A deliberately broken build only reproduces as itself.
+    let features = if cfg!(feature = "broken-skip-lock-check") {
+        "HM_SIM_FEATURES=broken-skip-lock-check "
+    } else {
+        ""
+    };
     format!(
-        "cargo sim run {} --seed {}",
+        "{features}cargo sim run {} --seed {}",
         outcome.scenario_path, outcome.seed
     )
 }

@@ -459,19 +459,22 @@ mod tests {
 
     #[test]
     fn the_shipped_scenarios_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-        #[allow(clippy::disallowed_methods)] // test reads the repo's scenario files
-        let entries = std::fs::read_dir(&dir).expect("scenarios dir");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let mut loaded = 0;
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|ext| ext == "toml") {
-                Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
-                loaded += 1;
+        for dir in [root.clone(), root.join("bench")] {
+            #[allow(clippy::disallowed_methods)] // test reads the repo's scenario files
+            let entries = std::fs::read_dir(&dir).expect("scenarios dir");
+            for entry in entries {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|ext| ext == "toml") {
+                    Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+                    loaded += 1;
+                }
             }
         }
+        // 5 in scenarios/, 3 in scenarios/bench/.
         assert!(
-            loaded >= 2,
+            loaded >= 8,
             "expected the shipped scenarios, found {loaded}"
         );
     }

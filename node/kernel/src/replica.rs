@@ -438,6 +438,33 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         timer.min(sync).min(self.next_status_ms).min(build)
     }
 
+    /// A client submits a batch: each admitted to our mempool (or refused
+    /// with the reason), and the admitted ones sent to the validators in
+    /// one message per [`TRANSACTIONS_PER_MESSAGE_MAX`].
+    pub fn submit_transactions(
+        &mut self,
+        now: Now,
+        transactions: Vec<Transaction>,
+    ) -> Vec<Result<Hash, MempoolError>> {
+        self.now = now;
+        let mut admitted = Vec::new();
+        let outcomes = transactions
+            .into_iter()
+            .map(|tx| {
+                let id = self.mempool.insert(&self.app, tx.clone())?;
+                admitted.push(tx);
+                Ok(id)
+            })
+            .collect();
+        for chunk in admitted.chunks(TRANSACTIONS_PER_MESSAGE_MAX) {
+            self.emit(ReplicaOutput::Send {
+                to: Destination::Validators,
+                message: ChainMessage::Transactions(chunk.to_vec()),
+            });
+        }
+        outcomes
+    }
+
     /// A client submits a transaction: admitted to our mempool and sent to
     /// the validators (who do not forward it again).
     pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
@@ -468,12 +495,14 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             self.build_at = None;
             self.build_proposal(height, round);
         }
-        if self
+        if let Some(sync) = self
             .sync
-            .as_ref()
-            .is_some_and(|sync| now.mono_ms >= sync.sent_at_ms + self.config.sync_timeout_ms)
+            .take_if(|sync| now.mono_ms >= sync.sent_at_ms + self.config.sync_timeout_ms)
         {
-            self.sync = None;
+            // A peer that announced a height and does not serve it (gone,
+            // slow or lying) is forgotten until it announces again, so the
+            // next best peer gets the request.
+            self.peer_heights.remove(&sync.peer);
             self.request_sync();
         }
         if now.mono_ms >= self.next_status_ms {
@@ -484,6 +513,23 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                     height: self.height(),
                 },
             });
+            // Evidence is gossiped once when learned, and later offences of
+            // the same validator are not gossiped at all: re-send what is
+            // still pooled, in case that one message was dropped.
+            if self.is_validator() {
+                let pooled: Vec<Evidence> = self
+                    .evidence_pool
+                    .values()
+                    .take(EVIDENCE_PER_BLOCK_MAX)
+                    .cloned()
+                    .collect();
+                for evidence in pooled {
+                    self.emit(ReplicaOutput::Send {
+                        to: Destination::Validators,
+                        message: ChainMessage::Evidence(evidence),
+                    });
+                }
+            }
         }
     }
 
@@ -1113,6 +1159,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         if self.sync.as_ref().is_some_and(|sync| sync.peer == from) {
             self.sync = None;
         }
+        let progress_from = self.height();
         for block in blocks.into_iter().take(SYNC_BLOCKS_MAX) {
             let height = block.header.height;
             if height <= self.height() {
@@ -1150,6 +1197,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                     break;
                 }
             }
+        }
+        if self.height() == progress_from {
+            // Nothing usable: do not ask this peer again until it announces.
+            self.peer_heights.remove(&from);
         }
         let best = self.peer_heights.values().max().copied().unwrap_or(0);
         if best > self.height() {

@@ -2,8 +2,8 @@
 //! node's own endpoint. Clients submit transactions and read committed
 //! key-value state and the chain head; the chain service answers.
 //!
-//! Every request is one STOQ request frame (bounded by
-//! [`API_REQUEST_BYTES_MAX`]); a connection is served one request at a
+//! Every request is one STOQ request frame (STOQ bounds the frame; the
+//! decoder then refuses more than [`API_REQUEST_BYTES_MAX`]); a connection is served one request at a
 //! time, and at most [`API_CONNECTIONS_MAX`] clients are served at once.
 //! A malformed request gets an [`ApiResponse::Error`] naming what was wrong
 //! — the connection stays usable.
@@ -101,8 +101,10 @@ impl ApiServer {
             return;
         }
         let calls = self.calls.clone();
-        let active = self.active.clone();
+        let slot = Slot(self.active.clone());
         tokio::spawn(async move {
+            // Frees the client slot however this task ends.
+            let _slot = slot;
             while let Some(mut incoming) = connection.accept_request().await {
                 let payload = incoming.take_payload();
                 let response = match ApiRequest::decode(&payload) {
@@ -113,8 +115,16 @@ impl ApiServer {
                     break;
                 }
             }
-            active.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+}
+
+/// One taken client slot of [`ApiServer`], given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -403,13 +403,11 @@ impl<E: Env> ChainShell<E> {
         match request {
             ApiRequest::Submit(transactions) => {
                 let now = self.now();
-                let outcomes = transactions
+                let outcomes = self
+                    .replica
+                    .submit_transactions(now, transactions)
                     .into_iter()
-                    .map(|tx| {
-                        self.replica
-                            .submit_transaction(now, tx)
-                            .map_err(|error| error.to_string())
-                    })
+                    .map(|outcome| outcome.map_err(|error| error.to_string()))
                     .collect();
                 ApiResponse::Submitted(outcomes)
             }

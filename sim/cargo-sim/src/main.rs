@@ -75,6 +75,14 @@ fn cargo(root: &Path, subcommand: &str) -> Command {
     command
 }
 
+/// Adds `--features` from `HM_SIM_FEATURES` (every subcommand that builds).
+fn with_features(command: &mut Command) {
+    if let Some(features) = sim_features() {
+        eprintln!("cargo sim: building hm-sim with features: {features}");
+        command.args(["--features", &features]);
+    }
+}
+
 fn status_code(status: std::io::Result<std::process::ExitStatus>, what: &str) -> ExitCode {
     match status {
         Ok(status) if status.success() => ExitCode::SUCCESS,
@@ -97,10 +105,7 @@ fn build(root: &Path) -> Result<PathBuf, ExitCode> {
         "--bin",
         "hm-sim",
     ]);
-    if let Some(features) = sim_features() {
-        eprintln!("cargo sim: building hm-sim with features: {features}");
-        command.args(["--features", &features]);
-    }
+    with_features(&mut command);
     let code = status_code(command.status(), "cargo build");
     if code != ExitCode::SUCCESS {
         eprintln!("cargo sim: building the simulator failed (see the errors above)");
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         "test" | "clippy" | "check" => {
             let mut command = cargo(&root, &first);
             command.args(["--profile", PROFILE, "-p", "hm-sim"]);
+            with_features(&mut command);
             if first == "clippy" {
                 command.arg("--all-targets");
             }
@@ -143,6 +149,7 @@ fn main() -> ExitCode {
                 "--bin",
                 "hm-sim",
             ]);
+            with_features(&mut command);
             command.args(&args[1..]);
             status_code(command.status(), "cargo install")
         }

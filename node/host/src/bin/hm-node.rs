@@ -369,16 +369,20 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let addr = parse_v6("--to", to)?;
-    // A client keeps nothing: its database lives in a temp dir that goes
-    // away with it.
-    let data_dir = std::env::temp_dir().join(format!("hm-node-client-{}", std::process::id()));
+    // A client keeps nothing: its database lives in a fresh temp dir,
+    // removed once the runtime (and with it every handle on the database)
+    // is gone.
+    let data_dir = tempfile::Builder::new()
+        .prefix("hm-node-client-")
+        .tempdir()
+        .context("cannot create a temp dir for the client")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let env = HostEnv::open(&data_dir, hm_node::COLUMN_FAMILIES)
-            .with_context(|| format!("cannot open {}", data_dir.display()))?;
+        let env = HostEnv::open(data_dir.path(), hm_node::COLUMN_FAMILIES)
+            .with_context(|| format!("cannot open {}", data_dir.path().display()))?;
         let key = SigningKey::generate(&OsEntropy);
         let bind = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0);
         let mut config = StoqConfig::new(bind);
@@ -392,7 +396,8 @@ where
         endpoint.close();
         result
     });
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(runtime);
+    drop(data_dir);
     result
 }
 

@@ -439,8 +439,8 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
     }
 
     /// A client submits a batch: each admitted to our mempool (or refused
-    /// with the reason), and the admitted ones sent to the validators in
-    /// one message per [`TRANSACTIONS_PER_MESSAGE_MAX`].
+    /// with the reason), and the admitted ones sent to the validators (who
+    /// do not forward them again).
     pub fn submit_transactions(
         &mut self,
         now: Now,
@@ -450,31 +450,41 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let mut admitted = Vec::new();
         let outcomes = transactions
             .into_iter()
-            .map(|tx| {
-                let id = self.mempool.insert(&self.app, tx.clone())?;
-                admitted.push(tx);
-                Ok(id)
-            })
+            .map(|tx| self.admit(tx, &mut admitted))
             .collect();
-        for chunk in admitted.chunks(TRANSACTIONS_PER_MESSAGE_MAX) {
+        self.send_to_validators(admitted);
+        outcomes
+    }
+
+    /// [`Replica::submit_transactions`] for one transaction.
+    pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
+        self.now = now;
+        let mut admitted = Vec::new();
+        let outcome = self.admit(tx, &mut admitted);
+        self.send_to_validators(admitted);
+        outcome
+    }
+
+    /// Puts `tx` into the mempool; on success also into `admitted`.
+    fn admit(
+        &mut self,
+        tx: Transaction,
+        admitted: &mut Vec<Transaction>,
+    ) -> Result<Hash, MempoolError> {
+        let id = self.mempool.insert(&self.app, tx.clone())?;
+        admitted.push(tx);
+        Ok(id)
+    }
+
+    /// Sends transactions to the validators, one message per
+    /// [`TRANSACTIONS_PER_MESSAGE_MAX`] (none when there are none).
+    fn send_to_validators(&mut self, transactions: Vec<Transaction>) {
+        for chunk in transactions.chunks(TRANSACTIONS_PER_MESSAGE_MAX) {
             self.emit(ReplicaOutput::Send {
                 to: Destination::Validators,
                 message: ChainMessage::Transactions(chunk.to_vec()),
             });
         }
-        outcomes
-    }
-
-    /// A client submits a transaction: admitted to our mempool and sent to
-    /// the validators (who do not forward it again).
-    pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
-        self.now = now;
-        let id = self.mempool.insert(&self.app, tx.clone())?;
-        self.emit(ReplicaOutput::Send {
-            to: Destination::Validators,
-            message: ChainMessage::Transactions(vec![tx]),
-        });
-        Ok(id)
     }
 
     pub fn handle_tick(&mut self, now: Now) {
@@ -543,18 +553,13 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 let mut admitted = Vec::new();
                 for tx in txs.into_iter().take(TRANSACTIONS_PER_MESSAGE_MAX) {
                     // Duplicates and a full pool are normal under gossip.
-                    if self.mempool.insert(&self.app, tx.clone()).is_ok() {
-                        admitted.push(tx);
-                    }
+                    let _ = self.admit(tx, &mut admitted);
                 }
                 // A follower passes what it newly admitted on towards the
                 // validators; validators keep it. The mempool's duplicate
                 // check ends every forwarding chain.
-                if !self.is_validator() && !admitted.is_empty() {
-                    self.emit(ReplicaOutput::Send {
-                        to: Destination::Validators,
-                        message: ChainMessage::Transactions(admitted),
-                    });
+                if !self.is_validator() {
+                    self.send_to_validators(admitted);
                 }
             }
             ChainMessage::Status { height } => {

@@ -11,7 +11,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::Path;
 
 use hm_env::mem::SeededEntropy;
-use hm_kernel::app::{Application, KvApp, KvWorkload};
+use hm_kernel::app::{Application, BlockContext, KvApp, KvWorkload};
 use hm_kernel::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CommitCertificate, Evidence, Proposal,
     ProposedBlock, SignedProposal, SignedVote, Vote, VoteKind,
@@ -50,7 +50,7 @@ fn main() {
     let transactions = (0..5)
         .map(|_| workload.next_tx(&entropy))
         .collect::<Vec<_>>();
-    let execution = app.execute_block(1, &transactions);
+    let execution = app.execute_block(BlockContext::new(1, 0), &transactions);
     let body = BlockBody {
         transactions: transactions.clone(),
         updates: execution.updates.clone(),
@@ -68,6 +68,7 @@ fn main() {
         updates_root: body.updates_root(),
         evidence_root: body.evidence_root(),
         state_root: execution.state_root,
+        log_head: execution.log_head,
         timestamp_ms: 1_000,
         difficulty: params.work_difficulty_bits,
         time_output: time.time_output,

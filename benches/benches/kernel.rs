@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hm_env::mem::SeededEntropy;
-use hm_kernel::app::{Application, KvApp, KvWorkload};
+use hm_kernel::app::{Application, BlockContext, KvApp, KvWorkload};
 use hm_kernel::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CommitCertificate, SignedVote, Vote, VoteKind,
 };
@@ -36,7 +36,7 @@ fn kernel(c: &mut Criterion) {
     let transactions: Vec<_> = (0..BLOCK_TRANSACTIONS)
         .map(|_| workload.next_tx(&entropy))
         .collect();
-    let execution = app.execute_block(1, &transactions);
+    let execution = app.execute_block(BlockContext::new(1, 0), &transactions);
     let body = BlockBody {
         transactions,
         updates: execution.updates.clone(),
@@ -53,6 +53,7 @@ fn kernel(c: &mut Criterion) {
         updates_root: body.updates_root(),
         evidence_root: body.evidence_root(),
         state_root: execution.state_root,
+        log_head: execution.log_head,
         timestamp_ms: 1_000,
         difficulty: params.work_difficulty_bits,
         time_output,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use hm_env::mem::{MemDisk, SeededEntropy};
 use hm_faults::chain::ChainFault;
-use hm_kernel::app::{Application, KvApp};
+use hm_kernel::app::{Application, BlockContext, KvApp};
 use hm_kernel::chain::ChainStore;
 use hm_kernel::genesis::{Genesis, ProofParams};
 use hm_kernel::proof::{self, ParentInfo, ProofContext};
@@ -330,7 +330,15 @@ pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
         if block.header.previous_hash != parent.hash {
             return Err(format!("block {height} does not link to its parent"));
         }
-        let execution = app.execute_block(height, &block.body.transactions);
+        let execution = app.execute_block(
+            BlockContext::new(height, block.header.timestamp_ms),
+            &block.body.transactions,
+        );
+        if execution.log_head != block.header.log_head {
+            return Err(format!(
+                "block {height}: its log head is not what executing it gives"
+            ));
+        }
         let ctx = ProofContext {
             params: &genesis.proof,
             validators: &validators,

@@ -13,8 +13,8 @@ use hm_wire::{Hash, merkle};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{
-    Height, STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateUpdate, TRANSACTION_BYTES_MAX,
-    Transaction,
+    Height, LogHead, STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateUpdate,
+    TRANSACTION_BYTES_MAX, Transaction,
 };
 
 /// What executing a block produced, before it is committed.
@@ -24,9 +24,30 @@ pub struct Execution {
     pub updates: Vec<StateUpdate>,
     /// The state root after applying `updates`.
     pub state_root: Hash,
+    /// The application's transparency-log head after applying `updates`
+    /// ([`LogHead::empty`] for an application without a log).
+    pub log_head: LogHead,
     /// Per transaction: `Ok` or why it had no effect. A rejected transaction
     /// still occupies its place in the block (the proposer pays for it).
     pub results: Vec<Result<(), TxError>>,
+}
+
+/// What a block tells the application besides its transactions: where it
+/// sits and the proposer's timestamp (agreed by consensus, so the same on
+/// every node: the only clock an application may read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockContext {
+    pub height: Height,
+    pub timestamp_ms: u64,
+}
+
+impl BlockContext {
+    pub fn new(height: Height, timestamp_ms: u64) -> BlockContext {
+        BlockContext {
+            height,
+            timestamp_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,13 +80,19 @@ pub trait Application: Send + 'static {
 
     /// Executes `transactions` on top of the committed state without
     /// changing it.
-    fn execute_block(&self, height: Height, transactions: &[Transaction]) -> Execution;
+    fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution;
 
     /// Applies a committed block's write set. Heights arrive in order.
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError>;
 
     /// Root over the committed state.
     fn state_root(&self) -> Hash;
+
+    /// Head of the committed transparency log; an application without one
+    /// keeps the default.
+    fn log_head(&self) -> LogHead {
+        LogHead::empty()
+    }
 
     /// Height of the last committed block (0 before the first).
     fn committed_height(&self) -> Height;
@@ -178,7 +205,7 @@ impl Application for KvApp {
         KvTx::decode(tx).map(|_| ())
     }
 
-    fn execute_block(&self, _height: Height, transactions: &[Transaction]) -> Execution {
+    fn execute_block(&self, _block: BlockContext, transactions: &[Transaction]) -> Execution {
         // The write set: last write per key wins, as sequential execution.
         let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let results = transactions
@@ -201,6 +228,7 @@ impl Application for KvApp {
         Execution {
             updates,
             state_root: root_of(&next),
+            log_head: LogHead::empty(),
             results,
         }
     }
@@ -286,7 +314,7 @@ mod tests {
     fn execution_does_not_change_state_until_commit() {
         let mut app = KvApp::new();
         let empty_root = app.state_root();
-        let execution = app.execute_block(1, &[put("a", "1", 0), put("b", "2", 1)]);
+        let execution = app.execute_block(BlockContext::new(1, 0), &[put("a", "1", 0), put("b", "2", 1)]);
         assert_eq!(app.state_root(), empty_root);
         assert_ne!(execution.state_root, empty_root);
         app.commit(1, &execution.updates).expect("in order");
@@ -304,7 +332,7 @@ mod tests {
             nonce: 2,
         }
         .to_transaction();
-        let execution = app.execute_block(1, &[put("a", "1", 0), garbage, put("a", "3", 1)]);
+        let execution = app.execute_block(BlockContext::new(1, 0), &[put("a", "1", 0), garbage, put("a", "3", 1)]);
         assert_eq!(execution.results.len(), 3);
         assert!(execution.results[1].is_err());
         assert_eq!(
@@ -314,7 +342,7 @@ mod tests {
                 value: Some(b"3".to_vec())
             }]
         );
-        let deleted = app.execute_block(1, &[put("a", "1", 0), delete]);
+        let deleted = app.execute_block(BlockContext::new(1, 0), &[put("a", "1", 0), delete]);
         assert_eq!(deleted.updates[0].value, None);
         assert_eq!(deleted.state_root, KvApp::new().state_root());
     }
@@ -356,7 +384,7 @@ mod tests {
             let app = KvApp::new();
             let tx = Transaction(bytes);
             let _ = app.check_tx(&tx);
-            let execution = app.execute_block(1, std::slice::from_ref(&tx));
+            let execution = app.execute_block(BlockContext::new(1, 0), std::slice::from_ref(&tx));
             prop_assert_eq!(execution.results.len(), 1);
         }
 
@@ -368,8 +396,8 @@ mod tests {
             let (mut one, mut two) = (KvApp::new(), KvApp::new());
             for (height, chunk) in txs.chunks(5).enumerate() {
                 let height = height as u64 + 1;
-                let a = one.execute_block(height, chunk);
-                let b = two.execute_block(height, chunk);
+                let a = one.execute_block(BlockContext::new(height, 0), chunk);
+                let b = two.execute_block(BlockContext::new(height, 0), chunk);
                 prop_assert_eq!(&a, &b);
                 one.commit(height, &a.updates).expect("in order");
                 two.commit(height, &b.updates).expect("in order");

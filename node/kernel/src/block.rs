@@ -72,6 +72,10 @@ pub struct BlockHeader {
     /// The application's state root after executing this block; validators
     /// recompute it (part of the WorkProof).
     pub state_root: Hash,
+    /// The head of the application's transparency log (RFC 9162) after
+    /// this block; validators recompute it. With the commit certificate it
+    /// anchors every log entry in consensus.
+    pub log_head: LogHead,
     /// Proposer's clock, milliseconds since the Unix epoch; monotone along
     /// the chain, within the max drift of each validator's clock.
     pub timestamp_ms: u64,
@@ -90,6 +94,31 @@ impl BlockHeader {
     /// The block hash.
     pub fn hash(&self) -> Hash {
         hash(HEADER_DOMAIN, &hm_wire::encode(self))
+    }
+}
+
+/// The head of an append-only RFC 9162 Merkle log: how many entries it
+/// holds and the root over them. An application without a log reports
+/// [`LogHead::empty`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LogHead {
+    pub size: u64,
+    pub root: Hash,
+}
+
+impl LogHead {
+    /// The head of a log with no entries (RFC 9162: the hash of nothing).
+    pub fn empty() -> LogHead {
+        LogHead {
+            size: 0,
+            root: merkle::empty_root(),
+        }
+    }
+}
+
+impl Default for LogHead {
+    fn default() -> Self {
+        LogHead::empty()
     }
 }
 

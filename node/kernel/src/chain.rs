@@ -511,7 +511,7 @@ impl<D: Disk> PrivateChainStore<D> {
 mod tests {
     use super::*;
     use crate::block::{
-        BLOCK_VERSION, BlockBody, BlockHeader, CommitCertificate, SignedVote, Vote, VoteKind,
+        BLOCK_VERSION, BlockBody, BlockHeader, CommitCertificate, LogHead, SignedVote, Vote, VoteKind,
     };
     use crate::proof::{ConsensusProof, SpaceProof, StakeProof, TimeProof, WorkProof};
     use crate::validators::ValidatorSet;
@@ -555,6 +555,7 @@ mod tests {
             updates_root: body.updates_root(),
             evidence_root: body.evidence_root(),
             state_root: Hash::default(),
+            log_head: LogHead::empty(),
             timestamp_ms: height * 1000,
             difficulty: 0,
             time_output: Hash::default(),

@@ -19,7 +19,7 @@ use hm_env::{Disk, Entropy, WriteBatch};
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{Application, Execution};
+use crate::app::{Application, BlockContext, Execution};
 use crate::block::{
     BLOCK_BYTES_MAX, BLOCK_TRANSACTION_BYTES_MAX, BLOCK_VERSION, Block, BlockBody, BlockHeader,
     CommitCertificate, EVIDENCE_PER_BLOCK_MAX, Evidence, Height, ProposedBlock, Round,
@@ -307,6 +307,12 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 return Err(ReplicaError::Replay {
                     height,
                     reason: "the replayed state root differs from the block's".into(),
+                });
+            }
+            if app.log_head() != block.header.log_head {
+                return Err(ReplicaError::Replay {
+                    height,
+                    reason: "the replayed log head differs from the block's".into(),
                 });
             }
             head_header = Some(block.header);
@@ -721,7 +727,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .take(EVIDENCE_PER_BLOCK_MAX)
             .cloned()
             .collect();
-        let execution = self.app.execute_block(height, &transactions);
+        let timestamp_ms = self.now.wall_ms.max(parent.timestamp_ms + 1);
+        let execution = self
+            .app
+            .execute_block(BlockContext::new(height, timestamp_ms), &transactions);
         let body = BlockBody {
             transactions,
             updates: execution.updates.clone(),
@@ -738,7 +747,8 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             updates_root: body.updates_root(),
             evidence_root: body.evidence_root(),
             state_root: execution.state_root,
-            timestamp_ms: self.now.wall_ms.max(parent.timestamp_ms + 1),
+            log_head: execution.log_head,
+            timestamp_ms,
             difficulty: params.work_difficulty_bits,
             time_output: time.time_output,
             time_ticks: time.time_ticks,
@@ -889,9 +899,18 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         }
         let execution = self
             .app
-            .execute_block(header.height, &block.body.transactions);
+            .execute_block(
+                BlockContext::new(header.height, header.timestamp_ms),
+                &block.body.transactions,
+            );
         if execution.updates != block.body.updates {
             return Err("the block's state updates differ from executing its transactions".into());
+        }
+        if execution.log_head != header.log_head {
+            return Err(format!(
+                "the header's log head (size {}) differs from executing the block (size {})",
+                header.log_head.size, execution.log_head.size
+            ));
         }
         let ctx = ProofContext {
             params: &self.genesis.proof,

@@ -8,7 +8,7 @@ use hm_wire::{Hash, SigningKey, hash};
 use proptest::prelude::*;
 
 use super::*;
-use crate::block::BLOCK_VERSION;
+use crate::block::{BLOCK_VERSION, LogHead};
 use crate::genesis::Genesis;
 
 const VALIDATORS: usize = 4;
@@ -71,6 +71,7 @@ fn unsigned_header(f: &Fixture, who: usize, parent: &ParentInfo, time: &TimeOutp
         updates_root: hash("test", b"updates"),
         evidence_root: hash("test", b"evidence"),
         state_root: state_root(),
+        log_head: LogHead::empty(),
         timestamp_ms: parent.timestamp_ms + 1_000,
         difficulty: f.params.work_difficulty_bits,
         time_output: time.time_output,

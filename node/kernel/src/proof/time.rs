@@ -272,6 +272,7 @@ mod tests {
             updates_root: Hash::ZERO,
             evidence_root: Hash::ZERO,
             state_root: Hash::ZERO,
+            log_head: crate::block::LogHead::empty(),
             timestamp_ms: 11_000,
             difficulty: 4,
             time_output: output,

@@ -6,11 +6,12 @@
 //! validator signs with its real key and bypasses the double-sign guard on
 //! purpose: this is the behaviour the honest nodes must survive and expose.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use hm_env::Entropy;
-use hm_kernel::block::{SignedVote, Vote};
+use hm_kernel::block::{Height, Round, SignedVote, Vote, VoteKind};
 use hm_kernel::replica::{ChainMessage, Destination};
+use hm_kernel::validators::ValidatorSet;
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +31,28 @@ pub enum ChainFault {
     InvalidProofs,
     /// Sends, besides each message, one of its old messages again.
     Replay,
+    /// Colluding validators split the honest ones without ever signing two
+    /// things for one round (so there is no evidence to find). In a round a
+    /// colluder proposes, they agree on a *chosen* set of honest validators
+    /// just large enough that it and the colluders hold a quorum: the
+    /// proposal and the colluders' prevotes reach only the chosen set (and
+    /// the colluders), so the chosen lock on the block while everyone else
+    /// sees nothing; the colluders' precommits are *held back* (from
+    /// everyone, so not even a colluder commits), so nobody commits and the
+    /// round times out. In a later round of that height, a proposer that never saw the
+    /// polka proposes a fresh block. Validators that honour their lock
+    /// prevote nil, so it cannot pass; the colluders release their held
+    /// precommits after two rounds and the first chosen member commits the
+    /// locked block, the rest catch up by sync. Validators that ignore
+    /// their lock (colluders included) prevote the fresh block — and the
+    /// moment a colluder does, it releases the held precommits: the first
+    /// chosen member commits the old block while the others commit the new
+    /// one. A fork that only the lock prevents.
+    Split,
 }
 
 impl ChainFault {
+    /// The behaviours a scenario gets when it names none.
     pub const ALL: [ChainFault; 4] = [
         ChainFault::Equivocate,
         ChainFault::WithholdVotes,
@@ -50,8 +70,85 @@ pub struct ByzantineValidator<E: Entropy> {
     validators: Vec<Hash>,
     entropy: E,
     history: VecDeque<ChainMessage>,
+    /// `Split`: the committee with stakes, and the colluders (us included).
+    split: Option<SplitPlan>,
     /// Messages rewritten (for reports).
     pub rewrites: u64,
+}
+
+/// Precommits a `Split` colluder holds back: at most one attack at a time.
+pub const SPLIT_HELD_MAX: usize = 16;
+/// Rounds after the attack round at which held precommits are released
+/// anyway, so a committee that honours its locks stays live.
+pub const SPLIT_RELEASE_AFTER_ROUNDS: Round = 2;
+
+/// What `Split` colluders share: the committee and who colludes; and what
+/// this colluder holds back.
+struct SplitPlan {
+    chain_id: Hash,
+    committee: ValidatorSet,
+    colluders: BTreeSet<Hash>,
+    /// The attack in progress: (height, round, value, first chosen member)
+    /// and the precommits held for that member.
+    held: Option<HeldPrecommits>,
+}
+
+struct HeldPrecommits {
+    height: Height,
+    round: Round,
+    value: Hash,
+    target: Hash,
+    messages: Vec<ChainMessage>,
+}
+
+impl SplitPlan {
+    /// Whether a colluder proposes in (height, round): the rounds the
+    /// colluders attack.
+    fn attacks(&self, height: Height, round: Round) -> bool {
+        let index = hm_kernel::consensus::proposer(&self.chain_id, &self.committee, height, round);
+        self.committee
+            .get(index)
+            .is_some_and(|validator| self.colluders.contains(&validator.id))
+    }
+
+    /// The honest validators chosen for (height, round), first member
+    /// first: a rotation of the honest ones picked by the round's hash,
+    /// taken until they and the colluders hold a quorum. Every colluder
+    /// computes the same set.
+    fn chosen(&self, height: Height, round: Round) -> Vec<Hash> {
+        let honest: Vec<(Hash, u64)> = self
+            .committee
+            .iter()
+            .filter(|(_, validator)| !self.colluders.contains(&validator.id))
+            .map(|(_, validator)| (validator.id, validator.stake))
+            .collect();
+        if honest.is_empty() {
+            return Vec::new();
+        }
+        let colluding_stake: u64 = self
+            .committee
+            .iter()
+            .filter(|(_, validator)| self.colluders.contains(&validator.id))
+            .map(|(_, validator)| validator.stake)
+            .sum();
+        let mut seed = [0u8; 12];
+        seed[..8].copy_from_slice(&height.to_le_bytes());
+        seed[8..].copy_from_slice(&round.to_le_bytes());
+        let pick = hm_wire::hash("hm/byzantine/split", &seed);
+        let offset = u64::from_le_bytes(pick.0[..8].try_into().unwrap_or([0; 8]));
+        let start = (offset % honest.len() as u64) as usize;
+        let mut stake = colluding_stake;
+        let mut chosen = Vec::new();
+        for k in 0..honest.len() {
+            let (id, validator_stake) = honest[(start + k) % honest.len()];
+            chosen.push(id);
+            stake += validator_stake;
+            if self.committee.is_quorum(stake) {
+                break;
+            }
+        }
+        chosen
+    }
 }
 
 impl<E: Entropy> ByzantineValidator<E> {
@@ -70,8 +167,31 @@ impl<E: Entropy> ByzantineValidator<E> {
             validators: validators.into_iter().filter(|id| *id != me).collect(),
             entropy,
             history: VecDeque::new(),
+            split: None,
             rewrites: 0,
         }
+    }
+
+    /// A `Split` colluder: it needs the committee's stakes and the other
+    /// colluders to choose the same honest validators as they do.
+    pub fn splitting(
+        key: SigningKey,
+        chain_id: Hash,
+        committee: ValidatorSet,
+        colluders: BTreeSet<Hash>,
+        entropy: E,
+    ) -> Self {
+        let validators = committee.iter().map(|(_, v)| v.id).collect();
+        let mut colluders = colluders;
+        colluders.insert(key.verifying_key().fingerprint());
+        let mut byzantine = Self::new(ChainFault::Split, key, chain_id, validators, entropy);
+        byzantine.split = Some(SplitPlan {
+            chain_id,
+            committee,
+            colluders,
+            held: None,
+        });
+        byzantine
     }
 
     pub fn fault(&self) -> ChainFault {
@@ -107,6 +227,7 @@ impl<E: Entropy> ByzantineValidator<E> {
                 block.proof.work.nonce = block.proof.work.nonce.wrapping_add(1);
                 vec![(to, ChainMessage::Proposal { signed, block })]
             }
+            (ChainFault::Split, message) => self.split(to, message),
             (ChainFault::Replay, message) => {
                 let mut out = Vec::with_capacity(2);
                 if matches!(
@@ -128,6 +249,96 @@ impl<E: Entropy> ByzantineValidator<E> {
             }
             (_, message) => vec![(to, message)],
         }
+    }
+
+    fn split(&mut self, to: Destination, message: ChainMessage) -> Vec<(Destination, ChainMessage)> {
+        let me = self.key.verifying_key().fingerprint();
+        let Some(plan) = self.split.as_mut() else {
+            return vec![(to, message)];
+        };
+        if to != Destination::Validators {
+            return vec![(to, message)];
+        }
+        let (height, round) = match &message {
+            ChainMessage::Proposal { signed, .. } => {
+                (signed.proposal.height, signed.proposal.round)
+            }
+            ChainMessage::Vote(signed) => (signed.vote.height, signed.vote.round),
+            _ => return vec![(to, message)],
+        };
+        let mut out = Vec::new();
+        // Release held precommits when our own core moves on to another
+        // value at that height (only a lock-ignoring core does), after
+        // enough rounds, or at a later height.
+        if let Some(held) = &plan.held {
+            let other_value = matches!(&message, ChainMessage::Vote(signed)
+                if signed.vote.height == held.height
+                    && signed.vote.round > held.round
+                    && signed.vote.block_hash.is_some_and(|value| value != held.value));
+            let late = height > held.height
+                || (height == held.height
+                    && round >= held.round.saturating_add(SPLIT_RELEASE_AFTER_ROUNDS));
+            if (other_value || late)
+                && let Some(held) = plan.held.take()
+            {
+                out.extend(
+                    held.messages
+                        .into_iter()
+                        .map(|held_message| (Destination::Peer(held.target), held_message)),
+                );
+            }
+        }
+        let colluders: Vec<Hash> = plan
+            .colluders
+            .iter()
+            .filter(|id| **id != me)
+            .copied()
+            .collect();
+        if !plan.attacks(height, round) {
+            out.push((to, message));
+            return out;
+        }
+        self.rewrites += 1;
+        let chosen = plan.chosen(height, round);
+        match &message {
+            ChainMessage::Vote(signed)
+                if signed.vote.kind == VoteKind::Precommit && signed.vote.block_hash.is_some() =>
+            {
+                // Only the first chosen member sees it, and only later.
+                if let (Some(target), Some(value)) = (chosen.first(), signed.vote.block_hash) {
+                    let same_attack = plan.held.as_ref().is_some_and(|held| {
+                        held.height == height && held.round == round && held.value == value
+                    });
+                    if !same_attack && let Some(previous) = plan.held.take() {
+                        out.extend(previous.messages.into_iter().map(|held_message| {
+                            (Destination::Peer(previous.target), held_message)
+                        }));
+                    }
+                    let held = plan.held.get_or_insert_with(|| HeldPrecommits {
+                        height,
+                        round,
+                        value,
+                        target: *target,
+                        messages: Vec::new(),
+                    });
+                    if held.messages.len() < SPLIT_HELD_MAX {
+                        held.messages.push(message.clone());
+                    }
+                }
+                // Held from everyone, colluders included: a colluder that
+                // committed would lead the others to the block by sync.
+            }
+            _ => {
+                // The proposal and prevotes: the chosen and the colluders.
+                out.extend(
+                    chosen
+                        .into_iter()
+                        .chain(colluders)
+                        .map(|peer| (Destination::Peer(peer), message.clone())),
+                );
+            }
+        }
+        out
     }
 
     /// A vote of the same kind, height and round for another value.
@@ -248,5 +459,112 @@ mod tests {
         let second = byzantine.rewrite(Destination::Validators, first.clone());
         assert_eq!(second.len(), 2);
         assert_eq!(second[0].1, first);
+    }
+
+    #[test]
+    fn split_colluders_lock_the_chosen_hold_their_precommits_and_release_them_on_a_lock_break() {
+        let entropy = SeededEntropy::new(2, b"split-test");
+        let keys: Vec<SigningKey> = (0..7).map(|_| SigningKey::generate(&entropy)).collect();
+        let set = ValidatorSet::new(keys.iter().map(|k| (k.verifying_key(), 10))).expect("set");
+        let chain_id = hm_wire::hash("test", b"chain");
+        let ids: Vec<Hash> = keys.iter().map(|k| k.verifying_key().fingerprint()).collect();
+        let colluders: BTreeSet<Hash> = ids[5..].iter().copied().collect();
+        let mut splitters: Vec<ByzantineValidator<SeededEntropy>> = keys[5..]
+            .iter()
+            .map(|key| {
+                ByzantineValidator::splitting(
+                    SigningKey::from_bytes(&key.to_bytes()).expect("key"),
+                    chain_id,
+                    set.clone(),
+                    colluders.clone(),
+                    SeededEntropy::new(3, b"split"),
+                )
+            })
+            .collect();
+        let attacked = |height: Height, round: Round| {
+            let index = hm_kernel::consensus::proposer(&chain_id, &set, height, round);
+            colluders.contains(&set.get(index).expect("member").id)
+        };
+        // A height whose round 0 a colluder proposes and whose round 1 an
+        // honest validator proposes.
+        let height = (1..200)
+            .find(|height| attacked(*height, 0) && !attacked(*height, 1))
+            .expect("such a height among 200");
+        let block = hm_wire::hash("test", b"block");
+        let fresh = hm_wire::hash("test", b"fresh block");
+        let vote_of = |splitter: &ByzantineValidator<SeededEntropy>, kind, round, value| {
+            let index = set
+                .index_of(&splitter.key.verifying_key().fingerprint())
+                .expect("member");
+            ChainMessage::Vote(SignedVote::sign(
+                &chain_id,
+                Vote {
+                    kind,
+                    height,
+                    round,
+                    block_hash: Some(value),
+                    validator: index,
+                },
+                &splitter.key,
+                &splitter.entropy,
+            ))
+        };
+        let peers = |out: &[(Destination, ChainMessage)]| -> Vec<Hash> {
+            out.iter()
+                .map(|(to, _)| match to {
+                    Destination::Peer(peer) => *peer,
+                    other => panic!("sent to {other:?}"),
+                })
+                .collect()
+        };
+        let mut chosen_sets = Vec::new();
+        for splitter in &mut splitters {
+            let prevote = vote_of(splitter, VoteKind::Prevote, 0, block);
+            let to = peers(&splitter.rewrite(Destination::Validators, prevote));
+            // 2 colluders (20 of 70) need 3 honest (30) for a quorum (50 >
+            // 46.7); the other colluder hears it too.
+            assert_eq!(to.len(), 3 + 1, "{to:?}");
+            let chosen: Vec<Hash> = to[..3].to_vec();
+            assert!(chosen.iter().all(|peer| !colluders.contains(peer)));
+            assert!(colluders.contains(&to[3]));
+            // The precommit reaches nobody for now: it is held.
+            let precommit = vote_of(splitter, VoteKind::Precommit, 0, block);
+            assert!(
+                splitter
+                    .rewrite(Destination::Validators, precommit.clone())
+                    .is_empty()
+            );
+            // Round 1 is not attacked: messages go to every validator.
+            let honest_round = vote_of(splitter, VoteKind::Precommit, 1, block);
+            assert_eq!(
+                splitter.rewrite(Destination::Validators, honest_round.clone()),
+                vec![(Destination::Validators, honest_round)]
+            );
+            // A lock-ignoring core prevotes a fresh block in round 1: the
+            // held precommit goes to the first chosen member first.
+            let lock_break = vote_of(splitter, VoteKind::Prevote, 1, fresh);
+            let out = splitter.rewrite(Destination::Validators, lock_break.clone());
+            assert_eq!(out.len(), 2, "{out:?}");
+            assert_eq!(out[0], (Destination::Peer(chosen[0]), precommit));
+            assert_eq!(out[1], (Destination::Validators, lock_break));
+            chosen_sets.push(chosen);
+        }
+        assert_eq!(
+            chosen_sets[0], chosen_sets[1],
+            "colluders choose the same honest validators"
+        );
+        // With the lock honoured, held precommits go out after two rounds.
+        let splitter = &mut splitters[0];
+        let precommit = vote_of(splitter, VoteKind::Precommit, 0, block);
+        splitter.rewrite(Destination::Validators, precommit.clone());
+        let nil_later = ChainMessage::Status { height: 1 };
+        assert_eq!(
+            splitter.rewrite(Destination::Validators, nil_later.clone()),
+            vec![(Destination::Validators, nil_later)],
+            "messages without a round leave held precommits alone"
+        );
+        let round_two = vote_of(splitter, VoteKind::Prevote, 2, block);
+        let out = splitter.rewrite(Destination::Validators, round_two);
+        assert_eq!(out[0], (Destination::Peer(chosen_sets[0][0]), precommit));
     }
 }

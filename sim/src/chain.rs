@@ -105,6 +105,10 @@ impl ChainSetup {
             config.workload_interval_ms = chain.workload_interval_ms;
         }
         config.byzantine = Self::fault_of(chain, index);
+        config.byzantine_colluders = (0..chain.validators)
+            .filter(|other| Self::fault_of(chain, *other) == Some(ChainFault::Split))
+            .map(|other| self.keys[other as usize].verifying_key().fingerprint())
+            .collect();
         config
     }
 }

@@ -61,6 +61,9 @@ pub struct ChainConfig {
     /// Byzantine validator behaviour (simulator only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<hm_faults::chain::ChainFault>,
+    /// The validators colluding with this one (`Split` needs to know them).
+    #[cfg(feature = "byzantine")]
+    pub byzantine_colluders: Vec<Hash>,
 }
 
 impl ChainConfig {
@@ -74,6 +77,8 @@ impl ChainConfig {
             connect_timeout_ms: 5_000,
             #[cfg(feature = "byzantine")]
             byzantine: None,
+            #[cfg(feature = "byzantine")]
+            byzantine_colluders: Vec::new(),
         }
     }
 }
@@ -577,13 +582,23 @@ pub(crate) async fn run_chain<E: Env>(
         let key = SigningKey::from_bytes(&signing_key.to_bytes())
             .map_err(|error| NodeError::Identity(error.to_string()))?;
         tracing::warn!(?fault, "byzantine: this validator misbehaves");
-        shell.byzantine = Some(hm_faults::chain::ByzantineValidator::new(
-            fault,
-            key,
-            chain_id,
-            shell.validators.iter().copied().collect(),
-            EnvEntropy(env.clone()),
-        ));
+        shell.byzantine = Some(if fault == hm_faults::chain::ChainFault::Split {
+            hm_faults::chain::ByzantineValidator::splitting(
+                key,
+                chain_id,
+                validator_set.clone(),
+                shell.config.byzantine_colluders.iter().copied().collect(),
+                EnvEntropy(env.clone()),
+            )
+        } else {
+            hm_faults::chain::ByzantineValidator::new(
+                fault,
+                key,
+                chain_id,
+                shell.validators.iter().copied().collect(),
+                EnvEntropy(env.clone()),
+            )
+        });
     }
     // Blocks already on disk count as committed for the checkers.
     for height in 1..=shell.replica.height() {

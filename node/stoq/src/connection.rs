@@ -7,6 +7,11 @@
 //! application are charged to a per-connection byte budget; readers wait for
 //! budget, which back-pressures the peer through QUIC flow control instead of
 //! growing memory.
+//!
+//! A peer may re-authenticate a live connection with new identity bytes (a
+//! `Reauth` uni stream, see [`crate::identity`]); that is just another stream,
+//! so in-flight messages and requests are unaffected. The newest accepted
+//! bytes are [`Connection::peer_extra`]; a refused one closes the connection.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,24 +27,26 @@ use hm_env::Clock;
 use quinn::{
     ReadError, ReadExactError, ReadToEndError, RecvStream, SendStream, VarInt, WriteError,
 };
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::StoqConfig;
 use crate::endpoint::EndpointCounters;
-use crate::error::StoqError;
+use crate::error::{IdentityError, StoqError};
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkHeader, FrameError, KIND_MESSAGE, KIND_REQUEST, LENGTH_BYTES,
-    STATUS_OK, StreamKind, decode_length, decode_status, encode_prefixed_header,
+    CHUNK_HEADER_BYTES, ChunkHeader, FrameError, KIND_MESSAGE, KIND_REAUTH, KIND_REQUEST,
+    LENGTH_BYTES, REAUTH_FRAME_BYTES_MAX, ReauthFrame, STATUS_OK, StreamKind, decode_length,
+    decode_status, encode_prefixed_header,
 };
-use crate::identity::{PeerIdentity, node_id_hex};
+use crate::identity::{PeerIdentity, PeerVerifier, Role, check_reauth, exporter, node_id_hex};
 
 /// Application close codes STOQ uses (QUIC CONNECTION_CLOSE, application space).
 pub mod close_code {
     /// Closed by the application (`Connection::close`, or every handle dropped).
     pub const NORMAL: u32 = 0;
-    /// The peer's identity binding failed or the verifier refused it.
+    /// The peer's identity binding (at the handshake or in a
+    /// re-authentication) failed, or the verifier refused it.
     pub const IDENTITY_FAILED: u32 = 1;
-    /// Malformed bytes on a stream.
+    /// Malformed bytes on a stream (including a malformed re-authentication).
     pub const PROTOCOL_VIOLATION: u32 = 2;
     /// A frame announced more bytes than our limit.
     pub const FRAME_TOO_LARGE: u32 = 3;
@@ -96,6 +103,16 @@ pub struct ConnectionStats {
     /// Unreliable datagrams (`send_datagram` / `recv_datagram`).
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
+    /// Re-authentications we sent on this connection ([`crate::Endpoint::present`]).
+    pub reauths_sent: u64,
+    /// The peer's re-authentications accepted (each a newer generation).
+    pub reauths_accepted: u64,
+    /// The peer's re-authentications refused (bad signature, other key,
+    /// malformed, or refused by the verifier); each closes the connection.
+    pub reauths_refused: u64,
+    /// The peer's re-authentications ignored because a newer (or the same)
+    /// generation was already accepted: reordered streams or replays.
+    pub reauths_stale: u64,
 }
 
 #[derive(Debug, Default)]
@@ -109,13 +126,17 @@ struct Counters {
     responses_sent: AtomicU64,
     datagrams_sent: AtomicU64,
     datagrams_received: AtomicU64,
+    reauths_sent: AtomicU64,
+    reauths_accepted: AtomicU64,
+    reauths_refused: AtomicU64,
+    reauths_stale: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing here panics while holding a lock; if something did, the data
     // (counters, buffers) is still consistent enough to keep serving.
     mutex
@@ -156,11 +177,28 @@ struct AssemblyState {
 
 type AssemblySlot = Arc<OnceCell<Arc<Assembly>>>;
 
+/// The peer's newest accepted identity bytes.
+#[derive(Debug, Clone)]
+struct PeerCurrent {
+    /// 0: the handshake's bytes; else the generation of the re-authentication.
+    generation: u64,
+    extra: Arc<Vec<u8>>,
+}
+
 pub(crate) struct Shared {
     /// Negotiated ALPN protocol id.
     protocol: Vec<u8>,
     quic: quinn::Connection,
+    /// The identity proven at the handshake; never changes.
     peer: PeerIdentity,
+    /// Our end: `Client` if we dialed, `Server` if we accepted. The peer's
+    /// re-authentications are checked against the other role's exporter.
+    role: Role,
+    /// The endpoint's verifier, asked again at each re-authentication.
+    verifier: Arc<dyn PeerVerifier>,
+    /// Newest accepted identity bytes; the watch serialises updates (only a
+    /// newer generation replaces the value) and wakes waiters.
+    current: watch::Sender<PeerCurrent>,
     remote: SocketAddrV6,
     clock: Arc<dyn Clock>,
     limits: Limits,
@@ -174,6 +212,15 @@ pub(crate) struct Shared {
     endpoint_counters: Arc<EndpointCounters>,
 }
 
+/// The ALPN protocol a completed handshake settled on (rustls refuses a
+/// client offering none of ours, so there is one).
+pub(crate) fn negotiated_protocol(quic: &quinn::Connection) -> Vec<u8> {
+    quic.handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .unwrap_or_default()
+}
+
 /// Why serving one stream stopped early.
 enum Fault {
     /// The peer broke the protocol: close the connection.
@@ -182,6 +229,9 @@ enum Fault {
     Stalled,
     /// The stream or connection went away; nothing to do.
     Gone,
+    /// A re-authentication failed (bad or refused identity, or a malformed
+    /// frame): close the connection and count an identity failure.
+    Identity { code: u32, reason: String },
 }
 
 impl From<FrameError> for Fault {
@@ -257,6 +307,22 @@ impl Shared {
         self.close_with(code, reason);
     }
 
+    /// Closes the connection because the peer's re-authentication failed;
+    /// logged and counted like a handshake refusal.
+    fn identity_failure(&self, code: u32, reason: &str) {
+        tracing::warn!(
+            peer = %node_id_hex(&self.peer.node_id),
+            remote = %self.remote,
+            code,
+            reason,
+            "closing connection: the peer's re-authentication failed"
+        );
+        bump(&self.endpoint_counters.identity_failures, 1);
+        bump(&self.endpoint_counters.reauths_refused, 1);
+        bump(&self.counters.reauths_refused, 1);
+        self.close_with(code, reason);
+    }
+
     fn close_with(&self, code: u32, reason: &str) {
         lock(&self.local_close_reason).get_or_insert_with(|| reason.to_string());
         self.quic
@@ -274,6 +340,7 @@ impl Shared {
                 }
             }
             Fault::Gone => {}
+            Fault::Identity { code, reason } => self.identity_failure(code, &reason),
         }
     }
 
@@ -304,6 +371,61 @@ impl Shared {
         tokio::select! {
             sent = queue.send(item) => sent.map_err(|_| Fault::Gone),
             _ = self.quic.closed() => Err(Fault::Gone),
+        }
+    }
+
+    /// Opens a uni stream and writes `header` and `payload`, within the
+    /// stream deadline (a peer that stops granting credit cannot hold us).
+    async fn write_uni(&self, header: &[u8], payload: &[u8]) -> Result<(), StoqError> {
+        let timeout = self.limits.stream_timeout;
+        let write = async {
+            let mut send = self.quic.open_uni().await?;
+            send.write_all(header).await.map_err(write_error)?;
+            send.write_all(payload).await.map_err(write_error)?;
+            send.finish().map_err(StoqError::stream)?;
+            Ok::<(), StoqError>(())
+        };
+        hm_env::timeout(&*self.clock, timeout, write)
+            .await
+            .map_err(|_| StoqError::Timeout {
+                timeout_ms: millis(timeout),
+            })?
+    }
+
+    /// Our end of the connection.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn quic(&self) -> &quinn::Connection {
+        &self.quic
+    }
+
+    /// Closed (by either side or the transport): no more re-authentications.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.quic.close_reason().is_some()
+    }
+
+    /// Sends one encoded [`ReauthFrame`] on its own uni stream. Counted;
+    /// a failure is logged at debug and counted, never fatal.
+    pub(crate) async fn send_reauth(&self, generation: u64, body: &[u8]) {
+        debug_assert!(body.len() <= REAUTH_FRAME_BYTES_MAX);
+        let header = encode_prefixed_header(KIND_REAUTH, body.len());
+        match self.write_uni(&header, body).await {
+            Ok(()) => {
+                bump(&self.counters.reauths_sent, 1);
+                bump(&self.endpoint_counters.reauths_sent, 1);
+            }
+            Err(error) => {
+                bump(&self.endpoint_counters.reauth_send_failures, 1);
+                tracing::debug!(
+                    peer = %node_id_hex(&self.peer.node_id),
+                    remote = %self.remote,
+                    generation,
+                    %error,
+                    "re-authentication not sent"
+                );
+            }
         }
     }
 
@@ -391,10 +513,95 @@ async fn serve_uni(
                 .await
         }
         StreamKind::Chunk => serve_chunk(shared, recv, queue, deadline).await,
+        StreamKind::Reauth => serve_reauth(shared, recv, deadline).await,
         other => Err(violation(format!(
             "a {other:?} stream must be bidirectional"
         ))),
     }
+}
+
+/// Reads, checks and applies one re-authentication from the peer.
+///
+/// Not charged to the receive budget: it must not wait for the application
+/// to drain messages, and it is bounded anyway (REAUTH_FRAME_BYTES_MAX per
+/// stream, at most `max_concurrent_uni_streams` streams at once).
+async fn serve_reauth(
+    shared: &Arc<Shared>,
+    recv: &mut RecvStream,
+    deadline: Instant,
+) -> Result<(), Fault> {
+    let prefix = read_header::<LENGTH_BYTES>(shared, recv, deadline).await?;
+    let len = decode_length(prefix, REAUTH_FRAME_BYTES_MAX)?;
+    let body = read_payload(shared, recv, len, deadline).await?;
+    let frame = ReauthFrame::decode(&body).map_err(|error| Fault::Identity {
+        code: close_code::PROTOCOL_VIOLATION,
+        reason: format!("malformed re-authentication: {error}"),
+    })?;
+    let generation = frame.generation;
+    let refused = |error: IdentityError| Fault::Identity {
+        code: close_code::IDENTITY_FAILED,
+        reason: format!("re-authentication (generation {generation}) refused: {error}"),
+    };
+    let peer_exporter = exporter(&shared.quic, shared.role.peer()).map_err(refused)?;
+    check_reauth(&frame, &peer_exporter, &shared.peer.public_key).map_err(refused)?;
+    // A genuine but older (or repeated) binding: two re-authentications'
+    // streams can arrive out of order, and only the newest counts.
+    let stale = |current: u64| -> Result<(), Fault> {
+        bump(&shared.counters.reauths_stale, 1);
+        bump(&shared.endpoint_counters.reauths_stale, 1);
+        tracing::debug!(
+            peer = %node_id_hex(&shared.peer.node_id),
+            generation,
+            current,
+            "ignoring a stale re-authentication"
+        );
+        Ok(())
+    };
+    let current = shared.current.borrow().generation;
+    if generation <= current {
+        return stale(current);
+    }
+    let identity = PeerIdentity {
+        node_id: shared.peer.node_id,
+        public_key: shared.peer.public_key.clone(),
+        extra: frame.binding.extra,
+        protocol: shared.protocol.clone(),
+        reauthentication: true,
+    };
+    // Outside the lock: a verifier may take a while (certificate checks).
+    shared.verifier.verify(&identity).map_err(|reason| {
+        refused(IdentityError::Refused {
+            node_id: node_id_hex(&identity.node_id),
+            reason,
+        })
+    })?;
+    let extra = Arc::new(identity.extra);
+    let mut current = 0;
+    let accepted = shared.current.send_if_modified(|now| {
+        current = now.generation;
+        if generation <= now.generation {
+            return false;
+        }
+        *now = PeerCurrent {
+            generation,
+            extra: extra.clone(),
+        };
+        true
+    });
+    if !accepted {
+        // A newer one was accepted while the verifier ran.
+        return stale(current);
+    }
+    bump(&shared.counters.reauths_accepted, 1);
+    bump(&shared.endpoint_counters.reauths_accepted, 1);
+    tracing::debug!(
+        peer = %node_id_hex(&shared.peer.node_id),
+        remote = %shared.remote,
+        generation,
+        extra_bytes = extra.len(),
+        "peer re-authenticated"
+    );
+    Ok(())
 }
 
 async fn serve_chunk(
@@ -625,11 +832,13 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Starts serving an identity-verified QUIC connection.
+    /// Starts serving an identity-verified QUIC connection; `role` is our end.
     pub(crate) fn start(
         quic: quinn::Connection,
         peer: PeerIdentity,
+        role: Role,
         clock: Arc<dyn Clock>,
+        verifier: Arc<dyn PeerVerifier>,
         config: &StoqConfig,
         endpoint_counters: Arc<EndpointCounters>,
     ) -> Connection {
@@ -640,17 +849,18 @@ impl Connection {
         };
         let (messages_tx, messages_rx) = mpsc::channel(INCOMING_MESSAGES_MAX);
         let (requests_tx, requests_rx) = mpsc::channel(INCOMING_REQUESTS_MAX);
-        // The handshake completed, so ALPN settled on one of our protocols
-        // (rustls refuses a client offering none of ours).
-        let protocol = quic
-            .handshake_data()
-            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-            .and_then(|data| data.protocol)
-            .unwrap_or_default();
+        let protocol = negotiated_protocol(&quic);
+        let (current, _) = watch::channel(PeerCurrent {
+            generation: 0,
+            extra: Arc::new(peer.extra.clone()),
+        });
         let shared = Arc::new(Shared {
             protocol,
             quic,
             peer,
+            role,
+            verifier,
+            current,
             remote,
             clock,
             limits: Limits {
@@ -680,9 +890,42 @@ impl Connection {
         &self.handle.shared
     }
 
-    /// The peer's proven identity.
+    /// The serving state, for the endpoint's registry of live connections
+    /// (which must not keep a connection open, hence weak).
+    pub(crate) fn downgrade(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.handle.shared)
+    }
+
+    /// The peer's identity as proven at the handshake. Its `extra` is the
+    /// handshake's bytes and never changes; the peer may later
+    /// re-authenticate with new bytes: see [`Connection::peer_extra`].
     pub fn peer(&self) -> &PeerIdentity {
         &self.shared().peer
+    }
+
+    /// The peer's newest accepted identity bytes: the handshake's until the
+    /// peer re-authenticates, then those of its newest re-authentication
+    /// (signature checked, same key, accepted by the verifier).
+    pub fn peer_extra(&self) -> Arc<Vec<u8>> {
+        self.shared().current.borrow().extra.clone()
+    }
+
+    /// The generation of [`Connection::peer_extra`]: 0 for the handshake's
+    /// bytes, else the generation the peer's endpoint gave the accepted
+    /// re-authentication (increasing, not necessarily by one).
+    pub fn peer_generation(&self) -> u64 {
+        self.shared().current.borrow().generation
+    }
+
+    /// Waits until the peer's accepted generation is at least `at_least`;
+    /// returns it (or the current one if the connection state went away).
+    #[cfg(test)]
+    pub(crate) async fn wait_peer_generation(&self, at_least: u64) -> u64 {
+        let mut current = self.shared().current.subscribe();
+        current
+            .wait_for(|current| current.generation >= at_least)
+            .await
+            .map_or_else(|_| self.peer_generation(), |current| current.generation)
     }
 
     /// The application protocol (ALPN id) this connection was opened for.
@@ -716,23 +959,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Opens a uni stream and writes `header` and `payload`, within the
-    /// stream deadline (a peer that stops granting credit cannot hold us).
     async fn write_uni(&self, header: &[u8], payload: &[u8]) -> Result<(), StoqError> {
-        let shared = self.shared();
-        let timeout = shared.limits.stream_timeout;
-        let write = async {
-            let mut send = shared.quic.open_uni().await?;
-            send.write_all(header).await.map_err(write_error)?;
-            send.write_all(payload).await.map_err(write_error)?;
-            send.finish().map_err(StoqError::stream)?;
-            Ok::<(), StoqError>(())
-        };
-        hm_env::timeout(&*shared.clock, timeout, write)
-            .await
-            .map_err(|_| StoqError::Timeout {
-                timeout_ms: millis(timeout),
-            })?
+        self.shared().write_uni(header, payload).await
     }
 
     /// Sends a message of up to `large_message_bytes_max`, cut into chunks of
@@ -894,6 +1122,10 @@ impl Connection {
             responses_sent: get(&counters.responses_sent),
             datagrams_sent: get(&counters.datagrams_sent),
             datagrams_received: get(&counters.datagrams_received),
+            reauths_sent: get(&counters.reauths_sent),
+            reauths_accepted: get(&counters.reauths_accepted),
+            reauths_refused: get(&counters.reauths_refused),
+            reauths_stale: get(&counters.reauths_stale),
         }
     }
 
@@ -901,6 +1133,11 @@ impl Connection {
     /// on both sides fail.
     pub fn close(&self, reason: &str) {
         self.shared().close_with(close_code::NORMAL, reason);
+    }
+
+    /// Closes the connection with `BUSY` (the endpoint is at a limit).
+    pub(crate) fn close_busy(&self, reason: &str) {
+        self.shared().close_with(close_code::BUSY, reason);
     }
 
     /// Waits until the connection is closed, for any reason.
@@ -956,6 +1193,8 @@ impl IncomingRequest {
         std::mem::take(&mut self.payload)
     }
 
+    /// The requester's identity as proven at the handshake (see
+    /// [`Connection::peer`]).
     pub fn peer(&self) -> &PeerIdentity {
         &self.shared.peer
     }

@@ -1,11 +1,16 @@
 //! The STOQ endpoint: one quinn endpoint on one Env socket, dialing and
 //! accepting connections whose FALCON identity is checked before anyone sees
 //! them.
+//!
+//! The endpoint also owns its identity bytes (`extra`, e.g. a certificate):
+//! [`Endpoint::present`] replaces them for future handshakes and
+//! re-authenticates every live connection with them, which it finds in a
+//! bounded registry of weak references.
 
 use std::fmt;
 use std::net::{SocketAddr, SocketAddrV6};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hm_env::{Clock, Entropy, Env, Net};
@@ -13,15 +18,16 @@ use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 
 use crate::config::{StoqConfig, check_dialable, check_ipv6};
-use crate::connection::{Connection, close_code};
-use crate::error::{IdentityError, StoqError};
+use crate::connection::{Connection, Shared, close_code, lock};
+use crate::error::{ConfigError, IdentityError, StoqError};
 use crate::frame::{
-    IDENTITY_FRAME_BYTES_MAX, IdentityBinding, KIND_IDENTITY, LENGTH_BYTES, StreamKind,
-    decode_length, encode_prefixed_header,
+    IDENTITY_EXTRA_BYTES_MAX, IDENTITY_FRAME_BYTES_MAX, IdentityBinding, KIND_IDENTITY,
+    LENGTH_BYTES, StreamKind, decode_length, encode_prefixed_header,
 };
 use crate::glue::{EnvClock, EnvRuntime, EnvSocket};
 use crate::identity::{
-    NodeId, PeerIdentity, PeerVerifier, Role, check_binding, exporter, make_binding, node_id_hex,
+    NodeId, PeerIdentity, PeerVerifier, Role, check_binding, exporter, make_binding, make_reauth,
+    node_id_hex,
 };
 use crate::keys::SigningKey;
 use crate::tls::{SERVER_NAME, TlsIdentity, rustls_client_config, rustls_server_config};
@@ -32,6 +38,19 @@ pub const ACCEPT_QUEUE_MAX: usize = 128;
 /// Inbound handshakes in progress at once; more are refused at the QUIC
 /// level (cheap), which bounds the signing/verifying work a flood can cause.
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Live connections (dialed plus accepted, every protocol) one endpoint
+/// tracks so [`Endpoint::present`] can re-authenticate them. Far above any
+/// node's fan-out (a thousand peers times a few protocols, both directions),
+/// and each entry is one weak pointer (512 KiB at the limit) while each live
+/// connection costs quinn far more, so this only stops a leak of connection
+/// handles from growing the registry without bound. A connection beyond it
+/// is closed with `BUSY`: one that could not be re-authenticated would keep
+/// showing its peer stale identity bytes.
+pub const LIVE_CONNECTIONS_MAX: usize = 65_536;
+/// The registry is pruned of closed connections when it reaches twice its
+/// size after the last pruning, but never below this, so pruning costs O(1)
+/// per registered connection on average.
+const LIVE_CONNECTIONS_PRUNE_MIN: usize = 64;
 
 /// Endpoint-wide counters. `identity_failures_total` is what the simulator
 /// checks: an honest node must never hand out a connection whose identity
@@ -44,6 +63,11 @@ pub struct EndpointCounters {
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) protocol_violations: AtomicU64,
+    pub(crate) reauths_sent: AtomicU64,
+    pub(crate) reauth_send_failures: AtomicU64,
+    pub(crate) reauths_accepted: AtomicU64,
+    pub(crate) reauths_refused: AtomicU64,
+    pub(crate) reauths_stale: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +77,9 @@ pub struct EndpointStats {
     /// Outbound connections verified and returned by `connect`.
     pub connections_dialed_total: u64,
     /// Peers whose identity binding failed or whose key the verifier refused
-    /// (both directions). None of them was ever handed to the application.
+    /// (both directions), at the handshake (none of them was ever handed to
+    /// the application) or in a re-authentication (that connection was
+    /// closed).
     pub identity_failures_total: u64,
     /// Handshakes that failed for other reasons: TLS, timeout, lost packets.
     pub handshake_failures_total: u64,
@@ -62,6 +88,54 @@ pub struct EndpointStats {
     pub handshakes_refused_total: u64,
     /// Connections closed because the peer broke the framing rules.
     pub protocol_violations_total: u64,
+    /// Re-authentications sent on live connections by [`Endpoint::present`].
+    pub reauths_sent_total: u64,
+    /// Re-authentications that could not be signed or sent (the connection
+    /// closed, the peer gave no stream credit in time); never fatal.
+    pub reauth_send_failures_total: u64,
+    /// Peers' re-authentications accepted (signature, key and verifier).
+    pub reauths_accepted_total: u64,
+    /// Peers' re-authentications refused; each closed its connection and is
+    /// also in `identity_failures_total`.
+    pub reauths_refused_total: u64,
+    /// Peers' re-authentications ignored as older than (or as old as) one
+    /// already accepted on the same connection.
+    pub reauths_stale_total: u64,
+}
+
+/// This endpoint's identity bytes and the live connections that must hear
+/// when they change.
+struct Presence {
+    /// Signed into every handshake binding and re-authentication.
+    extra: Arc<Vec<u8>>,
+    /// 0 for the configured bytes; [`Endpoint::present`] adds one.
+    generation: u64,
+    /// At most [`LIVE_CONNECTIONS_MAX`]; weak so it never keeps a
+    /// connection open.
+    live: Vec<Weak<Shared>>,
+    /// Prune when `live` reaches this length.
+    prune_at: usize,
+}
+
+impl Presence {
+    fn new(extra: Vec<u8>) -> Self {
+        Self {
+            extra: Arc::new(extra),
+            generation: 0,
+            live: Vec::new(),
+            prune_at: LIVE_CONNECTIONS_PRUNE_MIN,
+        }
+    }
+
+    /// Drops closed and freed connections.
+    fn prune(&mut self) {
+        self.live.retain(|weak| {
+            weak.strong_count() > 0 && weak.upgrade().is_some_and(|shared| !shared.is_closed())
+        });
+        self.prune_at =
+            (self.live.len() * 2).clamp(LIVE_CONNECTIONS_PRUNE_MIN, LIVE_CONNECTIONS_MAX);
+        debug_assert!(self.live.len() <= LIVE_CONNECTIONS_MAX);
+    }
 }
 
 /// What the accept loop and handshakes share.
@@ -74,10 +148,22 @@ struct Context<E: Env> {
     config: StoqConfig,
     counters: Arc<EndpointCounters>,
     handshakes_in_flight: AtomicUsize,
+    presence: Mutex<Presence>,
     /// Byzantine fault for tests and the simulator: sign an exporter value
     /// of the wrong role, which a correct peer must refuse.
     #[cfg(any(test, feature = "byzantine"))]
     forge_binding: std::sync::atomic::AtomicBool,
+    /// Test hook: hold the next successful dial between its identity
+    /// exchange and its registration.
+    #[cfg(test)]
+    dial_gate: Mutex<Option<DialGate>>,
+}
+
+/// See [`Endpoint::hold_next_dial`].
+#[cfg(test)]
+pub(crate) struct DialGate {
+    reached: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
 }
 
 struct Inner<E: Env> {
@@ -215,6 +301,7 @@ impl<E: Env> Endpoint<E> {
         })?;
 
         let node_id = identity.verifying_key().fingerprint();
+        let presence = Mutex::new(Presence::new(config.identity_extra.clone()));
         let context = Arc::new(Context {
             env: env.clone(),
             clock,
@@ -224,8 +311,11 @@ impl<E: Env> Endpoint<E> {
             config,
             counters: Arc::new(EndpointCounters::default()),
             handshakes_in_flight: AtomicUsize::new(0),
+            presence,
             #[cfg(any(test, feature = "byzantine"))]
             forge_binding: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            dial_gate: Mutex::new(None),
         });
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
         tokio::spawn(accept_loop(quic.clone(), context.clone(), accepted_tx));
@@ -312,7 +402,7 @@ impl<E: Env> Endpoint<E> {
         let handshake = async {
             let quic = connecting.await?;
             match client_exchange(context, &quic, expected).await {
-                Ok(peer) => Ok((quic, peer)),
+                Ok((peer, signed)) => Ok((quic, peer, signed)),
                 Err(failure) => {
                     refuse(context, &quic, addr, &failure);
                     Err(failure.into_error(addr))
@@ -326,18 +416,37 @@ impl<E: Env> Endpoint<E> {
         )
         .await;
         match outcome {
-            Ok(Ok((quic, peer))) => {
+            Ok(Ok((quic, peer, signed))) => {
+                #[cfg(test)]
+                {
+                    let gate = lock(&context.dial_gate).take();
+                    if let Some(gate) = gate {
+                        let _ = gate.reached.send(());
+                        let _ = gate.release.await;
+                    }
+                }
+                let connection = Connection::start(
+                    quic,
+                    peer,
+                    Role::Client,
+                    context.clock.clone(),
+                    context.verifier.clone(),
+                    &context.config,
+                    context.counters.clone(),
+                );
+                if !register(context, &connection, signed) {
+                    return Err(StoqError::Connect {
+                        addr,
+                        reason: format!(
+                            "this endpoint already has LIVE_CONNECTIONS_MAX ({LIVE_CONNECTIONS_MAX}) live connections; close some first"
+                        ),
+                    });
+                }
                 context
                     .counters
                     .connections_dialed
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(Connection::start(
-                    quic,
-                    peer,
-                    context.clock.clone(),
-                    &context.config,
-                    context.counters.clone(),
-                ))
+                Ok(connection)
             }
             Ok(Err(error)) => {
                 if !matches!(error, StoqError::Identity { .. }) {
@@ -364,6 +473,63 @@ impl<E: Env> Endpoint<E> {
         self.inner.accepted.lock().await.recv().await
     }
 
+    /// Makes `extra` (e.g. a newly obtained or renewed certificate) this
+    /// endpoint's identity bytes: every future handshake signs and sends
+    /// them, and every live connection (dialed or accepted, any protocol) is
+    /// re-authenticated with them on a new uni stream, so in-flight streams
+    /// are unaffected. Returns the new identity generation (the configured
+    /// `identity_extra` is generation 0).
+    ///
+    /// Does not wait: each connection is re-authenticated by a spawned task
+    /// (so call it inside the node's runtime). A connection that closes or
+    /// stalls first just misses it (counted in
+    /// [`EndpointStats::reauth_send_failures_total`]); a peer whose verifier
+    /// refuses the bytes closes its connection with `IDENTITY_FAILED` and the
+    /// reason, which [`Connection::close_reason`] shows here.
+    pub fn present(&self, extra: Vec<u8>) -> Result<u64, StoqError> {
+        if extra.len() > IDENTITY_EXTRA_BYTES_MAX {
+            return Err(ConfigError::OutOfRange {
+                field: "identity_extra",
+                value: extra.len() as u64,
+                reason: "at most IDENTITY_EXTRA_BYTES_MAX (16 KiB)",
+            }
+            .into());
+        }
+        let context = &self.inner.context;
+        let (generation, extra, live) = {
+            let mut presence = lock(&context.presence);
+            presence.prune();
+            presence.generation += 1;
+            presence.extra = Arc::new(extra);
+            (
+                presence.generation,
+                presence.extra.clone(),
+                presence.live.clone(),
+            )
+        };
+        tracing::debug!(
+            generation,
+            extra_bytes = extra.len(),
+            connections = live.len(),
+            "presenting new identity bytes"
+        );
+        for shared in live {
+            tokio::spawn(reauthenticate(
+                context.clone(),
+                shared,
+                generation,
+                extra.clone(),
+            ));
+        }
+        Ok(generation)
+    }
+
+    /// The generation of this endpoint's identity bytes: 0 for the
+    /// configured `identity_extra`, then one more per [`Endpoint::present`].
+    pub fn identity_generation(&self) -> u64 {
+        lock(&self.inner.context.presence).generation
+    }
+
     pub fn stats(&self) -> EndpointStats {
         let counters = &self.inner.context.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -374,6 +540,11 @@ impl<E: Env> Endpoint<E> {
             handshake_failures_total: get(&counters.handshake_failures),
             handshakes_refused_total: get(&counters.handshakes_refused),
             protocol_violations_total: get(&counters.protocol_violations),
+            reauths_sent_total: get(&counters.reauths_sent),
+            reauth_send_failures_total: get(&counters.reauth_send_failures),
+            reauths_accepted_total: get(&counters.reauths_accepted),
+            reauths_refused_total: get(&counters.reauths_refused),
+            reauths_stale_total: get(&counters.reauths_stale),
         }
     }
 
@@ -383,6 +554,22 @@ impl<E: Env> Endpoint<E> {
             VarInt::from_u32(close_code::ENDPOINT_CLOSED),
             b"endpoint closed",
         );
+    }
+
+    /// Holds the next dial that passes its identity exchange before it is
+    /// registered: the first receiver fires when it got there, and dropping
+    /// or sending on the sender lets it go on.
+    #[cfg(test)]
+    pub(crate) fn hold_next_dial(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (reached, reached_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release) = tokio::sync::oneshot::channel();
+        *lock(&self.inner.context.dial_gate) = Some(DialGate { reached, release });
+        (reached_rx, release_tx)
     }
 
     /// Makes this endpoint a Byzantine impersonator: every identity binding
@@ -470,28 +657,117 @@ fn refuse<E: Env>(
     }
 }
 
+/// The role whose exporter value we sign: ours, unless this endpoint is a
+/// Byzantine forger.
+fn signing_role<E: Env>(context: &Context<E>, role: Role) -> Role {
+    #[cfg(any(test, feature = "byzantine"))]
+    if context.forge_binding.load(Ordering::Relaxed) {
+        return role.peer();
+    }
+    let _ = context;
+    role
+}
+
+/// Our encoded handshake binding, and the generation of the identity bytes
+/// it carries.
 fn own_binding<E: Env>(
     context: &Context<E>,
     quic: &quinn::Connection,
     role: Role,
-) -> Result<Vec<u8>, ExchangeFailure> {
-    #[cfg(any(test, feature = "byzantine"))]
-    let role = if context.forge_binding.load(Ordering::Relaxed) {
-        match role {
-            Role::Client => Role::Server,
-            Role::Server => Role::Client,
-        }
-    } else {
-        role
+) -> Result<(Vec<u8>, u64), ExchangeFailure> {
+    let exporter = exporter(quic, signing_role(context, role))?;
+    let (extra, generation) = {
+        let presence = lock(&context.presence);
+        (presence.extra.clone(), presence.generation)
     };
-    let exporter = exporter(quic, role)?;
-    let binding = make_binding(
+    let binding = make_binding(&context.key, &exporter, &extra, context.env.entropy());
+    Ok((binding.encode(), generation))
+}
+
+/// Adds a verified connection to the live registry. If the identity bytes
+/// changed since its handshake binding was signed (a `present` raced with
+/// the handshake), it is re-authenticated at once; `present` itself only
+/// sees registered connections, and both happen under the same lock, so no
+/// connection misses a generation. `false`: the registry is full and the
+/// connection was closed.
+fn register<E: Env>(
+    context: &Arc<Context<E>>,
+    connection: &Connection,
+    signed_generation: u64,
+) -> bool {
+    let shared = connection.downgrade();
+    let newer = {
+        let mut presence = lock(&context.presence);
+        if presence.live.len() >= presence.prune_at {
+            presence.prune();
+        }
+        if presence.live.len() >= LIVE_CONNECTIONS_MAX {
+            None
+        } else {
+            presence.live.push(shared.clone());
+            debug_assert!(presence.generation >= signed_generation);
+            Some(
+                (presence.generation > signed_generation)
+                    .then(|| (presence.generation, presence.extra.clone())),
+            )
+        }
+    };
+    match newer {
+        None => {
+            context
+                .counters
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                remote = %connection.remote_addr(),
+                LIVE_CONNECTIONS_MAX,
+                "too many live connections; closing a new one"
+            );
+            connection.close_busy("busy: too many live connections");
+            false
+        }
+        Some(Some((generation, extra))) => {
+            tokio::spawn(reauthenticate(context.clone(), shared, generation, extra));
+            true
+        }
+        Some(None) => true,
+    }
+}
+
+/// Signs `extra` as identity generation `generation` for one connection and
+/// sends it. Skipped when the connection is gone or a newer generation
+/// exists (its own task sends that one, and the peer would ignore this).
+async fn reauthenticate<E: Env>(
+    context: Arc<Context<E>>,
+    shared: Weak<Shared>,
+    generation: u64,
+    extra: Arc<Vec<u8>>,
+) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    if shared.is_closed() || lock(&context.presence).generation > generation {
+        return;
+    }
+    let exporter = match exporter(shared.quic(), signing_role(&context, shared.role())) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            context
+                .counters
+                .reauth_send_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(generation, %error, "re-authentication not signed");
+            return;
+        }
+    };
+    let frame = make_reauth(
         &context.key,
         &exporter,
-        &context.config.identity_extra,
+        generation,
+        &extra,
         context.env.entropy(),
     );
-    Ok(binding.encode())
+    shared.send_reauth(generation, &frame.encode()).await;
 }
 
 /// Reads a length-prefixed identity binding (the kind byte, if any, is
@@ -510,7 +786,8 @@ async fn read_peer<E: Env>(
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(read_error)?;
     let binding = IdentityBinding::decode(&body).map_err(IdentityError::from)?;
-    let peer = check_binding(&binding, &exporter(quic, peer_role)?)?;
+    let mut peer = check_binding(&binding, &exporter(quic, peer_role)?)?;
+    peer.protocol = crate::connection::negotiated_protocol(quic);
     if let Some(expected) = expected
         && peer.node_id != expected
     {
@@ -556,18 +833,19 @@ async fn client_exchange<E: Env>(
     context: &Context<E>,
     quic: &quinn::Connection,
     expected: Option<NodeId>,
-) -> Result<PeerIdentity, ExchangeFailure> {
+) -> Result<(PeerIdentity, u64), ExchangeFailure> {
     let (mut send, mut recv) = quic.open_bi().await?;
-    let body = own_binding(context, quic, Role::Client)?;
+    let (body, signed) = own_binding(context, quic, Role::Client)?;
     write_binding(&mut send, Some(KIND_IDENTITY), &body).await?;
-    read_peer(context, quic, &mut recv, Role::Server, expected).await
+    let peer = read_peer(context, quic, &mut recv, Role::Server, expected).await?;
+    Ok((peer, signed))
 }
 
 /// Server side: the client's first bidirectional stream must be its identity.
 async fn server_exchange<E: Env>(
     context: &Context<E>,
     quic: &quinn::Connection,
-) -> Result<PeerIdentity, ExchangeFailure> {
+) -> Result<(PeerIdentity, u64), ExchangeFailure> {
     let (mut send, mut recv) = quic.accept_bi().await?;
     let mut kind = [0u8; 1];
     recv.read_exact(&mut kind).await.map_err(read_error)?;
@@ -577,9 +855,9 @@ async fn server_exchange<E: Env>(
         );
     }
     let peer = read_peer(context, quic, &mut recv, Role::Client, None).await?;
-    let body = own_binding(context, quic, Role::Server)?;
+    let (body, signed) = own_binding(context, quic, Role::Server)?;
     write_binding(&mut send, None, &body).await?;
-    Ok(peer)
+    Ok((peer, signed))
 }
 
 async fn accept_loop<E: Env>(
@@ -601,17 +879,18 @@ async fn accept_loop<E: Env>(
         let context = context.clone();
         let accepted = accepted.clone();
         tokio::spawn(async move {
-            serve_handshake(&context, incoming, &accepted).await;
+            serve_handshake(context.clone(), incoming, &accepted).await;
             context.handshakes_in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
 async fn serve_handshake<E: Env>(
-    context: &Context<E>,
+    context: Arc<Context<E>>,
     incoming: quinn::Incoming,
     accepted: &mpsc::Sender<Connection>,
 ) {
+    let context = &context;
     let addr = incoming.remote_address();
     let timeout_ms = context.config.handshake_timeout_ms;
     let handshake = async {
@@ -623,7 +902,7 @@ async fn serve_handshake<E: Env>(
             }
         };
         match server_exchange(context, &quic).await {
-            Ok(peer) => Some((quic, peer)),
+            Ok((peer, signed)) => Some((quic, peer, signed)),
             Err(failure) => {
                 refuse(context, &quic, addr, &failure);
                 if matches!(failure, ExchangeFailure::Other(_)) {
@@ -642,7 +921,7 @@ async fn serve_handshake<E: Env>(
         handshake,
     )
     .await;
-    let Ok(Some((quic, peer))) = outcome else {
+    let Ok(Some((quic, peer, signed))) = outcome else {
         if outcome.is_err() {
             tracing::debug!(remote = %addr, timeout_ms, "inbound handshake timed out");
             context
@@ -655,10 +934,15 @@ async fn serve_handshake<E: Env>(
     let connection = Connection::start(
         quic,
         peer,
+        Role::Server,
         context.clock.clone(),
+        context.verifier.clone(),
         &context.config,
         context.counters.clone(),
     );
+    if !register(context, &connection, signed) {
+        return;
+    }
     match accepted.try_send(connection) {
         Ok(()) => {
             context
@@ -672,7 +956,7 @@ async fn serve_handshake<E: Env>(
                 .handshakes_refused
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(remote = %addr, "accept queue full; closing new connection");
-            connection.close("busy: accept queue full");
+            connection.close_busy("busy: accept queue full");
         }
         Err(mpsc::error::TrySendError::Closed(connection)) => {
             connection.close("endpoint closed");

@@ -10,11 +10,14 @@ use hm_env::mem::{MemNet, TestEnv};
 use hm_env::{Clock, Entropy, Env, Net, RuntimeClock};
 use quinn::ConnectionError;
 
-use crate::frame::{ChunkHeader, KIND_MESSAGE, encode_prefixed_header};
+use crate::frame::{
+    ChunkHeader, KIND_MESSAGE, KIND_REAUTH, REAUTH_VERSION, ReauthFrame, encode_prefixed_header,
+};
+use crate::identity::{Role, exporter, make_reauth};
 use crate::keys::SigningKey;
 use crate::{
-    AllowListVerifier, ConfigError, Connection, Endpoint, IdentityError, PeerVerifier,
-    SelfSignedVerifier, StoqConfig, StoqError, close_code,
+    AllowListVerifier, ConfigError, Connection, Endpoint, IdentityError, PeerIdentity,
+    PeerVerifier, SelfSignedVerifier, StoqConfig, StoqError, close_code,
 };
 
 const SEED: u64 = 42;
@@ -571,4 +574,407 @@ async fn services_share_one_port_through_alpn() {
             ..
         })
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Re-authentication: new identity bytes on live connections.
+
+/// Waits until `done` holds, yielding to the runtime between checks (MemNet
+/// has no latency, so progress needs only the other tasks to run); bounded
+/// by [`soon`]. For outcomes that change no watched value (stale frames).
+async fn until(mut done: impl FnMut() -> bool) {
+    soon(async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// A node whose signing key the test keeps, to forge frames by hand.
+fn node_keeping_key(net: &MemNet, host: u16) -> (Node, SigningKey) {
+    let env = TestEnv::new(net, SEED, &format!("node-{host}"));
+    let key = SigningKey::generate(env.entropy());
+    let copy = SigningKey::from_bytes(&key.to_bytes()).expect("key round trip");
+    let endpoint = Endpoint::bind(
+        &env,
+        key,
+        StoqConfig::new(addr(host)),
+        Arc::new(SelfSignedVerifier),
+    )
+    .expect("bind");
+    (Node { env, endpoint }, copy)
+}
+
+/// Writes `body` as one re-authentication stream, bypassing `present`.
+async fn send_raw_reauth(connection: &Connection, body: &[u8]) {
+    let mut raw = soon(connection.quic().open_uni()).await.expect("open");
+    soon(raw.write_all(&encode_prefixed_header(KIND_REAUTH, body.len())))
+        .await
+        .expect("header");
+    soon(raw.write_all(body)).await.expect("body");
+    raw.finish().expect("finish");
+}
+
+/// A frame signed by `key` as the dialer (`Role::Client`) of `connection`.
+fn dialer_reauth(
+    node: &Node,
+    key: &SigningKey,
+    connection: &Connection,
+    generation: u64,
+    extra: &[u8],
+) -> ReauthFrame {
+    let exporter = exporter(connection.quic(), Role::Client).expect("exporter");
+    make_reauth(key, &exporter, generation, extra, node.env.entropy())
+}
+
+/// Refuses identity bytes starting with `bad` (a revoked certificate).
+struct RefusesBad;
+
+impl PeerVerifier for RefusesBad {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+        if peer.extra.starts_with(b"bad") {
+            Err(format!(
+                "certificate {:?} is revoked",
+                String::from_utf8_lossy(&peer.extra)
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn presenting_a_certificate_reauthenticates_without_dropping_a_large_message() {
+    let net = MemNet::new();
+    let (a, b) = (node(&net, 1), node(&net, 2));
+    let (ab, ba) = pair(&a, &b).await;
+    assert_eq!(
+        (a.endpoint.identity_generation(), ba.peer_generation()),
+        (0, 0)
+    );
+    assert!(ba.peer_extra().is_empty());
+
+    let message: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    // `join!` polls in order: send_large has opened its first chunk streams
+    // (5 MiB cannot go out in one poll) when `present` runs.
+    let (sent, received, presented) = soon(async {
+        tokio::join!(ab.send_large(&message), ba.recv_message(), async {
+            let generation = a.endpoint.present(b"cert-1".to_vec());
+            (generation, ba.wait_peer_generation(1).await)
+        })
+    })
+    .await;
+    sent.expect("send_large");
+    let received = received.expect("reassembled");
+    assert!(received == message, "the in-flight message arrived damaged");
+    let (generation, seen) = presented;
+    assert_eq!(generation.expect("present"), 1);
+    assert_eq!(seen, 1);
+    assert_eq!(ba.peer_generation(), 1);
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-1");
+    // `peer()` stays the handshake identity.
+    assert!(ba.peer().extra.is_empty());
+    assert_eq!(ba.peer().node_id, a.endpoint.node_id());
+    // Only the presenting side changed.
+    assert_eq!((ab.peer_generation(), ab.peer_extra().len()), (0, 0));
+    assert!(ab.close_reason().is_none() && ba.close_reason().is_none());
+    assert_eq!(ab.stats().reauths_sent, 1);
+    assert_eq!(ba.stats().reauths_accepted, 1);
+    let (a_stats, b_stats) = (a.endpoint.stats(), b.endpoint.stats());
+    assert_eq!(a_stats.reauths_sent_total, 1);
+    assert_eq!(a_stats.reauth_send_failures_total, 0);
+    assert_eq!(b_stats.reauths_accepted_total, 1);
+    assert_eq!(
+        b_stats.reauths_refused_total + b_stats.reauths_stale_total,
+        0
+    );
+    assert_eq!(b_stats.identity_failures_total, 0);
+
+    // The connection keeps working.
+    soon(ab.send_message(b"after")).await.expect("send");
+    assert_eq!(soon(ba.recv_message()).await.expect("recv"), b"after");
+
+    // A connection dialed afterwards carries the bytes at the handshake.
+    let (_ab2, ba2) = pair(&a, &b).await;
+    assert_eq!(ba2.peer().extra, b"cert-1");
+    assert_eq!(ba2.peer_extra().as_slice(), b"cert-1");
+    assert_eq!(ba2.peer_generation(), 0);
+
+    // Over the limit: a config-style error, nothing changes.
+    let too_big = vec![0u8; crate::frame::IDENTITY_EXTRA_BYTES_MAX + 1];
+    assert!(matches!(
+        a.endpoint.present(too_big),
+        Err(StoqError::Config(ConfigError::OutOfRange {
+            field: "identity_extra",
+            ..
+        }))
+    ));
+    assert_eq!(a.endpoint.identity_generation(), 1);
+}
+
+#[tokio::test]
+async fn both_ends_present_on_every_live_connection_of_every_protocol() {
+    let net = MemNet::new();
+    let protocols = |config: &mut StoqConfig| {
+        config.protocols = vec![b"hm/membership/1".to_vec(), b"hm/chain/1".to_vec()];
+    };
+    let a = node_with(&net, 1, protocols, Arc::new(SelfSignedVerifier));
+    let b = node_with(&net, 2, protocols, Arc::new(SelfSignedVerifier));
+    let (to_a, to_b) = (
+        SocketAddr::V6(a.endpoint.local_addr()),
+        SocketAddr::V6(b.endpoint.local_addr()),
+    );
+    // a dials b on one protocol, b dials a on the other.
+    let (ab, ba) = soon(async {
+        tokio::join!(
+            a.endpoint.connect_protocol(to_b, b"hm/chain/1", None),
+            b.endpoint.accept()
+        )
+    })
+    .await;
+    let (ab, ba) = (ab.expect("connect"), ba.expect("accept"));
+    let (ba_dialed, ab_accepted) = soon(async {
+        tokio::join!(
+            b.endpoint.connect_protocol(to_a, b"hm/membership/1", None),
+            a.endpoint.accept()
+        )
+    })
+    .await;
+    let (ba_dialed, ab_accepted) = (ba_dialed.expect("connect"), ab_accepted.expect("accept"));
+
+    // The acceptor of the first connection presents: both of a's
+    // connections to b see it, whichever end dialed.
+    assert_eq!(b.endpoint.present(b"cert-b".to_vec()).expect("present"), 1);
+    assert_eq!(soon(ab.wait_peer_generation(1)).await, 1);
+    assert_eq!(soon(ab_accepted.wait_peer_generation(1)).await, 1);
+    assert_eq!(ab.peer_extra().as_slice(), b"cert-b");
+    assert_eq!(ab_accepted.peer_extra().as_slice(), b"cert-b");
+    // The dialer presents: both of b's connections see it.
+    assert_eq!(a.endpoint.present(b"cert-a".to_vec()).expect("present"), 1);
+    assert_eq!(soon(ba.wait_peer_generation(1)).await, 1);
+    assert_eq!(soon(ba_dialed.wait_peer_generation(1)).await, 1);
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-a");
+    assert_eq!(ba_dialed.peer_extra().as_slice(), b"cert-a");
+
+    // A renewal replaces the bytes again.
+    assert_eq!(b.endpoint.present(b"cert-b2".to_vec()).expect("present"), 2);
+    assert_eq!(soon(ab.wait_peer_generation(2)).await, 2);
+    assert_eq!(soon(ab_accepted.wait_peer_generation(2)).await, 2);
+    assert_eq!(ab.peer_extra().as_slice(), b"cert-b2");
+    assert_eq!(ab_accepted.peer_extra().as_slice(), b"cert-b2");
+
+    assert_eq!(b.endpoint.stats().reauths_sent_total, 4);
+    assert_eq!(a.endpoint.stats().reauths_accepted_total, 4);
+    assert_eq!(a.endpoint.stats().reauths_sent_total, 2);
+    assert_eq!(b.endpoint.stats().reauths_accepted_total, 2);
+    for connection in [&ab, &ba, &ba_dialed, &ab_accepted] {
+        assert!(connection.close_reason().is_none());
+    }
+}
+
+#[tokio::test]
+async fn closed_connections_are_skipped_and_pruned() {
+    let net = MemNet::new();
+    let (a, b) = (node(&net, 1), node(&net, 2));
+    let (ab, ba) = pair(&a, &b).await;
+    let (closed, closed_b) = pair(&a, &b).await;
+    closed.close("done");
+    soon(closed_b.closed()).await;
+    drop(closed);
+    assert_eq!(a.endpoint.present(b"cert-1".to_vec()).expect("present"), 1);
+    assert_eq!(soon(ba.wait_peer_generation(1)).await, 1);
+    assert_eq!(closed_b.peer_generation(), 0);
+    assert_eq!(ab.stats().reauths_sent, 1);
+    assert_eq!(a.endpoint.stats().reauths_sent_total, 1);
+}
+
+#[tokio::test]
+async fn a_handshake_that_signed_the_old_bytes_is_reauthenticated_after_it() {
+    let net = MemNet::new();
+    let (a, b) = (node(&net, 1), node(&net, 2));
+    let to_b = SocketAddr::V6(b.endpoint.local_addr());
+    // a's dial is held after both bindings were exchanged (a's signed the
+    // configured bytes) and before it joins a's live registry; `present`
+    // runs in that gap, so only the registration can catch it up.
+    let (reached, release) = a.endpoint.hold_next_dial();
+    let (dialed, accepted, generation) = soon(async {
+        tokio::join!(a.endpoint.connect(to_b), b.endpoint.accept(), async {
+            reached.await.expect("the dial reached the gate");
+            let generation = a.endpoint.present(b"cert-1".to_vec());
+            release.send(()).expect("release the dial");
+            generation
+        })
+    })
+    .await;
+    let (_ab, ba) = (dialed.expect("connect"), accepted.expect("accept"));
+    assert_eq!(generation.expect("present"), 1);
+    assert!(
+        ba.peer().extra.is_empty(),
+        "the handshake carried the old bytes"
+    );
+    assert_eq!(soon(ba.wait_peer_generation(1)).await, 1);
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-1");
+    assert_eq!(a.endpoint.stats().reauths_sent_total, 1);
+    assert_eq!(b.endpoint.stats().reauths_accepted_total, 1);
+}
+
+#[tokio::test]
+async fn a_refused_certificate_closes_the_connection_with_the_verifiers_reason() {
+    let net = MemNet::new();
+    let a = node(&net, 1);
+    let b = node_with(&net, 2, |_| {}, Arc::new(RefusesBad));
+    let (ab, ba) = pair(&a, &b).await;
+    a.endpoint.present(b"bad-cert".to_vec()).expect("present");
+
+    // The presenting side sees why.
+    let (code, reason) = application_close(&soon(ab.closed()).await).expect("close");
+    assert_eq!(code, u64::from(close_code::IDENTITY_FAILED));
+    assert!(reason.contains("\"bad-cert\" is revoked"), "{reason}");
+    assert!(reason.contains("re-authentication"), "{reason}");
+    assert!(ab.close_reason().expect("closed").contains("is revoked"));
+    // The refusing side closed with the same reason and kept the old bytes.
+    assert!(ba.close_reason().expect("closed").contains("is revoked"));
+    assert_eq!(ba.peer_generation(), 0);
+    assert!(ba.peer_extra().is_empty());
+    let stats = b.endpoint.stats();
+    assert_eq!(stats.identity_failures_total, 1);
+    assert_eq!(stats.reauths_refused_total, 1);
+    assert_eq!(stats.reauths_accepted_total, 0);
+    assert_eq!(ba.stats().reauths_refused, 1);
+
+    // A new handshake with the same bytes is refused by the same verifier.
+    let error = soon(a.endpoint.connect(addr(2)))
+        .await
+        .expect_err("refused at the handshake");
+    let (code, reason) = application_close(&error).expect("application close");
+    assert_eq!(code, u64::from(close_code::IDENTITY_FAILED));
+    assert!(reason.contains("is revoked"), "{reason}");
+    assert_eq!(b.endpoint.stats().identity_failures_total, 2);
+}
+
+#[tokio::test]
+async fn stale_and_replayed_reauthentications_are_ignored_and_counted() {
+    let net = MemNet::new();
+    let (a, key) = node_keeping_key(&net, 1);
+    let b = node(&net, 2);
+    let (ab, ba) = pair(&a, &b).await;
+    assert_eq!(a.endpoint.present(b"cert-1".to_vec()).expect("present"), 1);
+    assert_eq!(a.endpoint.present(b"cert-2".to_vec()).expect("present"), 2);
+    assert_eq!(soon(ba.wait_peer_generation(2)).await, 2);
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-2");
+
+    // Genuine frames (right key, session and role) for older or the same
+    // generation: ignored, counted, not fatal.
+    let older = dialer_reauth(&a, &key, &ab, 1, b"cert-1");
+    send_raw_reauth(&ab, &older.encode()).await;
+    let same = dialer_reauth(&a, &key, &ab, 2, b"cert-2-again");
+    send_raw_reauth(&ab, &same.encode()).await;
+    until(|| ba.stats().reauths_stale >= 2).await;
+    assert_eq!(ba.peer_generation(), 2);
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-2");
+
+    // Two new generations on two streams, in either arrival order: the
+    // newest wins (the older is accepted first or ignored after).
+    let seen = |stats: crate::ConnectionStats| stats.reauths_accepted + stats.reauths_stale;
+    let seen_before = seen(ba.stats());
+    send_raw_reauth(&ab, &dialer_reauth(&a, &key, &ab, 5, b"cert-5").encode()).await;
+    send_raw_reauth(&ab, &dialer_reauth(&a, &key, &ab, 4, b"cert-4").encode()).await;
+    assert_eq!(soon(ba.wait_peer_generation(5)).await, 5);
+    until(|| seen(ba.stats()) == seen_before + 2).await;
+    assert_eq!(ba.peer_extra().as_slice(), b"cert-5");
+    let stats = b.endpoint.stats();
+    assert!(stats.reauths_stale_total >= 2, "{stats:?}");
+    assert_eq!(stats.reauths_refused_total, 0);
+    assert_eq!(stats.identity_failures_total, 0);
+    assert!(ab.close_reason().is_none() && ba.close_reason().is_none());
+    soon(ab.send_message(b"still open")).await.expect("send");
+    assert_eq!(soon(ba.recv_message()).await.expect("recv"), b"still open");
+}
+
+#[tokio::test]
+async fn reauthentications_by_another_key_for_the_wrong_role_or_malformed_are_refused() {
+    let net = MemNet::new();
+    let (a, key) = node_keeping_key(&net, 1);
+    let b = node(&net, 2);
+    let mallory = SigningKey::generate(a.env.entropy());
+
+    // Another key, validly signed over the right exporter value.
+    let (ab, ba) = pair(&a, &b).await;
+    let switched = dialer_reauth(&a, &mallory, &ab, 1, b"cert-m");
+    send_raw_reauth(&ab, &switched.encode()).await;
+    let (code, reason) = application_close(&soon(ab.closed()).await).expect("close");
+    assert_eq!(code, u64::from(close_code::IDENTITY_FAILED));
+    assert!(reason.contains("cannot switch identities"), "{reason}");
+    assert_eq!(ba.peer_generation(), 0);
+
+    // The right key over the other role's exporter value (a reflection of
+    // what the acceptor would sign).
+    let (ab, _ba) = pair(&a, &b).await;
+    let server_exporter = exporter(ab.quic(), Role::Server).expect("exporter");
+    let reflected = make_reauth(&key, &server_exporter, 1, b"cert-1", a.env.entropy());
+    send_raw_reauth(&ab, &reflected.encode()).await;
+    let (code, reason) = application_close(&soon(ab.closed()).await).expect("close");
+    assert_eq!(code, u64::from(close_code::IDENTITY_FAILED));
+    assert!(reason.contains("does not verify"), "{reason}");
+
+    // Bytes that do not decode as a frame: a protocol violation.
+    let (ab, _ba) = pair(&a, &b).await;
+    let mut malformed = dialer_reauth(&a, &key, &ab, 1, b"cert-1").encode();
+    malformed[0] = REAUTH_VERSION + 1;
+    send_raw_reauth(&ab, &malformed).await;
+    let (code, reason) = application_close(&soon(ab.closed()).await).expect("close");
+    assert_eq!(code, u64::from(close_code::PROTOCOL_VIOLATION));
+    assert!(reason.contains("malformed re-authentication"), "{reason}");
+
+    let stats = b.endpoint.stats();
+    assert_eq!(stats.identity_failures_total, 3);
+    assert_eq!(stats.reauths_refused_total, 3);
+    assert_eq!(stats.reauths_accepted_total, 0);
+}
+
+/// Records what each verification saw: (protocol, re-authentication).
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, bool)>>);
+
+impl PeerVerifier for Recorder {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+        self.0
+            .lock()
+            .expect("recorder lock")
+            .push((peer.protocol.clone(), peer.reauthentication));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_verifier_learns_the_protocol_and_whether_it_is_a_reauthentication() {
+    let net = MemNet::new();
+    let protocols = |config: &mut StoqConfig| {
+        config.protocols = vec![b"hm/membership/1".to_vec(), b"hm/api/1".to_vec()];
+    };
+    let recorder = Arc::new(Recorder::default());
+    let a = node_with(&net, 1, protocols, Arc::new(SelfSignedVerifier));
+    let b = node_with(&net, 2, protocols, recorder.clone());
+    let to_b = SocketAddr::V6(b.endpoint.local_addr());
+    let (dialed, accepted) = soon(async {
+        tokio::join!(
+            a.endpoint.connect_protocol(to_b, b"hm/api/1", None),
+            b.endpoint.accept()
+        )
+    })
+    .await;
+    let (_dialed, accepted) = (dialed.expect("connect"), accepted.expect("accept"));
+    assert_eq!(
+        recorder.0.lock().expect("lock").clone(),
+        vec![(b"hm/api/1".to_vec(), false)]
+    );
+    a.endpoint.present(b"cert".to_vec()).expect("present");
+    soon(accepted.wait_peer_generation(1)).await;
+    assert_eq!(
+        recorder.0.lock().expect("lock").last().cloned(),
+        Some((b"hm/api/1".to_vec(), true))
+    );
 }

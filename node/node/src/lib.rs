@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod bootstrap;
 pub mod chain;
 mod link;
 pub mod membership;

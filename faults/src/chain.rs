@@ -251,7 +251,11 @@ impl<E: Entropy> ByzantineValidator<E> {
         }
     }
 
-    fn split(&mut self, to: Destination, message: ChainMessage) -> Vec<(Destination, ChainMessage)> {
+    fn split(
+        &mut self,
+        to: Destination,
+        message: ChainMessage,
+    ) -> Vec<(Destination, ChainMessage)> {
         let me = self.key.verifying_key().fingerprint();
         let Some(plan) = self.split.as_mut() else {
             return vec![(to, message)];
@@ -467,7 +471,10 @@ mod tests {
         let keys: Vec<SigningKey> = (0..7).map(|_| SigningKey::generate(&entropy)).collect();
         let set = ValidatorSet::new(keys.iter().map(|k| (k.verifying_key(), 10))).expect("set");
         let chain_id = hm_wire::hash("test", b"chain");
-        let ids: Vec<Hash> = keys.iter().map(|k| k.verifying_key().fingerprint()).collect();
+        let ids: Vec<Hash> = keys
+            .iter()
+            .map(|k| k.verifying_key().fingerprint())
+            .collect();
         let colluders: BTreeSet<Hash> = ids[5..].iter().copied().collect();
         let mut splitters: Vec<ByzantineValidator<SeededEntropy>> = keys[5..]
             .iter()

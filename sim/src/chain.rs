@@ -11,11 +11,12 @@ use std::collections::BTreeSet;
 
 use hm_env::mem::{MemDisk, SeededEntropy};
 use hm_faults::chain::ChainFault;
-use hm_kernel::app::{Application, BlockContext, KvApp};
+use hm_kernel::app::{Application, BlockContext};
 use hm_kernel::chain::ChainStore;
 use hm_kernel::genesis::{Genesis, ProofParams};
 use hm_kernel::proof::{self, ParentInfo, ProofContext};
 use hm_kernel::replica::ReplicaConfig;
+use hm_node::app::{NodeApp, SharedTrust};
 use hm_node::{ChainConfig, StatusHandle};
 use hm_wire::{Hash, SigningKey};
 
@@ -84,6 +85,90 @@ impl ChainSetup {
         behaviours
             .get((index - first) as usize % behaviours.len().max(1))
             .copied()
+    }
+
+    /// Node `index`'s TrustChain settings, when the scenario has `[trust]`.
+    pub fn trust_settings(
+        &self,
+        scenario: &Scenario,
+        index: u32,
+    ) -> Option<hm_node::trust::TrustSettings> {
+        let trust = scenario.trust.as_ref()?;
+        // Validated when the scenario was loaded.
+        let zone = hm_trustchain::name::DnsName::parse(&trust.zone).ok()?;
+        let mut settings = hm_node::trust::TrustSettings::new(zone);
+        if trust.register_names {
+            settings.name =
+                hm_trustchain::name::DnsName::parse(&format!("n{index}.{}", trust.zone)).ok();
+        }
+        settings.certificate_validity_ms = (trust.certificate_validity_s * 1000.0) as u64;
+        settings.renew_at_per_mille = (trust.renew_at * 1000.0) as u64;
+        settings.chain_live_window_ms = (trust.chain_live_window_s * 1000.0) as u64;
+        let presenters = Self::forged_presenters(scenario);
+        if presenters.contains(&index) {
+            // Claim the name of an honest follower (the seeds and validators
+            // come first, then the victims).
+            let validators = scenario.chain.as_ref().map_or(0, |chain| chain.validators);
+            let victim = scenario.nodes.seeds.max(validators) + (index - presenters.start);
+            settings.name =
+                hm_trustchain::name::DnsName::parse(&format!("n{victim}.{}", trust.zone)).ok();
+            let forger = (0..validators).find(|validator| {
+                Self::authority_fault_of(scenario, *validator)
+                    == Some(hm_faults::trust::AuthorityFault::Forge)
+            })?;
+            settings.forge = Some(hm_node::trust::ForgePlan {
+                authority: *self.validator_addrs.get(forger as usize)?,
+                after_ms: (trust.forge_after_s * 1000.0) as u64,
+            });
+        }
+        for seed in 0..scenario.nodes.seeds {
+            if let Ok(name) =
+                hm_trustchain::name::DnsName::parse(&format!("seed{seed}.{}", trust.zone))
+            {
+                settings.traditional.insert(name, vec![node_ip(seed)]);
+            }
+        }
+        Some(settings)
+    }
+
+    /// The Byzantine authority behaviour of node `index`, if any.
+    pub fn authority_fault_of(
+        scenario: &Scenario,
+        index: u32,
+    ) -> Option<hm_faults::trust::AuthorityFault> {
+        let trust = scenario.trust.as_ref()?;
+        let validators = scenario.chain.as_ref()?.validators;
+        let first = validators - trust.byzantine_authorities;
+        if index < first || index >= validators {
+            return None;
+        }
+        let faults = &trust.authority_faults;
+        faults
+            .get((index - first) as usize % faults.len().max(1))
+            .copied()
+    }
+
+    /// The first node of the forged presenters (they run to just before the
+    /// identity forgers and garbage senders).
+    pub fn forged_presenters(scenario: &Scenario) -> std::ops::Range<u32> {
+        let n = scenario.nodes.count;
+        let end = n - scenario.byzantine.garbage_senders - scenario.byzantine.identity_forgers;
+        let count = scenario
+            .trust
+            .as_ref()
+            .map_or(0, |trust| trust.forged_presenters);
+        end - count..end
+    }
+
+    /// The DNS zone of the scenario's chain.
+    pub fn zone(scenario: &Scenario) -> hm_trustchain::name::DnsName {
+        let text = scenario
+            .trust
+            .as_ref()
+            .map_or(hm_node::DEFAULT_ZONE, |trust| trust.zone.as_str());
+        hm_trustchain::name::DnsName::parse(text)
+            .or_else(|_| hm_trustchain::name::DnsName::parse(hm_node::DEFAULT_ZONE))
+            .expect("the default zone is a valid name")
     }
 
     /// Node `index`'s chain configuration.
@@ -224,10 +309,10 @@ impl ChainChecker {
         &self,
         scenario: &Scenario,
         faults_end_ms: u64,
-        audit: Result<Audit, String>,
+        audit: &Result<Audit, String>,
         equivocators: &[Hash],
     ) -> Vec<PropertyResult> {
-        let evidence = match &audit {
+        let evidence = match audit {
             Ok(audit) => {
                 let missing: Vec<String> = equivocators
                     .iter()
@@ -252,7 +337,10 @@ impl ChainChecker {
             }
             Err(error) => (false, format!("chain not auditable: {error}")),
         };
-        let validity = audit.map(|audit| audit.blocks);
+        let validity = audit
+            .as_ref()
+            .map(|audit| audit.blocks)
+            .map_err(Clone::clone);
         let with_equivocators = !equivocators.is_empty();
         let bound_s = scenario.properties.chain_resumes_within_s;
         let resumed_after_s = self
@@ -311,7 +399,12 @@ impl ChainChecker {
 /// Re-verifies every block on `disk` as an outside auditor would: the
 /// certificate, the four proofs against the genesis, the links, and the
 /// state root from replaying execution. Returns how many blocks it checked.
-pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
+pub fn audit_chain(
+    genesis: &Genesis,
+    zone: &hm_trustchain::name::DnsName,
+    disk: &MemDisk,
+    up_to: Option<u64>,
+) -> Result<Audit, String> {
     let chain_id = genesis.chain_id();
     let validators = genesis
         .validator_set()
@@ -321,9 +414,11 @@ pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
         return Ok(audit);
     }
     let store = ChainStore::open(disk.clone(), chain_id).map_err(|error| error.to_string())?;
-    let mut app = KvApp::new();
+    let trust = SharedTrust::new(hm_node::app::trust_app_for(genesis, zone.clone())?);
+    let mut app = NodeApp::new(trust.clone());
     let mut parent = ParentInfo::genesis(genesis);
-    for height in 1..=store.height() {
+    let last = up_to.map_or(store.height(), |up_to| up_to.min(store.height()));
+    for height in 1..=last {
         let block = store
             .block(height)
             .map_err(|error| format!("block {height}: {error}"))?
@@ -366,14 +461,17 @@ pub fn audit_chain(genesis: &Genesis, disk: &MemDisk) -> Result<Audit, String> {
         }
         parent = ParentInfo::of(&block.header);
     }
-    audit.blocks = store.height();
+    audit.blocks = last;
+    audit.trust = Some(trust);
     Ok(audit)
 }
 
 /// What auditing one node's chain found.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Audit {
     pub blocks: u64,
+    /// TrustChain's state rebuilt from the audited blocks.
+    pub trust: Option<SharedTrust>,
     /// Validators with evidence committed against them.
     pub offenders: BTreeSet<Hash>,
 }

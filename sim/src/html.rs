@@ -965,6 +965,7 @@ mod tests {
             converged_after_faults_s: Some(3.5),
             traffic: Traffic::default(),
             panic: None,
+            timeline: None,
         }
     }
 

@@ -14,6 +14,8 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 #[cfg(madsim)]
+pub mod trust;
+#[cfg(madsim)]
 pub mod wall;
 #[cfg(madsim)]
 pub mod world;

@@ -48,6 +48,10 @@ mod cli {
             /// Also write the JSON report to this file.
             #[arg(long)]
             report_json: Option<PathBuf>,
+            /// Write a self-contained HTML report (summary, phase timeline,
+            /// fault bands, commit heights) to this file.
+            #[arg(long = "report")]
+            report_html: Option<PathBuf>,
             /// Run twice more in two separate processes and compare digests.
             #[arg(long)]
             check_determinism: bool,
@@ -160,6 +164,7 @@ mod cli {
                 seed,
                 json,
                 report_json,
+                report_html,
                 check_determinism,
                 no_progress,
             } => {
@@ -181,6 +186,18 @@ mod cli {
                 {
                     eprintln!("error: cannot write {}: {error}", path.display());
                     return ExitCode::from(2);
+                }
+                if let Some(path) = report_html {
+                    let page = hm_sim::html::render(
+                        &outcome,
+                        outcome.timeline.as_ref().unwrap_or(&Default::default()),
+                        &hm_sim::report::reproduce_command(&outcome),
+                    );
+                    if let Err(error) = std::fs::write(&path, page) {
+                        eprintln!("error: cannot write {}: {error}", path.display());
+                        return ExitCode::from(2);
+                    }
+                    eprintln!("report written to {}", path.display());
                 }
                 let mut passed = outcome.passed;
                 if check_determinism {

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainChecker, ChainSetup, ChainView, audit_chain};
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
+use crate::html::Timeline;
 use crate::net::{LinkModel, Partition, SimNetwork, node_ip};
 use crate::scenario::Scenario;
+use crate::trust::{TrustChecker, TrustView};
 use crate::wall::{peak_rss_bytes, wall_now_ms};
 use crate::world::{Auditor, Counters, EventKind};
 
@@ -61,6 +63,9 @@ pub struct RunOutcome {
     /// Protocol traffic summed over all nodes: where the message count goes.
     pub traffic: Traffic,
     pub panic: Option<String>,
+    /// Phases, heights and faults over time (for the HTML report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// Membership messages sent, summed over every node of a run.
@@ -105,6 +110,9 @@ struct SimNode {
     byzantine: bool,
     /// Forges its identity: never a legitimate member.
     forger: bool,
+    /// Presents a forged certificate: a real identity, but nodes in phase 3
+    /// refuse it as a member, so the converged views leave it out.
+    unwelcome: bool,
 }
 
 fn seconds_to_ms(seconds: f64) -> u64 {
@@ -363,7 +371,7 @@ fn observe(nodes: &[SimNode]) -> Observation {
             }
             Some(id) => {
                 known.insert(id);
-                if node.alive {
+                if node.alive && !node.unwelcome {
                     live_ids.push(id);
                 }
             }
@@ -470,6 +478,7 @@ impl Progress {
 }
 
 struct SimResult {
+    timeline: Timeline,
     properties: Vec<PropertyResult>,
     simulated_s: f64,
     converged_after_faults_s: Option<f64>,
@@ -505,7 +514,9 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         let byzantine_validator = scenario
             .chain
             .as_ref()
-            .is_some_and(|chain| ChainSetup::fault_of(chain, index).is_some());
+            .is_some_and(|chain| ChainSetup::fault_of(chain, index).is_some())
+            || ChainSetup::authority_fault_of(&scenario, index).is_some()
+            || ChainSetup::forged_presenters(&scenario).contains(&index);
         let boots = Arc::new(AtomicU32::new(0));
         let boot_delay = Duration::from_secs_f64(
             scenario.nodes.boot_spread_s * f64::from(index) / f64::from(n.max(1)),
@@ -517,7 +528,10 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                 hm_node::provision_identity(&state.disk, key)
                     .expect("a fresh memory disk accepts the identity");
             }
-            config.chain = Some(setup.config(chain, index));
+            let mut chain_config = setup.config(chain, index);
+            chain_config.trust = setup.trust_settings(&scenario, index);
+            chain_config.byzantine_authority = ChainSetup::authority_fault_of(&scenario, index);
+            config.chain = Some(chain_config);
         }
         let garbage_every_nth = scenario.byzantine.garbage_every_nth;
         let init = {
@@ -580,6 +594,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             alive: true,
             byzantine: garbage || forger || byzantine_validator,
             forger,
+            unwelcome: ChainSetup::forged_presenters(&scenario).contains(&index),
         });
     }
 
@@ -591,7 +606,33 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
     }
     let bound_ms = seconds_to_ms(bound_s);
     let mut chain_checker = ChainChecker::default();
-    let deadline_ms = seconds_to_ms(scenario.duration_s).min(faults_end_ms + bound_ms);
+    let byzantine_flags: Vec<bool> = nodes.iter().map(|node| node.byzantine).collect();
+    let (groups, group_of) = crate::trust::groups(&scenario, &byzantine_flags);
+    let mut trust_checker = TrustChecker::new(Timeline {
+        interval_ms: CHECK_INTERVAL_MS,
+        groups,
+        samples: Vec::new(),
+        bands: crate::trust::bands(&scenario),
+        markers: Vec::new(),
+    });
+    let validator_ids: Vec<hm_wire::Hash> = chain_setup
+        .as_ref()
+        .map(|setup| {
+            setup
+                .keys
+                .iter()
+                .map(|key| key.verifying_key().fingerprint())
+                .collect()
+        })
+        .unwrap_or_default();
+    let validator_set = chain_setup
+        .as_ref()
+        .and_then(|setup| setup.genesis.validator_set().ok());
+    let mut settle_ms = faults_end_ms + bound_ms;
+    if scenario.trust.is_some() {
+        settle_ms = settle_ms.max(seconds_to_ms(scenario.properties.phase3_within_s));
+    }
+    let deadline_ms = seconds_to_ms(scenario.duration_s).min(settle_ms);
     let mut next_action = 0;
     let mut unverified: Vec<String> = Vec::new();
     let mut converged_at_ms: Option<u64> = None;
@@ -614,7 +655,27 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                 &[format!("{action:?}").as_bytes()],
             );
             match action {
-                Action::SetPartition(partition) => network.set_partition(partition.clone()),
+                Action::SetPartition(partition) => {
+                    if let Some(validators) = &validator_set {
+                        let heights: Vec<u64> = nodes
+                            .iter()
+                            .map(|node| node.status.with(|status| status.chain.height))
+                            .collect();
+                        match partition {
+                            Some(partition) => trust_checker.partition_began(
+                                &partition.group_of,
+                                validators,
+                                &validator_ids,
+                                &heights,
+                            ),
+                            None => trust_checker.partition_ended(
+                                &heights,
+                                &byzantine_flags.iter().map(|b| !b).collect::<Vec<_>>(),
+                            ),
+                        }
+                    }
+                    network.set_partition(partition.clone())
+                }
                 Action::SetLink(link) => network.set_link(*link),
                 Action::Kill(node) => {
                     let sim_node = &mut nodes[*node as usize];
@@ -678,8 +739,41 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             }
             None => true,
         };
+        trust_checker.observe(
+            now_ms,
+            nodes.iter().enumerate().map(|(index, node)| TrustView {
+                index,
+                status: &node.status,
+                alive: node.alive,
+                honest: !node.byzantine,
+                group: group_of[index],
+            }),
+        );
+        // Phase 3 is a property to wait for: a run with `[trust]` is not
+        // over before every honest node got there (or the bound passed).
+        let trust_settled = scenario.trust.is_none()
+            || trust_checker.phase3_holds()
+            || now_ms as f64 >= scenario.properties.phase3_within_s * 1000.0;
         let counters = auditor.counters();
         let wall_s = (wall_now_ms() - wall_start_ms) / 1000.0;
+        let phase_progress = if scenario.trust.is_some() {
+            let latest = trust_checker.timeline.samples.last();
+            let counts = latest.map_or([0; 4], |sample| {
+                let mut counts = [0u32; 4];
+                for group in &sample.groups {
+                    for (total, count) in counts.iter_mut().zip(group.phase_counts) {
+                        *total += count;
+                    }
+                }
+                counts
+            });
+            format!(
+                " · phases 0/1/2/3: {}/{}/{}/{}",
+                counts[0], counts[1], counts[2], counts[3]
+            )
+        } else {
+            String::new()
+        };
         let chain_progress = if scenario.chain.is_some() {
             format!(
                 " · chain heights {}..{}",
@@ -691,7 +785,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         };
         progress.report(
             &format!(
-                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree{chain_progress} · {} datagrams",
+                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree{chain_progress}{phase_progress} · {} datagrams",
                 now_ms as f64 / 1000.0,
                 deadline_ms as f64 / 1000.0,
                 wall_s,
@@ -701,7 +795,9 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             ),
             false,
         );
-        if now_ms >= deadline_ms || (quiet && converged_at_ms.is_some() && chain_settled) {
+        if now_ms >= deadline_ms
+            || (quiet && converged_at_ms.is_some() && chain_settled && trust_settled)
+        {
             break;
         }
         now_ms += CHECK_INTERVAL_MS;
@@ -720,7 +816,10 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             Some(after) => format!(
                 "all {} live honest nodes see exactly the {} live nodes, {after:.1} s after the last fault (bound {} s)",
                 observation.live_honest,
-                nodes.iter().filter(|node| node.alive && !node.forger).count(),
+                nodes
+                    .iter()
+                    .filter(|node| node.alive && !node.forger && !node.unwelcome)
+                    .count(),
                 scenario.properties.membership_converges_within_s
             ),
             None => format!(
@@ -756,8 +855,9 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             .take(setup.keys.len())
             .find(|node| node.alive && !node.byzantine)
             .or_else(|| nodes.iter().find(|node| !node.byzantine));
+        let zone = ChainSetup::zone(&scenario);
         let validity = match auditee {
-            Some(node) => audit_chain(&setup.genesis, &node.hardware.disk),
+            Some(node) => audit_chain(&setup.genesis, &zone, &node.hardware.disk, None),
             None => Err("no honest node to audit".into()),
         };
         let equivocators: Vec<hm_wire::Hash> = scenario
@@ -775,9 +875,64 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         properties.extend(chain_checker.properties(
             &scenario,
             faults_end_ms,
-            validity,
+            &validity,
             &equivocators,
         ));
+        if scenario.properties.minority_commits_nothing {
+            properties.push(trust_checker.minority_property());
+        }
+        if scenario.trust.is_some() {
+            let views: Vec<TrustView<'_>> = nodes
+                .iter()
+                .enumerate()
+                .map(|(index, node)| TrustView {
+                    index,
+                    status: &node.status,
+                    alive: node.alive,
+                    honest: !node.byzantine,
+                    group: group_of[index],
+                })
+                .collect();
+            let audited = match &validity {
+                Ok(audit) => audit
+                    .trust
+                    .as_ref()
+                    .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string()),
+                Err(error) => Err(error.clone()),
+            };
+            // Names must resolve in the state every live honest node holds:
+            // the chain up to the lowest live honest height.
+            let held = match auditee {
+                Some(node) => audit_chain(
+                    &setup.genesis,
+                    &zone,
+                    &node.hardware.disk,
+                    Some(chain_checker.min_height()),
+                )
+                .and_then(|audit| {
+                    audit
+                        .trust
+                        .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string())
+                }),
+                None => Err("no honest node to audit".into()),
+            };
+            let byzantine_authorities: Vec<(usize, hm_wire::Hash)> = (0..scenario.nodes.count)
+                .filter(|index| ChainSetup::authority_fault_of(&scenario, *index).is_some())
+                .filter_map(|index| {
+                    setup
+                        .validator_addrs
+                        .get(index as usize)
+                        .map(|(id, _)| (index as usize, *id))
+                })
+                .collect();
+            properties.extend(trust_checker.properties(
+                &scenario,
+                &views,
+                audited,
+                held.as_ref().map_err(Clone::clone),
+                &byzantine_authorities,
+            ));
+        }
     }
     let mut traffic = Traffic::default();
     let mut by_kind = vec![0u64; hm_node::membership::MESSAGE_KINDS];
@@ -827,6 +982,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         },
     });
     SimResult {
+        timeline: trust_checker.timeline,
         properties,
         simulated_s: now_ms as f64 / 1000.0,
         converged_after_faults_s: converged_after,
@@ -885,6 +1041,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 converged_after_faults_s: result.converged_after_faults_s,
                 traffic: result.traffic,
                 panic: None,
+                timeline: Some(result.timeline),
             }
         }
         Err(panic) => {
@@ -915,6 +1072,7 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
                 converged_after_faults_s: None,
                 traffic: Traffic::default(),
                 panic: Some(message),
+                timeline: None,
             }
         }
     }

@@ -32,6 +32,9 @@ pub struct Scenario {
     pub byzantine: Byzantine,
     /// Run a chain on every node (absent: membership only).
     pub chain: Option<ChainScenario>,
+    /// TrustChain and the bootstrap phases 0-3 (absent: every node stays
+    /// in phase 0 with a self-signed identity). Needs `chain`.
+    pub trust: Option<TrustScenario>,
     pub properties: Properties,
     pub faults: Vec<Fault>,
 }
@@ -48,6 +51,7 @@ impl Default for Scenario {
             membership: MembershipTuning::default(),
             byzantine: Byzantine::default(),
             chain: None,
+            trust: None,
             properties: Properties::default(),
             faults: Vec::new(),
         }
@@ -200,6 +204,50 @@ impl Default for ChainScenario {
     }
 }
 
+/// How nodes take part in TrustChain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustScenario {
+    /// The network's DNS zone; node `i` registers `n<i>.<zone>`.
+    pub zone: String,
+    /// Lifetime nodes ask for in certificate requests.
+    pub certificate_validity_s: f64,
+    /// Nodes renew once this share of the lifetime has passed.
+    pub renew_at: f64,
+    /// Nodes register their names once certified.
+    pub register_names: bool,
+    /// The chain counts as live while the last commit is at most this old.
+    pub chain_live_window_s: f64,
+    /// The last `byzantine_authorities` genesis validators misbehave as
+    /// certificate authorities, taking `authority_faults` in turn (in
+    /// consensus they stay honest unless `chain.byzantine_validators` says
+    /// otherwise).
+    pub byzantine_authorities: u32,
+    pub authority_faults: Vec<hm_faults::trust::AuthorityFault>,
+    /// Nodes (just before the identity forgers and garbage senders) that
+    /// collude with the first forging authority: each claims an honest
+    /// node's name and presents the forged certificate it is given.
+    pub forged_presenters: u32,
+    /// When the forged presenters ask for their forgeries.
+    pub forge_after_s: f64,
+}
+
+impl Default for TrustScenario {
+    fn default() -> Self {
+        Self {
+            zone: "mesh".into(),
+            certificate_validity_s: 600.0,
+            renew_at: 0.5,
+            register_names: true,
+            chain_live_window_s: 30.0,
+            byzantine_authorities: 0,
+            authority_faults: hm_faults::trust::AuthorityFault::ALL.to_vec(),
+            forged_presenters: 0,
+            forge_after_s: 90.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Properties {
@@ -214,6 +262,12 @@ pub struct Properties {
     pub chain_resumes_within_s: f64,
     /// Chain liveness: every live honest node reaches at least this height.
     pub chain_min_height: u64,
+    /// With `trust`: every live honest node is in bootstrap phase 3 by this
+    /// simulated second (and stays there).
+    pub phase3_within_s: f64,
+    /// With `chain`: while a partition lasts, the side whose validators
+    /// hold no quorum commits nothing new.
+    pub minority_commits_nothing: bool,
 }
 
 impl Default for Properties {
@@ -223,6 +277,8 @@ impl Default for Properties {
             only_verified_peers: true,
             chain_resumes_within_s: 60.0,
             chain_min_height: 3,
+            phase3_within_s: 600.0,
+            minority_commits_nothing: false,
         }
     }
 }
@@ -373,6 +429,61 @@ impl Scenario {
                 return Err("`chain` intervals and timeouts must be at least 1 ms".into());
             }
         }
+        if let Some(trust) = &self.trust {
+            if self.chain.is_none() {
+                return Err("`[trust]` needs a `[chain]`: certificates are logged on chain".into());
+            }
+            hm_trustchain::name::DnsName::parse(&trust.zone)
+                .map_err(|error| format!("`trust.zone` = {:?}: {error}", trust.zone))?;
+            let max_validity_s = hm_trustchain::cert::CERT_VALIDITY_MS_MAX as f64 / 1000.0;
+            if !(trust.certificate_validity_s.is_finite()
+                && trust.certificate_validity_s >= 1.0
+                && trust.certificate_validity_s <= max_validity_s)
+            {
+                return Err(format!(
+                    "`trust.certificate_validity_s` = {} must be between 1 and {max_validity_s}",
+                    trust.certificate_validity_s
+                ));
+            }
+            unit("trust.renew_at", trust.renew_at)?;
+            let validators = self.chain.as_ref().map_or(0, |chain| chain.validators);
+            if trust.byzantine_authorities > validators {
+                return Err("`trust.byzantine_authorities` exceeds `chain.validators`".into());
+            }
+            if trust.byzantine_authorities > 0 && trust.authority_faults.is_empty() {
+                return Err("`trust.authority_faults` must name at least one behaviour".into());
+            }
+            if trust.forged_presenters > 0 {
+                let forging = (0..trust.byzantine_authorities).any(|k| {
+                    trust.authority_faults[k as usize % trust.authority_faults.len()]
+                        == hm_faults::trust::AuthorityFault::Forge
+                });
+                if !forging {
+                    return Err("`trust.forged_presenters` need a Byzantine authority with the `forge` fault".into());
+                }
+                let taken = u64::from(trust.forged_presenters)
+                    + u64::from(self.byzantine.garbage_senders)
+                    + u64::from(self.byzantine.identity_forgers)
+                    + u64::from(self.nodes.seeds.max(validators));
+                if taken > u64::from(self.nodes.count) {
+                    return Err(
+                        "`trust.forged_presenters` overlap the seeds or validators; add nodes"
+                            .into(),
+                    );
+                }
+            }
+            seconds("trust.forge_after_s", trust.forge_after_s, DURATION_S_MAX)?;
+            seconds(
+                "trust.chain_live_window_s",
+                trust.chain_live_window_s,
+                DURATION_S_MAX,
+            )?;
+        }
+        seconds(
+            "properties.phase3_within_s",
+            self.properties.phase3_within_s,
+            DURATION_S_MAX,
+        )?;
         if self.byzantine.garbage_every_nth == 0 {
             return Err("`byzantine.garbage_every_nth` must be at least 1".into());
         }

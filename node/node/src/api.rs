@@ -39,6 +39,34 @@ pub enum ApiRequest {
     Get { key: Vec<u8> },
     /// The committed head.
     Head,
+    /// Issue a certificate for this request (a genesis validator acting as
+    /// a certificate authority, bootstrap phase 1).
+    RequestCertificate(Box<hm_trustchain::cert::SignedRequest>),
+    /// A logged certificate's inclusion proof, with the log head signed by
+    /// the answering authority.
+    CertificateProof { fingerprint: Hash },
+    /// A name's record in HyperMesh DNS (committed state).
+    Resolve { name: String },
+    /// The answering authority's signed head of the certificate log (CT
+    /// auditing: nodes compare what authorities sign with their own log).
+    TreeHead,
+    /// The node's bootstrap phase, certificate and chain position.
+    Status,
+}
+
+/// What `Status` answers: one node at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub node_id: Hash,
+    pub validator: bool,
+    pub height: Height,
+    pub head: Option<Hash>,
+    pub phase: u8,
+    pub certificate: Option<Hash>,
+    pub certificate_chain_issued: bool,
+    pub missing_for_next_phase: Option<String>,
+    pub log_size: u64,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +82,14 @@ pub enum ApiResponse {
         head: Option<Hash>,
         validator: bool,
     },
+    Certificate(Box<hm_trustchain::cert::Certificate>),
+    Proof {
+        proof: Box<hm_trustchain::log::InclusionProof>,
+        head: Box<hm_trustchain::log::SignedTreeHead>,
+    },
+    Record(Option<Box<hm_trustchain::dns::DnsRecord>>),
+    TreeHead(Box<hm_trustchain::log::SignedTreeHead>),
+    Status(Box<NodeSummary>),
     Error(String),
 }
 

@@ -75,7 +75,7 @@ impl Phase {
             Phase::Trust => PhasePolicy {
                 accept_uncertified_peers: true,
                 pki_fallback: true,
-                request_ca_certificate: false,
+                request_ca_certificate: true,
                 renew_through_chain: false,
                 register_name: true,
                 traditional_dns: true,
@@ -124,7 +124,8 @@ pub struct PhasePolicy {
     /// accepted on an authority's signature plus a log inclusion proof
     /// against an authority-signed tree head.
     pub pki_fallback: bool,
-    /// Ask a genesis validator (CA) for a certificate.
+    /// Without a usable certificate, ask a genesis validator (CA) for one
+    /// (phases 0 and 1; later phases ask the chain).
     pub request_ca_certificate: bool,
     /// Renew (and replace CA certificates) with `IssueCertificate`
     /// transactions.
@@ -161,7 +162,9 @@ impl Conditions {
     fn allows_leaving(&self, phase: Phase) -> bool {
         match phase {
             Phase::Traditional => self.certificate_logged,
-            Phase::Trust => self.certificate_logged && self.certificate_committed && self.chain_live,
+            Phase::Trust => {
+                self.certificate_logged && self.certificate_committed && self.chain_live
+            }
             Phase::PartialFederation => {
                 self.certificate_committed
                     && self.chain_live

@@ -12,8 +12,8 @@ use std::net::SocketAddrV6;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hm_env::{Clock, Env, EnvDisk, EnvEntropy};
-use hm_kernel::app::{KvApp, KvWorkload};
+use hm_env::{Clock, Disk, Env, EnvDisk, EnvEntropy};
+use hm_kernel::app::{Application, KvWorkload};
 use hm_kernel::consensus::Signer;
 use hm_kernel::genesis::Genesis;
 use hm_kernel::proof::{GENESIS_PLOT_NONCE, SpacePlot};
@@ -24,10 +24,13 @@ use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiCall, ApiRequest, ApiResponse};
+use crate::api::{ApiCall, ApiClient, ApiRequest, ApiResponse, NodeSummary};
+use crate::app::{NodeApp, kv_tx, trust_tx};
+use crate::bootstrap::Phase;
 use crate::link::Link;
 use crate::node::NodeError;
 use crate::status::StatusHandle;
+use crate::trust::{AgentNow, TrustAction, TrustAgent, TrustSettings, TrustShared};
 
 /// ALPN id of chain connections.
 pub const CHAIN_PROTOCOL: &[u8] = b"hm/chain/1";
@@ -42,6 +45,18 @@ pub const CHAIN_DIALS_IN_FLIGHT_MAX: usize = 32;
 pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
 /// Committed block hashes kept in the status for the checkers.
 pub const STATUS_COMMITTED_MAX: usize = 100_000;
+/// How often the TrustChain agent looks at the committed state.
+pub const TRUST_TICK_MS: u64 = 500;
+/// Authority API calls (certificate requests, proofs) in flight at once.
+pub const TRUST_CALLS_IN_FLIGHT_MAX: usize = 4;
+/// An authority API call is abandoned after this long.
+pub const TRUST_CALL_TIMEOUT_MS: u64 = 4_000;
+/// Column family of the node's TrustChain secrets and bootstrap phase.
+pub const TRUST_CF: &str = "trust";
+const KEY_KEM_SECRET: &[u8] = b"ml-kem-1024/secret-key";
+const KEY_PHASE: &[u8] = b"bootstrap-phase";
+/// The certificate bundle the node last presented.
+pub(crate) const KEY_PRESENTED: &[u8] = b"presented-certificate";
 
 /// The overlay's current peers `(node id, address)`, shared by the
 /// membership shell so followers know whom to sync with.
@@ -58,12 +73,18 @@ pub struct ChainConfig {
     /// Generate a key-value transaction every this many ms (0: none).
     pub workload_interval_ms: u64,
     pub connect_timeout_ms: u64,
+    /// TrustChain and the bootstrap phases (None: the node stays in phase
+    /// 0 and presents no certificate).
+    pub trust: Option<TrustSettings>,
     /// Byzantine validator behaviour (simulator only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<hm_faults::chain::ChainFault>,
     /// The validators colluding with this one (`Split` needs to know them).
     #[cfg(feature = "byzantine")]
     pub byzantine_colluders: Vec<Hash>,
+    /// Byzantine certificate authority behaviour (simulator only).
+    #[cfg(feature = "byzantine")]
+    pub byzantine_authority: Option<hm_faults::trust::AuthorityFault>,
 }
 
 impl ChainConfig {
@@ -75,10 +96,13 @@ impl ChainConfig {
             sync_peers_max: 3,
             workload_interval_ms: 0,
             connect_timeout_ms: 5_000,
+            trust: None,
             #[cfg(feature = "byzantine")]
             byzantine: None,
             #[cfg(feature = "byzantine")]
             byzantine_colluders: Vec::new(),
+            #[cfg(feature = "byzantine")]
+            byzantine_authority: None,
         }
     }
 }
@@ -101,6 +125,27 @@ pub(crate) enum ChainEvent {
         link_id: u64,
     },
     Api(ApiCall),
+    /// An authority answered (or did not) a certificate request.
+    CertificateAnswer {
+        authority: Hash,
+        answer: Result<hm_trustchain::cert::Certificate, String>,
+    },
+    /// An authority answered (or did not) a head request.
+    HeadAnswer {
+        authority: Hash,
+        answer: Result<hm_trustchain::log::SignedTreeHead, String>,
+    },
+    /// An authority answered (or did not) a proof request.
+    ProofAnswer {
+        authority: Hash,
+        answer: Result<
+            (
+                hm_trustchain::log::InclusionProof,
+                hm_trustchain::log::SignedTreeHead,
+            ),
+            String,
+        >,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -121,7 +166,8 @@ struct ChainCounters {
     last_commit_ms: Option<u64>,
 }
 
-type NodeReplica<E> = Replica<EnvDisk<E>, KvApp, Signer<EnvDisk<E>, EnvEntropy<E>>, EnvEntropy<E>>;
+type NodeReplica<E> =
+    Replica<EnvDisk<E>, NodeApp, Signer<EnvDisk<E>, EnvEntropy<E>>, EnvEntropy<E>>;
 
 struct ChainShell<E: Env> {
     env: E,
@@ -140,8 +186,15 @@ struct ChainShell<E: Env> {
     committed: Vec<Hash>,
     counters: ChainCounters,
     workload: KvWorkload,
+    /// This node's key (authority signatures, certificate requests).
+    key: SigningKey,
+    trust: TrustShared,
+    agent: Option<TrustAgent<EnvEntropy<E>>>,
+    trust_calls_in_flight: usize,
     #[cfg(feature = "byzantine")]
     byzantine: Option<hm_faults::chain::ByzantineValidator<EnvEntropy<E>>>,
+    #[cfg(feature = "byzantine")]
+    byzantine_authority: Option<hm_faults::trust::ByzantineAuthority<EnvEntropy<E>>>,
 }
 
 impl<E: Env> ChainShell<E> {
@@ -180,6 +233,14 @@ impl<E: Env> ChainShell<E> {
                     }
                     self.counters.transactions_committed += transactions as u64;
                     self.counters.evidence_committed += evidence as u64;
+                    if evidence > 0
+                        && let Ok(Some(block)) = self.replica.store().block(height)
+                    {
+                        let mut monitor = self.trust.monitor();
+                        for evidence in &block.body.evidence {
+                            monitor.on_committed_evidence(evidence);
+                        }
+                    }
                 }
                 ReplicaOutput::Misbehaviour { peer, what } => {
                     self.counters.misbehaviour_reports += 1;
@@ -248,7 +309,12 @@ impl<E: Env> ChainShell<E> {
     }
 
     /// The links this node wants: every validator (if it is one) and a few
-    /// overlay peers.
+    /// overlay peers. A follower whose overlay is short of peers (still
+    /// joining, or kept out of the overlay until it holds a certificate
+    /// phase-3 nodes accept) fills up with validators, picked by its node
+    /// id so followers spread over them: chain links need no certificate,
+    /// and without them a newcomer could never sync the chain that would
+    /// certify it.
     fn wanted(&self) -> Vec<(Hash, SocketAddrV6)> {
         let mut wanted: Vec<(Hash, SocketAddrV6)> = Vec::new();
         if self.replica.is_validator() {
@@ -271,6 +337,20 @@ impl<E: Env> ChainShell<E> {
                 .filter(|(id, _)| *id != self.me)
                 .take(self.config.sync_peers_max),
         );
+        let validators = &self.config.validator_addrs;
+        if !self.replica.is_validator()
+            && wanted.len() < self.config.sync_peers_max
+            && !validators.is_empty()
+        {
+            let base = u64::from_le_bytes(self.me.0[..8].try_into().unwrap_or([0; 8]));
+            let missing = self.config.sync_peers_max - wanted.len();
+            for k in 0..validators.len().min(missing) {
+                let pick = validators[(base as usize).wrapping_add(k) % validators.len()];
+                if !wanted.iter().any(|(id, _)| *id == pick.0) {
+                    wanted.push(pick);
+                }
+            }
+        }
         wanted
     }
 
@@ -401,7 +481,333 @@ impl<E: Env> ChainShell<E> {
                 // The client may have gone; nothing to do then.
                 let _ = call.reply.send(response);
             }
+            ChainEvent::CertificateAnswer { authority, answer } => {
+                self.trust_calls_in_flight = self.trust_calls_in_flight.saturating_sub(1);
+                tracing::debug!(node = %self.endpoint.local_addr(), %authority, ok = answer.is_ok(), error = ?answer.as_ref().err(), "trust: certificate answer");
+                let now = self.agent_now();
+                if let Some(agent) = self.agent.as_mut() {
+                    agent.on_certificate(now, authority, answer);
+                }
+            }
+            ChainEvent::HeadAnswer { authority, answer } => {
+                self.trust_calls_in_flight = self.trust_calls_in_flight.saturating_sub(1);
+                if let Some(agent) = self.agent.as_mut() {
+                    let trust = self.trust.trust.read();
+                    let mut monitor = self.trust.monitor();
+                    agent.on_head(authority, answer, &trust, &mut monitor);
+                }
+            }
+            ChainEvent::ProofAnswer { authority, answer } => {
+                self.trust_calls_in_flight = self.trust_calls_in_flight.saturating_sub(1);
+                tracing::debug!(node = %self.endpoint.local_addr(), %authority, ok = answer.is_ok(), error = ?answer.as_ref().err(), "trust: proof answer");
+                if let Some(agent) = self.agent.as_mut() {
+                    let trust = self.trust.trust.read();
+                    let mut monitor = self.trust.monitor();
+                    agent.on_proof(authority, answer, &trust, &mut monitor);
+                }
+            }
         }
+    }
+
+    fn agent_now(&self) -> AgentNow {
+        let now = self.now();
+        AgentNow {
+            mono_ms: now.mono_ms,
+            wall_ms: now.wall_ms,
+        }
+    }
+
+    /// Runs the TrustChain agent once and performs what it asks.
+    fn trust_tick(&mut self) {
+        if self.agent.is_none() {
+            return;
+        }
+        let window_ms = self
+            .config
+            .trust
+            .as_ref()
+            .map_or(30_000, |settings| settings.chain_live_window_ms);
+        let now_ms = self.now().mono_ms;
+        let live = self
+            .counters
+            .last_commit_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) <= window_ms);
+        let now = AgentNow {
+            mono_ms: now_ms,
+            wall_ms: self.env.clock().wall_ms(),
+        };
+        let actions = {
+            let trust = self.trust.trust.read();
+            let mut monitor = self.trust.monitor();
+            match self.agent.as_mut() {
+                Some(agent) => agent.tick(now, &trust, live, &mut monitor),
+                None => Vec::new(),
+            }
+        };
+        for action in actions {
+            self.perform_trust(action);
+        }
+    }
+
+    fn perform_trust(&mut self, action: TrustAction) {
+        tracing::debug!(node = %self.endpoint.local_addr(), action = action.kind(), "trust: action");
+        match action {
+            TrustAction::Submit(tx) => {
+                if let hm_trustchain::tx::TrustTx::Report(report) = tx.as_ref() {
+                    tracing::info!(kind = ?report.kind(), "trust: reporting misbehaviour");
+                }
+                let now = self.now();
+                if let Err(error) = self.replica.submit_transaction(now, trust_tx(&tx)) {
+                    tracing::debug!(%error, "trust: transaction not admitted");
+                }
+            }
+            TrustAction::Present(bytes) => {
+                // Kept on disk, so a restarted node presents it from its
+                // first handshake on.
+                if let Err(error) = self.env.disk().put_synced(TRUST_CF, KEY_PRESENTED, &bytes) {
+                    tracing::warn!(%error, "trust: cannot persist the presented certificate");
+                }
+                if let Err(error) = self.endpoint.present(bytes) {
+                    tracing::warn!(%error, "trust: cannot present the certificate");
+                }
+            }
+            TrustAction::PersistPhase(phase) => {
+                if let Err(error) =
+                    self.env
+                        .disk()
+                        .put_synced(TRUST_CF, KEY_PHASE, &[phase.number()])
+                {
+                    tracing::warn!(%error, "trust: cannot persist the phase");
+                }
+                self.trust.set_phase(phase);
+                tracing::info!(%phase, "bootstrap phase reached");
+            }
+            TrustAction::AskCertificate {
+                authority,
+                addr,
+                request,
+            } => {
+                if authority == self.me {
+                    let answer = self.issue_certificate(*request);
+                    let now = self.agent_now();
+                    if let Some(agent) = self.agent.as_mut() {
+                        agent.on_certificate(now, authority, answer);
+                    }
+                    return;
+                }
+                self.call_authority(
+                    addr,
+                    ApiRequest::RequestCertificate(request),
+                    move |response| ChainEvent::CertificateAnswer {
+                        authority,
+                        answer: match response {
+                            Ok(ApiResponse::Certificate(certificate)) => Ok(*certificate),
+                            Ok(ApiResponse::Error(error)) => Err(error),
+                            Ok(_) => Err("unexpected answer".into()),
+                            Err(error) => Err(error),
+                        },
+                    },
+                );
+            }
+            TrustAction::AskHead { authority, addr } => {
+                self.call_authority(addr, ApiRequest::TreeHead, move |response| {
+                    ChainEvent::HeadAnswer {
+                        authority,
+                        answer: match response {
+                            Ok(ApiResponse::TreeHead(head)) => Ok(*head),
+                            Ok(ApiResponse::Error(error)) => Err(error),
+                            Ok(_) => Err("unexpected answer".into()),
+                            Err(error) => Err(error),
+                        },
+                    }
+                });
+            }
+            TrustAction::AskProof {
+                authority,
+                addr,
+                fingerprint,
+            } => {
+                if authority == self.me {
+                    let answer = self.prove_certificate(&fingerprint);
+                    if let Some(agent) = self.agent.as_mut() {
+                        let trust = self.trust.trust.read();
+                        let mut monitor = self.trust.monitor();
+                        agent.on_proof(authority, answer, &trust, &mut monitor);
+                    }
+                    return;
+                }
+                self.call_authority(
+                    addr,
+                    ApiRequest::CertificateProof { fingerprint },
+                    move |response| ChainEvent::ProofAnswer {
+                        authority,
+                        answer: match response {
+                            Ok(ApiResponse::Proof { proof, head }) => Ok((*proof, *head)),
+                            Ok(ApiResponse::Error(error)) => Err(error),
+                            Ok(_) => Err("unexpected answer".into()),
+                            Err(error) => Err(error),
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    /// One API call to an authority, answered into the event loop.
+    fn call_authority(
+        &mut self,
+        addr: SocketAddrV6,
+        request: ApiRequest,
+        into_event: impl FnOnce(Result<ApiResponse, String>) -> ChainEvent + Send + 'static,
+    ) {
+        if self.trust_calls_in_flight >= TRUST_CALLS_IN_FLIGHT_MAX {
+            // Dropped: the agent asks again after its timeout.
+            return;
+        }
+        self.trust_calls_in_flight += 1;
+        let endpoint = self.endpoint.clone();
+        let events = self.events.clone();
+        let env = self.env.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(TRUST_CALL_TIMEOUT_MS);
+            let call = async {
+                let client = ApiClient::connect(&endpoint, std::net::SocketAddr::V6(addr), timeout)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let response = client
+                    .call(&request)
+                    .await
+                    .map_err(|error| error.to_string());
+                client.close();
+                response
+            };
+            let response = match hm_env::timeout(env.clock(), timeout, call).await {
+                Ok(response) => response,
+                Err(_) => Err("the authority did not answer in time".into()),
+            };
+            let _ = events.send(into_event(response)).await;
+        });
+    }
+
+    /// Acting as a certificate authority (genesis validators): checks the
+    /// request, signs a certificate and submits it to the log.
+    fn issue_certificate(
+        &mut self,
+        request: hm_trustchain::cert::SignedRequest,
+    ) -> Result<hm_trustchain::cert::Certificate, String> {
+        let (revoked, stolen) = {
+            let trust = self.trust.trust.read();
+            if !trust.authorities().contains(&self.me) {
+                return Err(
+                    "this node is not a certificate authority; ask a genesis validator".into(),
+                );
+            }
+            request
+                .verify()
+                .map_err(|error| format!("certificate request refused: {error}"))?;
+            let subject = request.subject();
+            let stolen = request.request.dns_names.iter().find(|name| {
+                trust
+                    .record(name)
+                    .is_some_and(|record| record.owner != subject)
+            });
+            (
+                trust.is_authority_revoked(&self.me),
+                stolen.map(ToString::to_string),
+            )
+        };
+        let issuance = self.issuance(stolen.is_some());
+        if revoked && !issuance.ignore_revocation {
+            return Err("this authority is revoked".into());
+        }
+        if let Some(name) = stolen
+            && issuance.check_names
+        {
+            return Err(format!("{name} belongs to another node"));
+        }
+        let certificate = hm_trustchain::cert::Certificate::issue_by_authority(
+            request,
+            &self.key,
+            self.env.clock().wall_ms(),
+            self.env.entropy(),
+        );
+        if issuance.log {
+            let now = self.now();
+            let log = hm_trustchain::tx::TrustTx::LogCertificate(certificate.clone());
+            self.replica
+                .submit_transaction(now, trust_tx(&log))
+                .map_err(|error| format!("cannot log the certificate: {error}"))?;
+        }
+        Ok(certificate)
+    }
+
+    /// How to issue: honestly, unless a Byzantine decorator says otherwise.
+    fn issuance(&mut self, _stolen: bool) -> hm_faults_issuance::Issuance {
+        #[cfg(feature = "byzantine")]
+        if let Some(byzantine) = self.byzantine_authority.as_mut() {
+            let issuance = byzantine.issuance(_stolen);
+            return hm_faults_issuance::Issuance {
+                log: issuance.log,
+                check_names: issuance.check_names,
+                ignore_revocation: issuance.ignore_revocation,
+            };
+        }
+        hm_faults_issuance::Issuance {
+            log: true,
+            check_names: true,
+            ignore_revocation: false,
+        }
+    }
+
+    /// This authority's signed head of its committed certificate log.
+    fn signed_head(&mut self) -> Result<hm_trustchain::log::SignedTreeHead, String> {
+        let trust = self.trust.trust.read();
+        if !trust.authorities().contains(&self.me) {
+            return Err("this node is not a certificate authority".into());
+        }
+        let head = hm_trustchain::log::SignedTreeHead::sign(
+            trust.log_head(),
+            &self.key,
+            self.env.entropy(),
+        );
+        drop(trust);
+        #[cfg(feature = "byzantine")]
+        if let Some(byzantine) = self.byzantine_authority.as_mut() {
+            return Ok(byzantine.tree_head(head));
+        }
+        Ok(head)
+    }
+
+    /// A certificate's inclusion proof at the committed head, with the
+    /// head signed by this authority.
+    fn prove_certificate(
+        &mut self,
+        fingerprint: &Hash,
+    ) -> Result<
+        (
+            hm_trustchain::log::InclusionProof,
+            hm_trustchain::log::SignedTreeHead,
+        ),
+        String,
+    > {
+        let trust = self.trust.trust.read();
+        if !trust.authorities().contains(&self.me) {
+            return Err("this node is not a certificate authority".into());
+        }
+        let proof = trust
+            .inclusion_proof(fingerprint)
+            .ok_or_else(|| format!("certificate {fingerprint} is not logged (yet)"))?;
+        let head = hm_trustchain::log::SignedTreeHead::sign(
+            trust.log_head(),
+            &self.key,
+            self.env.entropy(),
+        );
+        drop(trust);
+        #[cfg(feature = "byzantine")]
+        if let Some(byzantine) = self.byzantine_authority.as_mut() {
+            return byzantine.proof(Ok((proof, head)));
+        }
+        Ok((proof, head))
     }
 
     fn answer(&mut self, request: ApiRequest) -> ApiResponse {
@@ -418,8 +824,57 @@ impl<E: Env> ChainShell<E> {
             }
             ApiRequest::Get { key } => ApiResponse::Value {
                 height: self.replica.height(),
-                value: self.replica.app().get(&key).map(<[u8]>::to_vec),
+                value: self.replica.app().kv().get(&key).map(<[u8]>::to_vec),
             },
+            ApiRequest::RequestCertificate(request) => match self.issue_certificate(*request) {
+                Ok(certificate) => ApiResponse::Certificate(Box::new(certificate)),
+                Err(error) => ApiResponse::Error(error),
+            },
+            ApiRequest::CertificateProof { fingerprint } => {
+                match self.prove_certificate(&fingerprint) {
+                    Ok((proof, head)) => ApiResponse::Proof {
+                        proof: Box::new(proof),
+                        head: Box::new(head),
+                    },
+                    Err(error) => ApiResponse::Error(error),
+                }
+            }
+            ApiRequest::TreeHead => match self.signed_head() {
+                Ok(head) => ApiResponse::TreeHead(Box::new(head)),
+                Err(error) => ApiResponse::Error(error),
+            },
+            ApiRequest::Resolve { name } => match hm_trustchain::name::DnsName::parse(&name) {
+                Ok(name) => {
+                    ApiResponse::Record(self.trust.trust.read().record(&name).map(Box::new))
+                }
+                Err(error) => ApiResponse::Error(format!("{name:?} is not a DNS name: {error}")),
+            },
+            ApiRequest::Status => {
+                let agent = self.agent.as_ref().map(TrustAgent::status);
+                let trust = self.trust.trust.read();
+                ApiResponse::Status(Box::new(NodeSummary {
+                    node_id: self.me,
+                    validator: self.replica.is_validator(),
+                    height: self.replica.height(),
+                    head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
+                    phase: self.trust.phase().number(),
+                    certificate: agent.as_ref().and_then(|agent| agent.certificate),
+                    certificate_chain_issued: agent
+                        .as_ref()
+                        .is_some_and(|agent| agent.chain_issued),
+                    missing_for_next_phase: agent
+                        .as_ref()
+                        .and_then(|agent| agent.missing)
+                        .map(str::to_string),
+                    log_size: trust.log_head().size,
+                    name: self
+                        .config
+                        .trust
+                        .as_ref()
+                        .and_then(|settings| settings.name.as_ref())
+                        .map(ToString::to_string),
+                }))
+            }
             ApiRequest::Head => ApiResponse::Head {
                 height: self.replica.height(),
                 head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
@@ -433,6 +888,37 @@ impl<E: Env> ChainShell<E> {
         let counters = &self.counters;
         let committed = &self.committed;
         let links = self.links.len();
+        let agent = self.agent.as_ref().map(TrustAgent::status);
+        let record = self.trust.record();
+        let (log_head, findings) = {
+            let trust = self.trust.trust.read();
+            (trust.log_head(), trust.findings())
+        };
+        let monitor = self.trust.monitor().stats();
+        self.status.update(|status| {
+            if let Some(agent) = agent {
+                let trust = &mut status.trust;
+                trust.enabled = true;
+                trust.phase = agent.phase.number();
+                trust.phase_entered_ms = agent.phase_entered_ms;
+                trust.missing_for_next_phase = agent.missing.map(str::to_string);
+                trust.certificate = agent.certificate;
+                trust.certificate_chain_issued = agent.chain_issued;
+                trust.certificate_requests = agent.certificate_requests;
+                trust.renewals = agent.renewals;
+                trust.name_claims = agent.name_claims;
+                trust.reports_submitted = agent.reports_submitted;
+                trust.head_inconsistencies = agent.head_inconsistencies;
+                trust.false_heads_seen = agent.false_heads;
+                trust.log_head = Some(log_head);
+                trust.findings = findings;
+                trust.accepted_certificates = record.accepted;
+                trust.refused_certificates = record.refused;
+                trust.pending_certificates = record.pending;
+                trust.uncertified_refused = record.uncertified_refused;
+                trust.monitor_reports_queued = monitor.reports_queued;
+            }
+        });
         self.status.update(|status| {
             let chain = &mut status.chain;
             chain.enabled = true;
@@ -474,6 +960,7 @@ pub(crate) struct ChainInbound {
 }
 
 /// Runs the chain service until the endpoint closes.
+#[allow(clippy::too_many_arguments)] // the service's wiring, passed once
 pub(crate) async fn run_chain<E: Env>(
     env: E,
     endpoint: Endpoint<E>,
@@ -482,6 +969,7 @@ pub(crate) async fn run_chain<E: Env>(
     inbound: ChainInbound,
     overlay: OverlayPeers,
     status: StatusHandle,
+    trust: TrustShared,
 ) -> Result<(), NodeError> {
     let me = signing_key.verifying_key().fingerprint();
     let genesis = config.genesis.clone();
@@ -520,7 +1008,7 @@ pub(crate) async fn run_chain<E: Env>(
     let replica = Replica::new(
         genesis,
         EnvDisk(env.clone()),
-        KvApp::new(),
+        NodeApp::new(trust.trust.clone()),
         identity,
         config.replica.clone(),
         EnvEntropy(env.clone()),
@@ -557,6 +1045,32 @@ pub(crate) async fn run_chain<E: Env>(
         });
     }
     let nonce_base = u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
+    let key = SigningKey::from_bytes(&signing_key.to_bytes())
+        .map_err(|error| NodeError::Identity(error.to_string()))?;
+    let agent = match config.trust.clone() {
+        Some(settings) => {
+            let kem = load_or_create_kem_key(&env)?;
+            let persisted = load_phase(&env)?;
+            trust.set_phase(persisted);
+            let agent_key = SigningKey::from_bytes(&signing_key.to_bytes())
+                .map_err(|error| NodeError::Identity(error.to_string()))?;
+            Some(TrustAgent::new(
+                agent_key,
+                kem.public_key(),
+                EnvEntropy(env.clone()),
+                settings,
+                endpoint.local_addr(),
+                config.validator_addrs.clone(),
+                validator_set.clone(),
+                persisted,
+                AgentNow {
+                    mono_ms: 0,
+                    wall_ms: env.clock().wall_ms(),
+                },
+            ))
+        }
+        None => None,
+    };
     let mut shell = ChainShell {
         env: env.clone(),
         me,
@@ -574,9 +1088,26 @@ pub(crate) async fn run_chain<E: Env>(
         committed: Vec::new(),
         counters: ChainCounters::default(),
         workload: KvWorkload::new(64, 32, nonce_base),
+        key,
+        trust,
+        agent,
+        trust_calls_in_flight: 0,
         #[cfg(feature = "byzantine")]
         byzantine: None,
+        #[cfg(feature = "byzantine")]
+        byzantine_authority: None,
     };
+    #[cfg(feature = "byzantine")]
+    if let Some(fault) = shell.config.byzantine_authority {
+        let key = SigningKey::from_bytes(&signing_key.to_bytes())
+            .map_err(|error| NodeError::Identity(error.to_string()))?;
+        tracing::warn!(?fault, "byzantine: this certificate authority misbehaves");
+        shell.byzantine_authority = Some(hm_faults::trust::ByzantineAuthority::new(
+            fault,
+            key,
+            EnvEntropy(env.clone()),
+        ));
+    }
     #[cfg(feature = "byzantine")]
     if let Some(fault) = shell.config.byzantine {
         let key = SigningKey::from_bytes(&signing_key.to_bytes())
@@ -611,14 +1142,19 @@ pub(crate) async fn run_chain<E: Env>(
     let mut next_status = start;
     let mut next_reconcile = start;
     let mut next_workload = start + Duration::from_millis(shell.config.workload_interval_ms);
+    let mut next_trust = start;
     loop {
         let now = env.clock().now();
+        if shell.agent.is_some() && now >= next_trust {
+            shell.trust_tick();
+            next_trust = now + Duration::from_millis(TRUST_TICK_MS);
+        }
         if now >= next_reconcile {
             shell.reconcile();
             next_reconcile = now + Duration::from_millis(RECONCILE_INTERVAL_MS);
         }
         if shell.config.workload_interval_ms > 0 && now >= next_workload {
-            let tx = shell.workload.next_tx(env.entropy());
+            let tx = kv_tx(shell.workload.next_tx(env.entropy()));
             let at = shell.now();
             let _ = shell.replica.submit_transaction(at, tx);
             next_workload = now + Duration::from_millis(shell.config.workload_interval_ms);
@@ -630,6 +1166,9 @@ pub(crate) async fn run_chain<E: Env>(
         }
         let replica_at = start + Duration::from_millis(shell.replica.poll_timeout());
         let mut wake = replica_at.min(next_status).min(next_reconcile);
+        if shell.agent.is_some() {
+            wake = wake.min(next_trust);
+        }
         if shell.config.workload_interval_ms > 0 {
             wake = wake.min(next_workload);
         }
@@ -646,4 +1185,40 @@ pub(crate) async fn run_chain<E: Env>(
         }
         shell.drain();
     }
+}
+
+/// How an authority issues one certificate (a Byzantine decorator may
+/// change it in the simulator).
+mod hm_faults_issuance {
+    pub struct Issuance {
+        /// Submit the certificate to the log.
+        pub log: bool,
+        /// Refuse names another subject owns.
+        pub check_names: bool,
+        /// Issue even when revoked on chain.
+        pub ignore_revocation: bool,
+    }
+}
+
+/// The node's ML-KEM-1024 key (what certificates bind for sealing to it):
+/// read from disk, or created and synced.
+fn load_or_create_kem_key<E: Env>(env: &E) -> Result<hm_wire::KemSecretKey, NodeError> {
+    let disk = env.disk();
+    if let Some(bytes) = disk.get(TRUST_CF, KEY_KEM_SECRET)? {
+        return hm_wire::KemSecretKey::from_bytes(&bytes)
+            .map_err(|error| NodeError::Identity(format!("the stored ML-KEM key: {error}")));
+    }
+    let key = hm_wire::KemSecretKey::generate(env.entropy());
+    disk.put_synced(TRUST_CF, KEY_KEM_SECRET, &key.to_bytes())?;
+    Ok(key)
+}
+
+/// The bootstrap phase this node last persisted (phase 0 when none).
+fn load_phase<E: Env>(env: &E) -> Result<Phase, NodeError> {
+    Ok(env
+        .disk()
+        .get(TRUST_CF, KEY_PHASE)?
+        .and_then(|bytes| bytes.first().copied())
+        .and_then(Phase::from_number)
+        .unwrap_or_default())
 }

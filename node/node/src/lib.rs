@@ -1,18 +1,20 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod app;
 pub mod bootstrap;
 pub mod chain;
 mod link;
 pub mod membership;
 mod node;
 mod status;
+pub mod trust;
 
 pub use api::{API_PROTOCOL, ApiClient, ApiClientError, ApiRequest, ApiResponse};
 pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
 pub use node::{
-    COLUMN_FAMILIES, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig, NodeError,
-    load_or_create_identity, provision_identity, run,
+    COLUMN_FAMILIES, DEFAULT_ZONE, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig,
+    NodeError, load_or_create_identity, provision_identity, run,
 };
-pub use status::{ChainStatus, NodeStatus, StatusHandle};
+pub use status::{ChainStatus, NodeStatus, StatusHandle, TrustStatus};

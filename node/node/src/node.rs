@@ -31,6 +31,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     hm_kernel::chain::PRIVATE_BLOCKS_CF,
     hm_kernel::replica::EVIDENCE_CF,
     hm_kernel::consensus::SIGNER_COLUMN_FAMILY,
+    crate::chain::TRUST_CF,
 ];
 /// ALPN id of membership connections (the endpoint's default protocol).
 pub const MEMBERSHIP_PROTOCOL: &[u8] = b"hm/membership/1";
@@ -143,6 +144,24 @@ pub fn load_or_create_identity<E: Env>(env: &E) -> Result<SigningKey, NodeError>
 pub fn provision_identity<D: Disk>(disk: &D, key: &SigningKey) -> Result<(), DiskError> {
     disk.put_synced(CF_IDENTITY, KEY_SIGNING_KEY, &key.to_bytes())
 }
+
+/// TrustChain's state for a node running `chain`: empty until the chain
+/// service replays its committed blocks into it.
+fn trust_shared(chain: &ChainConfig) -> Result<crate::trust::TrustShared, NodeError> {
+    let zone = match &chain.trust {
+        Some(settings) => settings.zone.clone(),
+        None => hm_trustchain::name::DnsName::parse(DEFAULT_ZONE)
+            .map_err(|error| NodeError::Config(format!("default zone: {error}")))?,
+    };
+    let app = crate::app::trust_app_for(&chain.genesis, zone).map_err(NodeError::Config)?;
+    Ok(crate::trust::TrustShared::new(
+        crate::app::SharedTrust::new(app),
+        crate::bootstrap::Phase::Traditional,
+    ))
+}
+
+/// The DNS zone of a chain whose config names none.
+pub const DEFAULT_ZONE: &str = "mesh";
 
 /// Bumps and syncs the incarnation, so this life outranks every earlier one.
 fn next_incarnation<E: Env>(env: &E) -> Result<u64, NodeError> {
@@ -434,10 +453,38 @@ pub async fn run<E: Env>(
         API_PROTOCOL.to_vec(),
     ];
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
+    // A node that held a certificate presents it from its first handshake
+    // (phase-3 peers refuse uncertified members); the chain service
+    // re-presents whatever it holds once it has replayed its chain.
+    if config
+        .chain
+        .as_ref()
+        .is_some_and(|chain| chain.trust.is_some())
+        && let Some(bundle) = with_retries(|| {
+            env.disk()
+                .get(crate::chain::TRUST_CF, crate::chain::KEY_PRESENTED)
+        })?
+        && bundle.len() <= hm_stoq::frame::IDENTITY_EXTRA_BYTES_MAX
+    {
+        stoq_config.identity_extra = bundle;
+    }
     stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
     let chain_key = SigningKey::from_bytes(&signing_key.to_bytes())
         .map_err(|error| NodeError::Identity(error.to_string()))?;
-    let endpoint = Endpoint::bind(&env, signing_key, stoq_config, Arc::new(SelfSignedVerifier))?;
+    // With a chain, TrustChain's committed state decides which certificates
+    // peers may present (phase-aware); without one, phase 0 for good.
+    let trust = match &config.chain {
+        Some(chain) => Some(trust_shared(chain)?),
+        None => None,
+    };
+    let verifier: Arc<dyn hm_stoq::PeerVerifier> = match &trust {
+        Some(shared) => Arc::new(crate::trust::HybridCertValidator::new(
+            env.clone(),
+            shared.clone(),
+        )),
+        None => Arc::new(SelfSignedVerifier),
+    };
+    let endpoint = Endpoint::bind(&env, signing_key, stoq_config, verifier)?;
     #[cfg(feature = "byzantine")]
     if config.forge_identity {
         tracing::warn!("byzantine: this node forges its identity bindings");
@@ -484,7 +531,7 @@ pub async fn run<E: Env>(
             }
         });
     }
-    if let Some(chain) = config.chain.clone() {
+    if let (Some(chain), Some(trust)) = (config.chain.clone(), trust) {
         let (env, endpoint, overlay, status) = (
             env.clone(),
             endpoint.clone(),
@@ -503,6 +550,7 @@ pub async fn run<E: Env>(
                 },
                 overlay,
                 status.clone(),
+                trust,
             )
             .await;
             if let Err(error) = result {

@@ -32,6 +32,8 @@ pub struct NodeStatus {
     pub connections_dialed: u64,
     /// The chain, when the node runs one.
     pub chain: ChainStatus,
+    /// TrustChain and the bootstrap phase, when the node takes part.
+    pub trust: TrustStatus,
     /// Why the node stopped, if it stopped on an error.
     pub error: Option<String>,
 }
@@ -69,6 +71,38 @@ pub struct ChainStatus {
     /// up from disk), and their sum: the commit rate.
     pub commit_intervals: u64,
     pub commit_interval_ms_total: u64,
+}
+
+/// What the TrustChain agent and certificate validator report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrustStatus {
+    pub enabled: bool,
+    /// Bootstrap phase 0..=3.
+    pub phase: u8,
+    /// When each phase was entered (ms since the node's chain service
+    /// started).
+    pub phase_entered_ms: [Option<u64>; 4],
+    pub missing_for_next_phase: Option<String>,
+    /// The certificate presented on connections.
+    pub certificate: Option<hm_wire::Hash>,
+    pub certificate_chain_issued: bool,
+    pub certificate_requests: u64,
+    pub renewals: u64,
+    pub name_claims: u64,
+    pub reports_submitted: u64,
+    /// Committed log heads that did not extend the previous one.
+    pub head_inconsistencies: u64,
+    /// Authority-signed heads the node's own log contradicted.
+    pub false_heads_seen: u64,
+    /// The committed certificate-log head.
+    pub log_head: Option<hm_kernel::block::LogHead>,
+    pub findings: u64,
+    /// Certificates this node accepted from peers (fingerprints).
+    pub accepted_certificates: BTreeSet<hm_wire::Hash>,
+    pub refused_certificates: u64,
+    pub pending_certificates: u64,
+    pub uncertified_refused: u64,
+    pub monitor_reports_queued: u64,
 }
 
 /// Shared, cheaply cloned access to a node's status.

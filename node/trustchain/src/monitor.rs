@@ -50,6 +50,9 @@ impl Default for MonitorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
+    /// Not (yet) in this node's committed log, and nothing proves it bad:
+    /// the judging node may simply be behind. Not accepted either.
+    Pending(String),
     /// Refused, and why.
     Refuse(String),
 }
@@ -58,6 +61,12 @@ impl Verdict {
     pub fn is_accept(&self) -> bool {
         matches!(self, Verdict::Accept)
     }
+}
+
+/// Why `judge` refused: provably bad, or merely absent from our log.
+enum Refusal {
+    NotLogged(String),
+    Bad(String),
 }
 
 /// What a signed tree head says about the log.
@@ -142,11 +151,12 @@ impl Monitor {
         self.stats.presented += 1;
         let verdict = match self.judge(certificate, proof, app, now_ms) {
             Ok(()) => Verdict::Accept,
-            Err(reason) => Verdict::Refuse(reason),
+            Err(Refusal::NotLogged(reason)) => Verdict::Pending(reason),
+            Err(Refusal::Bad(reason)) => Verdict::Refuse(reason),
         };
         match verdict {
             Verdict::Accept => self.stats.accepted += 1,
-            Verdict::Refuse(_) => self.stats.refused += 1,
+            Verdict::Pending(_) | Verdict::Refuse(_) => self.stats.refused += 1,
         }
         verdict
     }
@@ -157,7 +167,24 @@ impl Monitor {
         proof: Option<&InclusionProof>,
         app: &TrustApp,
         now_ms: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
+        match self.judge_inner(certificate, proof, app, now_ms) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::NotLogged(format!(
+                "certificate {} is not in the log",
+                certificate.fingerprint()
+            ))),
+            Err(reason) => Err(Refusal::Bad(reason)),
+        }
+    }
+
+    fn judge_inner(
+        &mut self,
+        certificate: &Certificate,
+        proof: Option<&InclusionProof>,
+        app: &TrustApp,
+        now_ms: u64,
+    ) -> Result<bool, String> {
         certificate
             .check_limits()
             .map_err(|error| format!("malformed certificate: {error}"))?;
@@ -202,7 +229,7 @@ impl Monitor {
                     Report::UnloggedCertificate(certificate.clone()),
                 );
             }
-            return Err(format!("certificate {fingerprint} is not in the log"));
+            return Ok(false);
         };
         if let Some(proof) = proof
             && proof.tree_size <= app.log().len()
@@ -229,7 +256,7 @@ impl Monitor {
                 certificate.not_before_ms, certificate.not_after_ms
             ));
         }
-        Ok(())
+        Ok(true)
     }
 
     fn report_forged(&mut self, authority: Hash, certificate: &Certificate, app: &TrustApp) {
@@ -342,7 +369,19 @@ mod tests {
                 reason.contains(needle),
                 "refused for {reason:?}, expected {needle:?}"
             ),
+            Verdict::Pending(reason) => {
+                panic!("pending ({reason:?}), expected a refusal mentioning {needle:?}")
+            }
             Verdict::Accept => panic!("accepted, expected a refusal mentioning {needle:?}"),
+        }
+    }
+
+    /// Absent from our log and nothing proves it bad: pending, not refused.
+    #[track_caller]
+    fn pending(verdict: Verdict) {
+        match verdict {
+            Verdict::Pending(reason) => assert!(reason.contains("not in the log"), "{reason}"),
+            other => panic!("expected pending, got {other:?}"),
         }
     }
 
@@ -441,24 +480,15 @@ mod tests {
         let mut app = app();
         let mut monitor = monitor();
         let hidden = testkit::authority_cert(2, subject_key(0), &[], 1, NOW);
-        refused(
-            monitor.check_presented(&hidden, None, &app, NOW + UNLOGGED_GRACE_MS),
-            "not in the log",
-        );
+        pending(monitor.check_presented(&hidden, None, &app, NOW + UNLOGGED_GRACE_MS));
         assert_eq!(
             monitor.queued(),
             0,
             "within the grace: the authority may still log it"
         );
         let later = NOW + UNLOGGED_GRACE_MS + 1;
-        refused(
-            monitor.check_presented(&hidden, None, &app, later),
-            "not in the log",
-        );
-        refused(
-            monitor.check_presented(&hidden, None, &app, later),
-            "not in the log",
-        );
+        pending(monitor.check_presented(&hidden, None, &app, later));
+        pending(monitor.check_presented(&hidden, None, &app, later));
         assert_eq!(monitor.stats().reports_duplicate, 1);
         let reports = monitor.take_reports(10);
         assert_eq!(

@@ -418,11 +418,11 @@ async fn submit(client: ApiClient, puts: Vec<String>, random: usize) -> anyhow::
             },
             nonce: base.wrapping_add(index as u64),
         };
-        transactions.push(tx.to_transaction());
+        transactions.push(hm_node::app::kv_tx(tx.to_transaction()));
     }
     let mut workload = KvWorkload::new(1_024, 32, base ^ 0x5eed);
     for _ in 0..random {
-        transactions.push(workload.next_tx(&OsEntropy));
+        transactions.push(hm_node::app::kv_tx(workload.next_tx(&OsEntropy)));
     }
     if transactions.is_empty() {
         bail!("nothing to submit: give --put KEY=VALUE or --random N");

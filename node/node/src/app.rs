@@ -1,0 +1,252 @@
+//! The node's application: the chain's state machine composed from modules
+//! (like ABCI/Cosmos routing). Each transaction names its module in its
+//! first byte; each module owns the state keys that start with its byte.
+//!
+//! * [`MODULE_KV`] — the kernel's key-value module (test workloads, `put`).
+//! * [`MODULE_TRUST`] — TrustChain: certificates, the CT log, DNS, findings.
+//!
+//! The composed state root is a hash over the modules' roots; the block's
+//! log head is TrustChain's. Modules are independent, so a block's
+//! transactions run per module in block order, and results come back in the
+//! block's order.
+//!
+//! TrustChain's state is shared (`SharedTrust`) with the readers that need it
+//! between blocks: the API (proofs, resolution), the phase-aware certificate
+//! validator on every STOQ handshake, the monitor. Only this router writes it
+//! (in `commit`), so readers always see a committed state.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use hm_kernel::app::{Application, BlockContext, CommitError, Execution, KvApp, TxError};
+use hm_kernel::block::{Height, LogHead, STATE_KEY_BYTES_MAX, StateUpdate, Transaction};
+use hm_trustchain::app::TrustApp;
+use hm_wire::Hash;
+
+/// First byte of a key-value transaction and of its state keys.
+pub const MODULE_KV: u8 = 0;
+/// First byte of a TrustChain transaction and of its state keys.
+pub const MODULE_TRUST: u8 = 1;
+pub const NODE_STATE_ROOT_DOMAIN: &str = "hm/node-app-state/v1";
+
+/// TrustChain's committed state, readable from any task of the node.
+#[derive(Clone)]
+pub struct SharedTrust(Arc<RwLock<TrustApp>>);
+
+impl SharedTrust {
+    pub fn new(app: TrustApp) -> SharedTrust {
+        SharedTrust(Arc::new(RwLock::new(app)))
+    }
+
+    /// Read access to the committed state. A poisoned lock means a panic in
+    /// a commit, which already took the node down; reading on is safe
+    /// because commits replace state only after they succeed.
+    pub fn read(&self) -> RwLockReadGuard<'_, TrustApp> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TrustApp> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// TrustChain's empty state for the chain of `genesis`: its validators are
+/// the certificate authorities and the committee whose evidence it checks.
+pub fn trust_app_for(
+    genesis: &hm_kernel::genesis::Genesis,
+    zone: hm_trustchain::name::DnsName,
+) -> Result<TrustApp, String> {
+    let validators = genesis
+        .validator_set()
+        .map_err(|error| format!("genesis: {error}"))?;
+    Ok(TrustApp::new(hm_trustchain::app::TrustConfig {
+        zone,
+        authorities: hm_trustchain::cert::Authorities::from_validators(&validators),
+        chain_id: genesis.chain_id(),
+        validators,
+    }))
+}
+
+/// Wraps a module's transaction bytes for the chain.
+pub fn module_tx(module: u8, inner: Vec<u8>) -> Transaction {
+    let mut bytes = Vec::with_capacity(inner.len() + 1);
+    bytes.push(module);
+    bytes.extend_from_slice(&inner);
+    Transaction(bytes)
+}
+
+/// A key-value transaction as the node's chain expects it.
+pub fn kv_tx(tx: Transaction) -> Transaction {
+    module_tx(MODULE_KV, tx.0)
+}
+
+/// A TrustChain transaction as the node's chain expects it.
+pub fn trust_tx(tx: &hm_trustchain::tx::TrustTx) -> Transaction {
+    module_tx(MODULE_TRUST, tx.encode())
+}
+
+/// The composed application.
+pub struct NodeApp {
+    kv: KvApp,
+    trust: SharedTrust,
+}
+
+fn split(tx: &Transaction) -> Result<(u8, Transaction), TxError> {
+    match tx.0.split_first() {
+        Some((module, rest)) => Ok((*module, Transaction(rest.to_vec()))),
+        None => Err(TxError::Malformed("empty transaction".into())),
+    }
+}
+
+fn unknown_module(module: u8) -> TxError {
+    TxError::Malformed(format!(
+        "unknown module {module} (0 is key-value, 1 is TrustChain)"
+    ))
+}
+
+impl NodeApp {
+    pub fn new(trust: SharedTrust) -> NodeApp {
+        NodeApp {
+            kv: KvApp::new(),
+            trust,
+        }
+    }
+
+    pub fn kv(&self) -> &KvApp {
+        &self.kv
+    }
+
+    pub fn trust(&self) -> &SharedTrust {
+        &self.trust
+    }
+
+    fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
+        hm_wire::hash_parts(
+            NODE_STATE_ROOT_DOMAIN,
+            &[kv_root.as_bytes(), trust_root.as_bytes()],
+        )
+    }
+}
+
+/// Module-prefixed state keys must stay within the kernel's key limit, so a
+/// module's own keys get one byte less.
+fn check_kv(tx: &Transaction) -> Result<(), TxError> {
+    let decoded = hm_kernel::app::KvTx::decode(tx)?;
+    let key = match &decoded.op {
+        hm_kernel::app::KvOp::Put { key, .. } | hm_kernel::app::KvOp::Delete { key } => key,
+    };
+    if key.len() >= STATE_KEY_BYTES_MAX {
+        return Err(TxError::FieldTooLarge {
+            what: "key",
+            len: key.len(),
+            max: STATE_KEY_BYTES_MAX - 1,
+        });
+    }
+    Ok(())
+}
+
+impl Application for NodeApp {
+    fn check_tx(&self, tx: &Transaction) -> Result<(), TxError> {
+        let (module, inner) = split(tx)?;
+        match module {
+            MODULE_KV => {
+                check_kv(&inner)?;
+                self.kv.check_tx(&inner)
+            }
+            MODULE_TRUST => self.trust.read().check_tx(&inner),
+            other => Err(unknown_module(other)),
+        }
+    }
+
+    fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
+        let mut results: Vec<Result<(), TxError>> = Vec::with_capacity(transactions.len());
+        // (module, position in the block) of each transaction a module runs.
+        let mut kv_txs = Vec::new();
+        let mut kv_slots = Vec::new();
+        let mut trust_txs = Vec::new();
+        let mut trust_slots = Vec::new();
+        for (slot, tx) in transactions.iter().enumerate() {
+            results.push(Ok(()));
+            match split(tx) {
+                Ok((MODULE_KV, inner)) => match check_kv(&inner) {
+                    Ok(()) => {
+                        kv_slots.push(slot);
+                        kv_txs.push(inner);
+                    }
+                    Err(error) => results[slot] = Err(error),
+                },
+                Ok((MODULE_TRUST, inner)) => {
+                    trust_slots.push(slot);
+                    trust_txs.push(inner);
+                }
+                Ok((other, _)) => results[slot] = Err(unknown_module(other)),
+                Err(error) => results[slot] = Err(error),
+            }
+        }
+        let kv = self.kv.execute_block(block, &kv_txs);
+        let trust = self.trust.read().execute_block(block, &trust_txs);
+        for (slot, result) in kv_slots.into_iter().zip(kv.results) {
+            results[slot] = result;
+        }
+        for (slot, result) in trust_slots.into_iter().zip(trust.results) {
+            results[slot] = result;
+        }
+        // Prefixing by the module byte keeps the write set sorted: every
+        // key-value key sorts before every TrustChain key.
+        let mut updates = Vec::with_capacity(kv.updates.len() + trust.updates.len());
+        for (module, module_updates) in [(MODULE_KV, kv.updates), (MODULE_TRUST, trust.updates)] {
+            for update in module_updates {
+                let mut key = Vec::with_capacity(update.key.len() + 1);
+                key.push(module);
+                key.extend_from_slice(&update.key);
+                updates.push(StateUpdate {
+                    key,
+                    value: update.value,
+                });
+            }
+        }
+        debug_assert!(updates.windows(2).all(|pair| pair[0].key < pair[1].key));
+        Execution {
+            updates,
+            state_root: Self::root_of(&kv.state_root, &trust.state_root),
+            log_head: trust.log_head,
+            results,
+        }
+    }
+
+    fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
+        let mut kv_updates = Vec::new();
+        let mut trust_updates = Vec::new();
+        for update in updates {
+            let Some((module, key)) = update.key.split_first() else {
+                continue; // never written by execute_block
+            };
+            let stripped = StateUpdate {
+                key: key.to_vec(),
+                value: update.value.clone(),
+            };
+            match *module {
+                MODULE_KV => kv_updates.push(stripped),
+                MODULE_TRUST => trust_updates.push(stripped),
+                _ => {} // never written by execute_block
+            }
+        }
+        self.kv.commit(height, &kv_updates)?;
+        self.trust.write().commit(height, &trust_updates)
+    }
+
+    fn state_root(&self) -> Hash {
+        Self::root_of(&self.kv.state_root(), &self.trust.read().state_root())
+    }
+
+    fn committed_height(&self) -> Height {
+        self.kv.committed_height()
+    }
+
+    fn log_head(&self) -> LogHead {
+        self.trust.read().log_head()
+    }
+}

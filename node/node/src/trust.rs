@@ -1,0 +1,1004 @@
+//! TrustChain in the node: the bootstrap driver ([`TrustAgent`], sans-I/O),
+//! the phase-aware certificate validator every STOQ handshake consults
+//! ([`HybridCertValidator`], the seed's `HybridCertValidator`), and what
+//! a node presents on its connections ([`CertificateBundle`]).
+//!
+//! The agent climbs the phases of `crate::bootstrap`: in phase 0 it asks a
+//! genesis validator acting as a CA for a certificate and polls that CA for
+//! an inclusion proof under a tree head the CA signs (PKI trust); once the
+//! certificate is in its own committed chain state and the chain is live it
+//! is in phase 2 and renews through the chain (`IssueCertificate`); with a
+//! chain-issued certificate, its own name registered and validators holding
+//! 2/3 of the stake certified by the chain, phase 3. Whatever certificate it
+//! holds is presented on every live connection (STOQ re-authentication).
+//!
+//! The validator judges a presented certificate against the node's own
+//! committed log (a node never accepts a certificate absent from the log):
+//! provably bad ones close the connection and are reported by the monitor;
+//! ones merely not yet in the log (the judging node may be behind) leave the
+//! peer uncertified, which phases 0–2 tolerate and phase 3 does not on the
+//! membership overlay (the API, where newcomers ask for their first
+//! certificate, and chain links, whose messages prove themselves, stay
+//! open). Phase 3 also drops the PKI fallback: authority-issued
+//! certificates no longer count, only chain-issued ones.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddrV6;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hm_env::{Clock, Entropy, Env};
+use hm_kernel::app::Application;
+use hm_kernel::validators::ValidatorSet;
+use hm_stoq::{PeerIdentity, PeerVerifier};
+use hm_trustchain::app::TrustApp;
+use hm_trustchain::cert::{Certificate, CertificateRequest, Issuer, SignedRequest};
+use hm_trustchain::dns::{NameClaim, SignedNameClaim, StaticTable};
+use hm_trustchain::log::{HeadWitness, InclusionProof, SignedTreeHead};
+use hm_trustchain::monitor::{HeadVerdict, Monitor, Verdict};
+use hm_trustchain::name::DnsName;
+use hm_trustchain::tx::{TrustTx, UNLOGGED_GRACE_MS};
+use hm_wire::{Hash, KemPublicKey, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::api::API_PROTOCOL;
+use crate::app::SharedTrust;
+use crate::bootstrap::{Conditions, Phase, PhaseMachine, Transition};
+
+/// An unanswered certificate request is given up after this long and the
+/// next authority is asked.
+pub const CA_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How often an issued certificate's inclusion proof is asked for.
+pub const PROOF_POLL_INTERVAL_MS: u64 = 1_000;
+/// An authority that has not logged what it issued by then is given up;
+/// the certificate is kept and reported once the grace has passed.
+pub const CA_LOG_DEADLINE_MS: u64 = 15_000;
+/// Certificates authorities issued but never logged, kept for the report.
+pub const UNLOGGED_KEPT_MAX: usize = 4;
+/// How often a certified node asks one authority (in turn) for its signed
+/// log head and checks it against its own log (CT auditing).
+pub const HEAD_AUDIT_INTERVAL_MS: u64 = 10_000;
+/// A submitted renewal or name claim not committed by then is sent again.
+pub const TX_RETRY_MS: u64 = 10_000;
+/// Certificates the validator remembers having accepted (for the status).
+pub const ACCEPTED_CERTIFICATES_MAX: usize = 4_096;
+/// Monitor reports submitted per tick.
+pub const REPORTS_PER_TICK_MAX: usize = 8;
+/// Authority-signed heads beyond this node's log, kept to judge once the
+/// log has grown that far.
+pub const PENDING_HEADS_MAX: usize = 16;
+/// Reports kept until their finding is on chain (resubmitted meanwhile:
+/// a transaction can be lost on its way to the validators).
+pub const PENDING_REPORTS_MAX: usize = 16;
+/// Times one report is submitted before it is given up.
+pub const REPORT_ATTEMPTS_MAX: u32 = 6;
+/// Largest encoded bundle (a certificate plus an inclusion proof).
+pub const BUNDLE_BYTES_MAX: usize = hm_trustchain::cert::CERTIFICATE_BYTES_MAX + (4 << 10);
+pub const BUNDLE_DOMAIN: &str = "hm/node/certificate-bundle/v1";
+
+/// How a node takes part in TrustChain.
+#[derive(Debug, Clone)]
+pub struct TrustSettings {
+    /// The network's DNS zone.
+    pub zone: DnsName,
+    /// The node's own name (registered once certified); `None`: no name.
+    pub name: Option<DnsName>,
+    /// Lifetime asked for in certificate requests.
+    pub certificate_validity_ms: u64,
+    /// Renew once this share (per mille) of the lifetime has passed.
+    pub renew_at_per_mille: u64,
+    /// The traditional resolver's table (seed list / scenario table).
+    pub traditional: StaticTable,
+    /// The chain counts as live while the last commit is at most this old.
+    pub chain_live_window_ms: u64,
+    /// Byzantine (simulator only): a node colluding with a forging
+    /// authority: it asks only `forge_authority`, not before
+    /// `forge_after_ms`, and presents whatever it is issued at once.
+    #[cfg(feature = "byzantine")]
+    pub forge: Option<ForgePlan>,
+}
+
+/// How a colluding node obtains and shows a forged certificate.
+#[cfg(feature = "byzantine")]
+#[derive(Debug, Clone)]
+pub struct ForgePlan {
+    pub authority: (Hash, SocketAddrV6),
+    pub after_ms: u64,
+}
+
+impl TrustSettings {
+    pub fn new(zone: DnsName) -> TrustSettings {
+        TrustSettings {
+            zone,
+            name: None,
+            certificate_validity_ms: 24 * 3_600_000,
+            renew_at_per_mille: 500,
+            traditional: StaticTable::new(),
+            chain_live_window_ms: 30_000,
+            #[cfg(feature = "byzantine")]
+            forge: None,
+        }
+    }
+}
+
+/// What a node presents on its connections: its certificate and, when it
+/// has one, the certificate's inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateBundle {
+    pub certificate: Certificate,
+    pub inclusion: Option<InclusionProof>,
+}
+
+impl CertificateBundle {
+    pub fn encode(&self) -> Vec<u8> {
+        hm_wire::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CertificateBundle, String> {
+        let bundle: CertificateBundle = hm_wire::decode(bytes, BUNDLE_BYTES_MAX)
+            .map_err(|error| format!("malformed certificate bundle: {error}"))?;
+        bundle
+            .certificate
+            .check_limits()
+            .map_err(|error| format!("malformed certificate: {error}"))?;
+        Ok(bundle)
+    }
+}
+
+/// What the node's certificate exchange saw, for the status and checkers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustRecord {
+    /// Fingerprints of certificates this node accepted from peers.
+    pub accepted: BTreeSet<Hash>,
+    /// Peers refused for a provably bad certificate.
+    pub refused: u64,
+    /// Peers let in uncertified because their certificate was not (yet) in
+    /// this node's log.
+    pub pending: u64,
+    /// Uncertified peers refused (phase 3).
+    pub uncertified_refused: u64,
+}
+
+/// State the validator and the agent share.
+#[derive(Clone)]
+pub struct TrustShared {
+    pub trust: SharedTrust,
+    phase: Arc<AtomicU8>,
+    monitor: Arc<Mutex<Monitor>>,
+    record: Arc<Mutex<TrustRecord>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TrustShared {
+    pub fn new(trust: SharedTrust, phase: Phase) -> TrustShared {
+        TrustShared {
+            trust,
+            phase: Arc::new(AtomicU8::new(phase.number())),
+            monitor: Arc::new(Mutex::new(Monitor::new(Default::default()))),
+            record: Arc::new(Mutex::new(TrustRecord::default())),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_number(self.phase.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase.number(), Ordering::Release);
+    }
+
+    pub fn monitor(&self) -> MutexGuard<'_, Monitor> {
+        lock(&self.monitor)
+    }
+
+    pub fn record(&self) -> TrustRecord {
+        lock(&self.record).clone()
+    }
+}
+
+/// The seed's `HybridCertValidator`: decides, by phase, whether a peer's
+/// presented certificate (STOQ identity bytes) is welcome.
+pub struct HybridCertValidator<E: Env> {
+    env: E,
+    shared: TrustShared,
+}
+
+impl<E: Env> HybridCertValidator<E> {
+    pub fn new(env: E, shared: TrustShared) -> HybridCertValidator<E> {
+        HybridCertValidator { env, shared }
+    }
+}
+
+/// What judging a peer's identity bytes concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// The certificate is accepted (recorded as such).
+    Certified(Hash),
+    /// Let in without a certificate.
+    Uncertified,
+    Refused(String),
+}
+
+/// Judges identity bytes `extra` from `peer` on `protocol` in `phase`.
+pub fn judge(
+    phase: Phase,
+    peer: &Hash,
+    protocol: &[u8],
+    extra: &[u8],
+    trust: &TrustApp,
+    monitor: &mut Monitor,
+    now_ms: u64,
+) -> Judgement {
+    let policy = phase.policy();
+    // Phase 3 demands certificates on the membership overlay. The API is
+    // where newcomers ask for their first certificate, and chain links
+    // carry only messages that prove themselves (signed votes, blocks with
+    // commit certificates), so neither needs the peer's certificate.
+    let exempt = protocol == API_PROTOCOL || protocol == crate::chain::CHAIN_PROTOCOL;
+    let uncertified = |why: String| {
+        if policy.accept_uncertified_peers || exempt {
+            Judgement::Uncertified
+        } else {
+            Judgement::Refused(format!(
+                "phase 3 accepts only peers with a chain-issued certificate in its log ({why}); ask for one over {}",
+                String::from_utf8_lossy(API_PROTOCOL)
+            ))
+        }
+    };
+    if extra.is_empty() {
+        return uncertified("none presented".into());
+    }
+    let bundle = match CertificateBundle::decode(extra) {
+        Ok(bundle) => bundle,
+        Err(error) => return Judgement::Refused(error),
+    };
+    let certificate = &bundle.certificate;
+    if certificate.subject() != *peer {
+        return Judgement::Refused(format!(
+            "the certificate is for {}, not for the connection's key {peer}",
+            certificate.subject()
+        ));
+    }
+    match monitor.check_presented(certificate, bundle.inclusion.as_ref(), trust, now_ms) {
+        Verdict::Accept => {
+            if !policy.pki_fallback && matches!(certificate.issuer, Issuer::Authority(_)) {
+                return uncertified("authority-issued certificates need the PKI fallback".into());
+            }
+            Judgement::Certified(certificate.fingerprint())
+        }
+        Verdict::Pending(reason) => uncertified(reason),
+        Verdict::Refuse(reason) => Judgement::Refused(reason),
+    }
+}
+
+impl<E: Env> PeerVerifier for HybridCertValidator<E> {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+        let phase = self.shared.phase();
+        let now_ms = self.env.clock().wall_ms();
+        let judgement = {
+            let trust = self.shared.trust.read();
+            let mut monitor = self.shared.monitor();
+            judge(
+                phase,
+                &peer.node_id,
+                &peer.protocol,
+                &peer.extra,
+                &trust,
+                &mut monitor,
+                now_ms,
+            )
+        };
+        let mut record = lock(&self.shared.record);
+        match judgement {
+            Judgement::Certified(fingerprint) => {
+                if record.accepted.len() < ACCEPTED_CERTIFICATES_MAX {
+                    record.accepted.insert(fingerprint);
+                }
+                Ok(())
+            }
+            Judgement::Uncertified => {
+                if !peer.extra.is_empty() {
+                    record.pending += 1;
+                }
+                Ok(())
+            }
+            Judgement::Refused(reason) => {
+                if peer.extra.is_empty() {
+                    record.uncertified_refused += 1;
+                } else {
+                    record.refused += 1;
+                }
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// What the agent asks its shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustAction {
+    /// Send a certificate request to an authority (its API).
+    AskCertificate {
+        authority: Hash,
+        addr: SocketAddrV6,
+        request: Box<SignedRequest>,
+    },
+    /// Ask an authority for its signed log head (auditing).
+    AskHead { authority: Hash, addr: SocketAddrV6 },
+    /// Ask an authority for a certificate's inclusion proof and a tree
+    /// head it signs.
+    AskProof {
+        authority: Hash,
+        addr: SocketAddrV6,
+        fingerprint: Hash,
+    },
+    /// Submit a transaction to the chain.
+    Submit(Box<TrustTx>),
+    /// Present these identity bytes on every connection.
+    Present(Vec<u8>),
+    /// The phase changed: persist it before acting on it.
+    PersistPhase(Phase),
+}
+
+impl TrustAction {
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrustAction::AskCertificate { .. } => "ask-certificate",
+            TrustAction::AskProof { .. } => "ask-proof",
+            TrustAction::AskHead { .. } => "ask-head",
+            TrustAction::Submit(_) => "submit",
+            TrustAction::Present(_) => "present",
+            TrustAction::PersistPhase(_) => "persist-phase",
+        }
+    }
+}
+
+/// A certificate obtained from an authority, waiting to be logged.
+#[derive(Debug, Clone)]
+struct AuthorityCertificate {
+    certificate: Certificate,
+    authority: usize,
+    issued_at_ms: u64,
+    /// The authority's proof verified (PKI trust in the log entry).
+    proven: bool,
+    proof_asked_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum CaProgress {
+    Idle,
+    Asking { authority: usize, since_ms: u64 },
+    Issued(Box<AuthorityCertificate>),
+}
+
+/// The time as the agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentNow {
+    /// Monotone ms (timers).
+    pub mono_ms: u64,
+    /// Wall-clock ms (certificate validity).
+    pub wall_ms: u64,
+}
+
+/// What the agent reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub phase: Phase,
+    /// When each phase was entered (monotone ms of the node).
+    pub phase_entered_ms: [Option<u64>; 4],
+    pub missing: Option<&'static str>,
+    /// The certificate presented, and whether the chain issued it.
+    pub certificate: Option<Hash>,
+    pub chain_issued: bool,
+    pub certificate_requests: u64,
+    pub renewals: u64,
+    pub name_claims: u64,
+    pub reports_submitted: u64,
+    pub head_inconsistencies: u64,
+    pub false_heads: u64,
+}
+
+/// The bootstrap driver of one node.
+pub struct TrustAgent<E: Entropy> {
+    me: Hash,
+    key: SigningKey,
+    kem_key: KemPublicKey,
+    entropy: E,
+    settings: TrustSettings,
+    listen: SocketAddrV6,
+    /// Authorities (genesis validators) and where their APIs listen.
+    authorities: Vec<(Hash, SocketAddrV6)>,
+    validators: ValidatorSet,
+    machine: PhaseMachine,
+    ca: CaProgress,
+    attempts: u64,
+    renewal: Option<u64>,
+    claim: Option<(u64, u64)>,
+    presented: Option<Hash>,
+    witness: HeadWitness,
+    /// Authority-signed heads not judged yet (our log was shorter).
+    pending_heads: Vec<SignedTreeHead>,
+    /// When to audit the next authority's head, and whose turn it is.
+    next_head_audit_ms: u64,
+    head_audit_turn: usize,
+    /// Certificates an authority issued to us and never logged, waiting for
+    /// the grace to pass before they are reported.
+    unlogged: Vec<Certificate>,
+    /// Reports submitted whose finding is not on chain yet: (report,
+    /// offender, last submitted, attempts).
+    pending_reports: Vec<(hm_trustchain::tx::Report, Hash, u64, u32)>,
+    status: AgentStatus,
+}
+
+impl<E: Entropy> TrustAgent<E> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: SigningKey,
+        kem_key: KemPublicKey,
+        entropy: E,
+        settings: TrustSettings,
+        listen: SocketAddrV6,
+        authorities: Vec<(Hash, SocketAddrV6)>,
+        validators: ValidatorSet,
+        persisted: Phase,
+        now: AgentNow,
+    ) -> TrustAgent<E> {
+        let me = key.verifying_key().fingerprint();
+        let machine = PhaseMachine::new(persisted, now.mono_ms);
+        #[cfg(feature = "byzantine")]
+        let authorities = match &settings.forge {
+            Some(plan) => vec![plan.authority],
+            None => authorities,
+        };
+        TrustAgent {
+            me,
+            key,
+            kem_key,
+            entropy,
+            settings,
+            listen,
+            authorities,
+            validators,
+            machine,
+            ca: CaProgress::Idle,
+            attempts: 0,
+            renewal: None,
+            claim: None,
+            presented: None,
+            witness: HeadWitness::new(),
+            pending_heads: Vec::new(),
+            pending_reports: Vec::new(),
+            unlogged: Vec::new(),
+            next_head_audit_ms: HEAD_AUDIT_INTERVAL_MS,
+            head_audit_turn: usize::from(me.0[0]),
+            status: AgentStatus {
+                phase: persisted,
+                ..AgentStatus::default()
+            },
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.machine.phase()
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let mut status = self.status.clone();
+        status.phase = self.machine.phase();
+        for phase in Phase::ALL {
+            status.phase_entered_ms[usize::from(phase.number())] =
+                self.machine.entered_at_ms(phase);
+        }
+        status
+    }
+
+    fn request(&mut self, now: AgentNow) -> SignedRequest {
+        let request = CertificateRequest {
+            subject_key: self.key.verifying_key(),
+            kem_key: self.kem_key.clone(),
+            dns_names: self.settings.name.iter().cloned().collect(),
+            validity_ms: self.settings.certificate_validity_ms,
+            requested_at_ms: now.wall_ms,
+            nonce: self.entropy.next_u64(),
+        };
+        SignedRequest::sign(request, &self.key, &self.entropy)
+    }
+
+    /// Byzantine (simulator only): present issued certificates unproven.
+    fn forging(&self) -> bool {
+        #[cfg(feature = "byzantine")]
+        {
+            self.settings.forge.is_some()
+        }
+        #[cfg(not(feature = "byzantine"))]
+        {
+            false
+        }
+    }
+
+    /// Byzantine (simulator only): not yet time to ask for a forgery.
+    fn forge_waits(&self, _now_ms: u64) -> bool {
+        #[cfg(feature = "byzantine")]
+        {
+            self.settings
+                .forge
+                .as_ref()
+                .is_some_and(|plan| _now_ms < plan.after_ms)
+        }
+        #[cfg(not(feature = "byzantine"))]
+        {
+            false
+        }
+    }
+
+    /// The authority to ask on attempt `attempt`: spread by node id so the
+    /// authorities share the load, skipping this node itself.
+    fn authority_for(&self, attempt: u64, trust: &TrustApp) -> Option<usize> {
+        let others: Vec<usize> = (0..self.authorities.len())
+            .filter(|index| self.authorities[*index].0 != self.me)
+            .filter(|index| !trust.is_authority_revoked(&self.authorities[*index].0))
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let base = u64::from_le_bytes(self.me.0[..8].try_into().unwrap_or([0; 8]));
+        let pick = base.wrapping_add(attempt) % others.len() as u64;
+        Some(others[pick as usize])
+    }
+
+    /// One step: observe the committed state, move phases, and decide what
+    /// to ask, submit and present.
+    pub fn tick(
+        &mut self,
+        now: AgentNow,
+        trust: &TrustApp,
+        chain_live: bool,
+        monitor: &mut Monitor,
+    ) -> Vec<TrustAction> {
+        let mut actions = Vec::new();
+        // Every head the node commits must extend the ones before it.
+        if self
+            .witness
+            .observe_with_log(trust.log_head(), trust.log())
+            .is_err()
+        {
+            self.status.head_inconsistencies += 1;
+        }
+        // Heads an authority signed beyond our log are judged once the log
+        // has grown that far (a false one is reported by the monitor).
+        let before = self.pending_heads.len();
+        self.pending_heads.retain(|head| {
+            matches!(
+                monitor.check_tree_head(head, trust),
+                HeadVerdict::Ahead { .. }
+            )
+        });
+        if self.pending_heads.len() < before {
+            self.status.false_heads = monitor.stats().false_heads;
+        }
+        // Certificates an authority never logged become reports once the
+        // grace has passed (the monitor checks and queues them).
+        self.unlogged.retain(|certificate| {
+            if now.wall_ms <= certificate.not_before_ms.saturating_add(UNLOGGED_GRACE_MS) {
+                return true;
+            }
+            let _ = monitor.check_presented(certificate, None, trust, now.wall_ms);
+            false
+        });
+        let current = trust.current_certificate(&self.me, now.wall_ms);
+        let chain_issued = current
+            .as_ref()
+            .is_some_and(|(certificate, _)| matches!(certificate.issuer, Issuer::Chain { .. }));
+        let ca_proven = matches!(&self.ca, CaProgress::Issued(issued) if issued.proven);
+        let certified_stake: u64 = trust
+            .certified_validators(now.wall_ms)
+            .iter()
+            .filter_map(|id| self.validators.index_of(id))
+            .filter_map(|index| self.validators.get(index))
+            .map(|validator| validator.stake)
+            .sum();
+        let own_name_resolves = match (&self.settings.name, &current) {
+            (Some(name), Some(_)) => trust
+                .record(name)
+                .is_some_and(|record| self.record_is_ours(trust, &record, now.wall_ms)),
+            // A node without a name has nothing to resolve.
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let conditions = Conditions {
+            certificate_logged: current.is_some() || ca_proven,
+            certificate_committed: current.is_some(),
+            chain_live,
+            chain_issued_certificate: chain_issued,
+            validators_certified: self.validators.is_quorum(certified_stake),
+            own_name_resolves,
+        };
+        for transition in self.machine.observe(now.mono_ms, &conditions) {
+            let Transition { to, .. } = transition;
+            actions.push(TrustAction::PersistPhase(to));
+        }
+        let phase = self.machine.phase();
+        self.status.missing = conditions.missing_for(phase);
+        let policy = phase.policy();
+
+        // Without a usable certificate: before phase 2 from an authority,
+        // from phase 2 on from the chain (an authority's certificate may
+        // also have been revoked with its authority since).
+        if current.is_none() && !self.forge_waits(now.mono_ms) {
+            if policy.renew_through_chain {
+                self.request_from_chain(now, &mut actions);
+            } else if policy.request_ca_certificate {
+                self.drive_authority(now, trust, &mut actions);
+            }
+        }
+
+        // Present the best certificate held.
+        let presentable = match (&current, &self.ca) {
+            (Some((certificate, _)), _) => Some(CertificateBundle {
+                inclusion: trust.inclusion_proof(&certificate.fingerprint()),
+                certificate: certificate.clone(),
+            }),
+            (None, CaProgress::Issued(issued)) if issued.proven || self.forging() => {
+                Some(CertificateBundle {
+                    certificate: issued.certificate.clone(),
+                    inclusion: None,
+                })
+            }
+            _ => None,
+        };
+        if let Some(bundle) = presentable {
+            let fingerprint = bundle.certificate.fingerprint();
+            if self.presented != Some(fingerprint) {
+                self.presented = Some(fingerprint);
+                self.status.certificate = Some(fingerprint);
+                self.status.chain_issued =
+                    matches!(bundle.certificate.issuer, Issuer::Chain { .. });
+                actions.push(TrustAction::Present(bundle.encode()));
+            }
+        }
+
+        if let Some((certificate, _)) = &current {
+            // Register or update the node's name.
+            if policy.register_name
+                && let Some(name) = self.settings.name.clone()
+            {
+                self.drive_name(now, trust, &name, certificate, &mut actions);
+            }
+            // Renew through the chain: replace an authority's certificate,
+            // and any certificate past its renewal point.
+            if policy.renew_through_chain {
+                let lifetime = certificate
+                    .not_after_ms
+                    .saturating_sub(certificate.not_before_ms);
+                let renew_at = certificate.not_before_ms.saturating_add(
+                    lifetime.saturating_mul(self.settings.renew_at_per_mille) / 1_000,
+                );
+                let due = !chain_issued || now.wall_ms >= renew_at;
+                if due {
+                    self.request_from_chain(now, &mut actions);
+                } else {
+                    self.renewal = None;
+                }
+            }
+        }
+
+        // CT auditing: a node with a certificate asks one authority in turn
+        // for its signed head; the monitor reports a false one.
+        if current.is_some()
+            && now.mono_ms >= self.next_head_audit_ms
+            && !self.authorities.is_empty()
+        {
+            self.next_head_audit_ms = now.mono_ms.saturating_add(HEAD_AUDIT_INTERVAL_MS);
+            self.head_audit_turn = self.head_audit_turn.wrapping_add(1);
+            let (authority, addr) = self.authorities[self.head_audit_turn % self.authorities.len()];
+            if authority != self.me {
+                actions.push(TrustAction::AskHead { authority, addr });
+            }
+        }
+
+        // Reports: new ones from the monitor, and again those whose
+        // finding has not reached the chain.
+        let validators = &self.validators;
+        self.pending_reports
+            .retain(|(report, offender, _, attempts)| {
+                !trust.has_finding(offender, report.kind()) && *attempts < REPORT_ATTEMPTS_MAX
+            });
+        for (report, _, submitted_ms, attempts) in &mut self.pending_reports {
+            if now.mono_ms >= submitted_ms.saturating_add(TX_RETRY_MS) {
+                *submitted_ms = now.mono_ms;
+                *attempts += 1;
+                actions.push(TrustAction::Submit(Box::new(TrustTx::Report(
+                    report.clone(),
+                ))));
+            }
+        }
+        for tx in monitor.take_reports(REPORTS_PER_TICK_MAX) {
+            self.status.reports_submitted += 1;
+            if let TrustTx::Report(report) = &tx
+                && let Some(offender) = offender_of(report, validators)
+                && self.pending_reports.len() < PENDING_REPORTS_MAX
+            {
+                self.pending_reports
+                    .push((report.clone(), offender, now.mono_ms, 1));
+            }
+            actions.push(TrustAction::Submit(Box::new(tx)));
+        }
+        actions
+    }
+
+    fn drive_authority(&mut self, now: AgentNow, trust: &TrustApp, actions: &mut Vec<TrustAction>) {
+        match &mut self.ca {
+            CaProgress::Idle => {}
+            CaProgress::Asking { since_ms, .. } => {
+                if now.mono_ms < since_ms.saturating_add(CA_REQUEST_TIMEOUT_MS) {
+                    return;
+                }
+                self.attempts += 1;
+                self.ca = CaProgress::Idle;
+            }
+            CaProgress::Issued(issued) => {
+                let fingerprint = issued.certificate.fingerprint();
+                match trust.certificate(&fingerprint) {
+                    // Logged and usable: `current` takes over next tick.
+                    Some((_, status)) if status.is_usable() => return,
+                    // Logged, but it or its authority was revoked since:
+                    // start over with another authority.
+                    Some(_) => {
+                        self.attempts += 1;
+                        self.ca = CaProgress::Idle;
+                    }
+                    None => {}
+                }
+                let CaProgress::Issued(issued) = &mut self.ca else {
+                    // Given up above: ask the next authority below.
+                    return self.ask_authority(now, trust, actions);
+                };
+                if now.mono_ms >= issued.issued_at_ms.saturating_add(CA_LOG_DEADLINE_MS) {
+                    // The authority did not log it: another authority is
+                    // asked, and the certificate itself is kept as evidence
+                    // (reported once the grace has passed).
+                    if self.unlogged.len() < UNLOGGED_KEPT_MAX {
+                        self.unlogged.push(issued.certificate.clone());
+                    }
+                    self.attempts += 1;
+                    self.ca = CaProgress::Idle;
+                } else {
+                    if !issued.proven
+                        && issued.proof_asked_at_ms.is_none_or(|at| {
+                            now.mono_ms >= at.saturating_add(PROOF_POLL_INTERVAL_MS)
+                        })
+                    {
+                        issued.proof_asked_at_ms = Some(now.mono_ms);
+                        let (authority, addr) = self.authorities[issued.authority];
+                        actions.push(TrustAction::AskProof {
+                            authority,
+                            addr,
+                            fingerprint,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        self.ask_authority(now, trust, actions);
+    }
+
+    /// Asks the chain for a certificate (`IssueCertificate`), at most once
+    /// per retry interval.
+    fn request_from_chain(&mut self, now: AgentNow, actions: &mut Vec<TrustAction>) {
+        if self
+            .renewal
+            .is_some_and(|since| now.mono_ms < since.saturating_add(TX_RETRY_MS))
+        {
+            return;
+        }
+        let request = self.request(now);
+        self.renewal = Some(now.mono_ms);
+        self.status.renewals += 1;
+        actions.push(TrustAction::Submit(Box::new(TrustTx::IssueCertificate(
+            request,
+        ))));
+    }
+
+    /// Sends a new certificate request to the next authority.
+    fn ask_authority(&mut self, now: AgentNow, trust: &TrustApp, actions: &mut Vec<TrustAction>) {
+        let Some(authority) = self.authority_for(self.attempts, trust) else {
+            return;
+        };
+        let request = self.request(now);
+        let (id, addr) = self.authorities[authority];
+        self.ca = CaProgress::Asking {
+            authority,
+            since_ms: now.mono_ms,
+        };
+        self.status.certificate_requests += 1;
+        actions.push(TrustAction::AskCertificate {
+            authority: id,
+            addr,
+            request: Box::new(request),
+        });
+    }
+
+    fn drive_name(
+        &mut self,
+        now: AgentNow,
+        trust: &TrustApp,
+        name: &DnsName,
+        certificate: &Certificate,
+        actions: &mut Vec<TrustAction>,
+    ) {
+        let fingerprint = certificate.fingerprint();
+        let record = trust.record(name);
+        // A record stays good while it points at any usable certificate of
+        // ours: renewals need no name update until that one expires.
+        let up_to_date = record
+            .as_ref()
+            .is_some_and(|record| self.record_is_ours(trust, record, now.wall_ms));
+        if up_to_date {
+            self.claim = None;
+            return;
+        }
+        if record
+            .as_ref()
+            .is_some_and(|record| record.owner != self.me)
+        {
+            return; // someone else holds the name: nothing to claim
+        }
+        let sequence = record.map_or(1, |record| record.sequence + 1);
+        if self.claim.is_some_and(|(claimed, since)| {
+            claimed == sequence && now.mono_ms < since.saturating_add(TX_RETRY_MS)
+        }) {
+            return;
+        }
+        let claim = NameClaim {
+            name: name.clone(),
+            owner_key: self.key.verifying_key(),
+            addrs: vec![*self.listen.ip()],
+            certificate: fingerprint,
+            sequence,
+        };
+        self.claim = Some((sequence, now.mono_ms));
+        self.status.name_claims += 1;
+        actions.push(TrustAction::Submit(Box::new(TrustTx::RegisterName(
+            SignedNameClaim::sign(claim, &self.key, &self.entropy),
+        ))));
+    }
+
+    /// Whether `record` names this node at its address, backed by one of
+    /// its certificates that is usable and current.
+    fn record_is_ours(
+        &self,
+        trust: &TrustApp,
+        record: &hm_trustchain::dns::DnsRecord,
+        now_ms: u64,
+    ) -> bool {
+        record.owner == self.me
+            && record.addrs == [*self.listen.ip()]
+            && trust
+                .certificate(&record.certificate)
+                .is_some_and(|(certificate, status)| {
+                    certificate.subject() == self.me
+                        && status.is_usable()
+                        && certificate.is_current(now_ms)
+                })
+    }
+
+    /// An authority answered a certificate request.
+    pub fn on_certificate(
+        &mut self,
+        now: AgentNow,
+        authority: Hash,
+        answer: Result<Certificate, String>,
+    ) {
+        let CaProgress::Asking {
+            authority: asked, ..
+        } = self.ca
+        else {
+            return;
+        };
+        if self.authorities[asked].0 != authority {
+            return;
+        }
+        match answer {
+            Ok(certificate)
+                if certificate.subject() == self.me
+                    && certificate.authority() == Some(authority) =>
+            {
+                self.ca = CaProgress::Issued(Box::new(AuthorityCertificate {
+                    certificate,
+                    authority: asked,
+                    issued_at_ms: now.mono_ms,
+                    proven: false,
+                    proof_asked_at_ms: None,
+                }));
+            }
+            Ok(_) | Err(_) => {
+                // Wrong certificate or a refusal: the next authority.
+                self.attempts += 1;
+                self.ca = CaProgress::Idle;
+            }
+        }
+    }
+
+    /// An authority answered a head request (auditing).
+    pub fn on_head(
+        &mut self,
+        authority: Hash,
+        answer: Result<SignedTreeHead, String>,
+        trust: &TrustApp,
+        monitor: &mut Monitor,
+    ) {
+        let Ok(head) = answer else {
+            return;
+        };
+        if head.signer != authority || head.verify(trust.authorities()).is_err() {
+            return;
+        }
+        match monitor.check_tree_head(&head, trust) {
+            HeadVerdict::Refuse(_) => self.status.false_heads += 1,
+            HeadVerdict::Ahead { .. } if self.pending_heads.len() < PENDING_HEADS_MAX => {
+                self.pending_heads.push(head);
+            }
+            HeadVerdict::Ahead { .. } | HeadVerdict::Consistent => {}
+        }
+    }
+
+    /// An authority answered a proof request with an inclusion proof and a
+    /// tree head it signed: PKI trust that the certificate is logged.
+    pub fn on_proof(
+        &mut self,
+        authority: Hash,
+        answer: Result<(InclusionProof, SignedTreeHead), String>,
+        trust: &TrustApp,
+        monitor: &mut Monitor,
+    ) {
+        let CaProgress::Issued(issued) = &mut self.ca else {
+            return;
+        };
+        if self.authorities[issued.authority].0 != authority {
+            return;
+        }
+        let Ok((proof, head)) = answer else {
+            return; // not logged yet: poll again
+        };
+        if head.signer != authority || head.verify(trust.authorities()).is_err() {
+            return;
+        }
+        // A head our own log contradicts is false: reported, not trusted;
+        // one beyond our log is judged later.
+        match monitor.check_tree_head(&head, trust) {
+            HeadVerdict::Refuse(_) => {
+                self.status.false_heads += 1;
+                return;
+            }
+            HeadVerdict::Ahead { .. } if self.pending_heads.len() < PENDING_HEADS_MAX => {
+                self.pending_heads.push(head.clone());
+            }
+            HeadVerdict::Ahead { .. } | HeadVerdict::Consistent => {}
+        }
+        if proof.verify(&issued.certificate, &head.head).is_ok() {
+            issued.proven = true;
+        }
+    }
+}
+
+/// Who a report accuses (its finding is recorded against them).
+fn offender_of(report: &hm_trustchain::tx::Report, validators: &ValidatorSet) -> Option<Hash> {
+    use hm_trustchain::tx::Report;
+    match report {
+        Report::ForgedCertificate(certificate) | Report::UnloggedCertificate(certificate) => {
+            certificate.authority()
+        }
+        Report::FalseTreeHead(head) => Some(head.signer),
+        Report::Equivocation(evidence) => validators.get(evidence.validator()).map(|v| v.id),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,631 @@
+//! The agent driven through a whole bootstrap against real TrustChain state,
+//! and the validator's verdicts by phase.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::OnceLock;
+
+use hm_env::mem::SeededEntropy;
+use hm_kernel::app::{Application, BlockContext};
+use hm_kernel::block::Height;
+use hm_trustchain::app::TrustConfig;
+use hm_trustchain::cert::{Authorities, Certificate, CertificateRequest};
+use hm_wire::KemSecretKey;
+
+use super::*;
+
+const VALIDATORS: usize = 4;
+const T0_MS: u64 = 1_700_000_000_000;
+const VALIDITY_MS: u64 = 600_000;
+
+struct Keys {
+    validators: Vec<SigningKey>,
+    node: SigningKey,
+    stranger: SigningKey,
+    kem: KemPublicKey,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let key = |seed: u64, label: &[u8]| SigningKey::generate(&SeededEntropy::new(seed, label));
+        Keys {
+            validators: (0..VALIDATORS as u64)
+                .map(|i| key(i, b"validator"))
+                .collect(),
+            node: key(0, b"node"),
+            stranger: key(0, b"stranger"),
+            kem: KemSecretKey::generate(&SeededEntropy::new(0, b"kem")).public_key(),
+        }
+    })
+}
+
+fn copy(key: &SigningKey) -> SigningKey {
+    SigningKey::from_bytes(&key.to_bytes()).expect("key round trip")
+}
+
+fn validator_set() -> ValidatorSet {
+    ValidatorSet::new(
+        keys()
+            .validators
+            .iter()
+            .map(|key| (key.verifying_key(), 10)),
+    )
+    .expect("set")
+}
+
+fn zone() -> DnsName {
+    DnsName::parse("mesh").expect("zone")
+}
+
+fn app() -> TrustApp {
+    let validators = validator_set();
+    TrustApp::new(TrustConfig {
+        zone: zone(),
+        authorities: Authorities::from_validators(&validators),
+        chain_id: Hash([7; 32]),
+        validators,
+    })
+}
+
+fn addr(host: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, host), 7000, 0, 0)
+}
+
+fn authorities() -> Vec<(Hash, SocketAddrV6)> {
+    keys()
+        .validators
+        .iter()
+        .enumerate()
+        .map(|(index, key)| (key.verifying_key().fingerprint(), addr(index as u16 + 1)))
+        .collect()
+}
+
+fn agent() -> TrustAgent<SeededEntropy> {
+    let mut settings = TrustSettings::new(zone());
+    settings.name = Some(DnsName::parse("n9.mesh").expect("name"));
+    settings.certificate_validity_ms = VALIDITY_MS;
+    TrustAgent::new(
+        copy(&keys().node),
+        keys().kem.clone(),
+        SeededEntropy::new(1, b"agent"),
+        settings,
+        addr(9),
+        authorities(),
+        validator_set(),
+        Phase::Traditional,
+        at(0),
+    )
+}
+
+fn at(ms: u64) -> AgentNow {
+    AgentNow {
+        mono_ms: ms,
+        wall_ms: T0_MS + ms,
+    }
+}
+
+/// Executes and commits one block of TrustChain transactions.
+fn commit(app: &mut TrustApp, height: Height, ms: u64, txs: &[TrustTx]) -> Vec<bool> {
+    let transactions: Vec<_> = txs.iter().map(TrustTx::to_transaction).collect();
+    let execution = app.execute_block(BlockContext::new(height, T0_MS + ms), &transactions);
+    app.commit(height, &execution.updates).expect("in order");
+    execution.results.iter().map(Result::is_ok).collect()
+}
+
+fn submitted(actions: &[TrustAction]) -> Vec<TrustTx> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            TrustAction::Submit(tx) => Some((**tx).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn phases(actions: &[TrustAction]) -> Vec<Phase> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            TrustAction::PersistPhase(phase) => Some(*phase),
+            _ => None,
+        })
+        .collect()
+}
+
+fn presented(actions: &[TrustAction]) -> Option<CertificateBundle> {
+    actions.iter().rev().find_map(|action| match action {
+        TrustAction::Present(bytes) => Some(CertificateBundle::decode(bytes).expect("bundle")),
+        _ => None,
+    })
+}
+
+fn validator_index(authority: &Hash) -> usize {
+    authorities()
+        .iter()
+        .position(|(id, _)| id == authority)
+        .expect("an authority")
+}
+
+#[test]
+fn a_node_climbs_from_self_signed_to_full_federation() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    // The authority's view of the chain, and the node's own (behind).
+    let mut chain = app();
+    let mut own = app();
+
+    // Phase 0: ask an authority.
+    let actions = agent.tick(at(0), &own, false, &mut monitor);
+    let (authority, request) = match &actions[..] {
+        [
+            TrustAction::AskCertificate {
+                authority, request, ..
+            },
+        ] => (*authority, (**request).clone()),
+        other => panic!("expected one certificate request, got {other:?}"),
+    };
+    assert_ne!(authority, agent.me, "never asks itself");
+    let ca_key = &keys().validators[validator_index(&authority)];
+    let certificate =
+        Certificate::issue_by_authority(request, ca_key, T0_MS, &SeededEntropy::new(2, b"ca"));
+    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
+
+    // Not logged yet: the agent polls for a proof and stays in phase 0.
+    let actions = agent.tick(at(500), &own, false, &mut monitor);
+    assert!(
+        matches!(actions[..], [TrustAction::AskProof { .. }]),
+        "{actions:?}"
+    );
+    assert_eq!(agent.phase(), Phase::Traditional);
+
+    // The authority logs it; its signed head and proof give PKI trust.
+    assert_eq!(
+        commit(
+            &mut chain,
+            1,
+            600,
+            &[TrustTx::LogCertificate(certificate.clone())]
+        ),
+        [true]
+    );
+    let proof = chain
+        .inclusion_proof(&certificate.fingerprint())
+        .expect("logged");
+    let head = SignedTreeHead::sign(chain.log_head(), ca_key, &SeededEntropy::new(3, b"ca"));
+    agent.on_proof(authority, Ok((proof, head)), &own, &mut monitor);
+    let actions = agent.tick(at(1_000), &own, false, &mut monitor);
+    assert_eq!(phases(&actions), [Phase::Trust]);
+    let bundle = presented(&actions).expect("presents the certificate");
+    assert_eq!(bundle.certificate, certificate);
+
+    // The node's own chain catches up and is live: phase 2, and it renews
+    // through the chain and registers its name.
+    commit(
+        &mut own,
+        1,
+        600,
+        &[TrustTx::LogCertificate(certificate.clone())],
+    );
+    let actions = agent.tick(at(1_500), &own, true, &mut monitor);
+    assert_eq!(phases(&actions), [Phase::PartialFederation]);
+    let txs = submitted(&actions);
+    assert!(
+        txs.iter().any(|tx| matches!(tx, TrustTx::RegisterName(_))),
+        "{txs:?}"
+    );
+    assert!(
+        txs.iter()
+            .any(|tx| matches!(tx, TrustTx::IssueCertificate(_))),
+        "{txs:?}"
+    );
+    // Submitting again right away would be spam.
+    assert!(submitted(&agent.tick(at(2_000), &own, true, &mut monitor)).is_empty());
+
+    // Validators with 2/3 of the stake get chain-issued certificates.
+    let mut block: Vec<TrustTx> = txs;
+    for (index, key) in keys().validators.iter().take(3).enumerate() {
+        let request = CertificateRequest {
+            subject_key: key.verifying_key(),
+            kem_key: keys().kem.clone(),
+            dns_names: vec![],
+            validity_ms: VALIDITY_MS,
+            requested_at_ms: T0_MS,
+            nonce: index as u64,
+        };
+        block.push(TrustTx::IssueCertificate(SignedRequest::sign(
+            request,
+            key,
+            &SeededEntropy::new(index as u64, b"validator request"),
+        )));
+    }
+    for app in [&mut chain, &mut own] {
+        assert!(commit(app, 2, 2_100, &block).iter().all(|ok| *ok));
+    }
+    // The name still points at the authority's certificate, which stays
+    // usable: no update is needed. The chain's certificate is presented and
+    // every condition of phase 3 holds.
+    let actions = agent.tick(at(2_500), &own, true, &mut monitor);
+    let bundle = presented(&actions).expect("presents the renewal");
+    assert!(matches!(
+        bundle.certificate.issuer,
+        Issuer::Chain { height: 2 }
+    ));
+    assert!(submitted(&actions).is_empty(), "nothing to submit");
+    assert_eq!(phases(&actions), [Phase::FullFederation]);
+    let status = agent.status();
+    assert_eq!(status.phase, Phase::FullFederation);
+    assert!(status.chain_issued);
+    assert_eq!(status.phase_entered_ms[3], Some(2_500));
+    assert_eq!(status.head_inconsistencies, 0);
+}
+
+#[test]
+fn a_false_tree_head_is_not_trusted_and_is_reported() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    let mut chain = app();
+    let actions = agent.tick(at(0), &chain, false, &mut monitor);
+    let TrustAction::AskCertificate {
+        authority, request, ..
+    } = &actions[0]
+    else {
+        panic!("{actions:?}");
+    };
+    let authority = *authority;
+    let ca_key = &keys().validators[validator_index(&authority)];
+    let certificate = Certificate::issue_by_authority(
+        (**request).clone(),
+        ca_key,
+        T0_MS,
+        &SeededEntropy::new(2, b"ca"),
+    );
+    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
+    // The authority never logs it, and signs a head of size 1 whose root
+    // is that certificate's leaf: a log that never existed. Our own log
+    // already holds another certificate at size 1.
+    let other = Certificate::issue_by_authority(
+        SignedRequest::sign(
+            CertificateRequest {
+                subject_key: keys().stranger.verifying_key(),
+                kem_key: keys().kem.clone(),
+                dns_names: vec![],
+                validity_ms: VALIDITY_MS,
+                requested_at_ms: T0_MS,
+                nonce: 1,
+            },
+            &keys().stranger,
+            &SeededEntropy::new(4, b"stranger"),
+        ),
+        &keys().validators[0],
+        T0_MS,
+        &SeededEntropy::new(5, b"ca"),
+    );
+    commit(&mut chain, 1, 100, &[TrustTx::LogCertificate(other)]);
+    let mut fake = hm_trustchain::log::CertificateLog::new();
+    fake.append(&certificate).expect("room");
+    let false_head = SignedTreeHead::sign(fake.head(), ca_key, &SeededEntropy::new(6, b"ca"));
+    let proof = fake.inclusion_proof(0, 1).expect("proof");
+    agent.on_proof(authority, Ok((proof, false_head)), &chain, &mut monitor);
+    let actions = agent.tick(at(1_000), &chain, true, &mut monitor);
+    assert!(phases(&actions).is_empty(), "a false head gives no trust");
+    assert_eq!(agent.status().false_heads, 1);
+    let reports = submitted(&actions);
+    assert!(
+        reports
+            .iter()
+            .any(|tx| matches!(tx, TrustTx::Report(report) if report.kind() == hm_trustchain::tx::FindingKind::FalseTreeHead)),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn a_silent_or_wrong_authority_is_replaced_by_the_next() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    let own = app();
+    let first = match &agent.tick(at(0), &own, false, &mut monitor)[..] {
+        [TrustAction::AskCertificate { authority, .. }] => *authority,
+        other => panic!("{other:?}"),
+    };
+    // No answer within the timeout: the next authority.
+    let second = match &agent.tick(at(CA_REQUEST_TIMEOUT_MS + 1), &own, false, &mut monitor)[..] {
+        [TrustAction::AskCertificate { authority, .. }] => *authority,
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(first, second);
+    // An answer for someone else is refused and the next one asked.
+    let stranger = Certificate::issue_by_authority(
+        SignedRequest::sign(
+            CertificateRequest {
+                subject_key: keys().stranger.verifying_key(),
+                kem_key: keys().kem.clone(),
+                dns_names: vec![],
+                validity_ms: VALIDITY_MS,
+                requested_at_ms: T0_MS,
+                nonce: 1,
+            },
+            &keys().stranger,
+            &SeededEntropy::new(4, b"stranger"),
+        ),
+        &keys().validators[validator_index(&second)],
+        T0_MS,
+        &SeededEntropy::new(5, b"ca"),
+    );
+    agent.on_certificate(at(CA_REQUEST_TIMEOUT_MS + 5), second, Ok(stranger));
+    let third = match &agent.tick(at(CA_REQUEST_TIMEOUT_MS + 10), &own, false, &mut monitor)[..] {
+        [TrustAction::AskCertificate { authority, .. }] => *authority,
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(third, second);
+    assert_eq!(agent.status().certificate_requests, 3);
+}
+
+#[test]
+fn the_validator_tightens_with_the_phase() {
+    let mut monitor = Monitor::new(Default::default());
+    let mut chain = app();
+    let node = keys().node.verifying_key().fingerprint();
+    let request = |nonce| {
+        SignedRequest::sign(
+            CertificateRequest {
+                subject_key: keys().node.verifying_key(),
+                kem_key: keys().kem.clone(),
+                dns_names: vec![],
+                validity_ms: VALIDITY_MS,
+                requested_at_ms: T0_MS,
+                nonce,
+            },
+            &keys().node,
+            &SeededEntropy::new(nonce, b"node"),
+        )
+    };
+    let by_authority = Certificate::issue_by_authority(
+        request(1),
+        &keys().validators[0],
+        T0_MS,
+        &SeededEntropy::new(1, b"ca"),
+    );
+    let bundle = |certificate: &Certificate| {
+        CertificateBundle {
+            certificate: certificate.clone(),
+            inclusion: None,
+        }
+        .encode()
+    };
+    let now = T0_MS + 1_000;
+    let mem = b"hm/membership/1";
+    // Not in our log yet: tolerated as uncertified before phase 3, refused in it.
+    assert_eq!(
+        judge(
+            Phase::Trust,
+            &node,
+            mem,
+            &bundle(&by_authority),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Uncertified
+    );
+    assert!(matches!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &bundle(&by_authority),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Refused(_)
+    ));
+    // Newcomers may still ask for a certificate over the API.
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            API_PROTOCOL,
+            &[],
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Uncertified
+    );
+    assert!(matches!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &[],
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Refused(_)
+    ));
+    // Logged: accepted by PKI in phases 0-2, not in phase 3.
+    commit(
+        &mut chain,
+        1,
+        100,
+        &[TrustTx::LogCertificate(by_authority.clone())],
+    );
+    assert_eq!(
+        judge(
+            Phase::PartialFederation,
+            &node,
+            mem,
+            &bundle(&by_authority),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Certified(by_authority.fingerprint())
+    );
+    assert!(matches!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &bundle(&by_authority),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Refused(_)
+    ));
+    // A chain-issued certificate is accepted in phase 3.
+    commit(&mut chain, 2, 200, &[TrustTx::IssueCertificate(request(2))]);
+    let (chain_issued, _) = chain
+        .current_certificate(&node, now)
+        .expect("the chain issued one");
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &bundle(&chain_issued),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Certified(chain_issued.fingerprint())
+    );
+    // Someone else's certificate, or garbage, is refused in any phase.
+    let stranger = keys().stranger.verifying_key().fingerprint();
+    assert!(matches!(
+        judge(Phase::Traditional, &stranger, mem, &bundle(&chain_issued), &chain, &mut monitor, now),
+        Judgement::Refused(reason) if reason.contains("not for the connection's key")
+    ));
+    assert!(matches!(
+        judge(Phase::Traditional, &node, mem, b"garbage", &chain, &mut monitor, now),
+        Judgement::Refused(reason) if reason.contains("malformed")
+    ));
+}
+
+#[test]
+fn chain_links_stay_open_to_uncertified_peers_in_phase_3() {
+    let mut monitor = Monitor::new(Default::default());
+    let chain = app();
+    let node = keys().node.verifying_key().fingerprint();
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            crate::chain::CHAIN_PROTOCOL,
+            &[],
+            &chain,
+            &mut monitor,
+            T0_MS
+        ),
+        Judgement::Uncertified
+    );
+}
+
+#[test]
+fn an_authority_that_never_logs_is_reported_and_replaced() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    let own = app();
+    let actions = agent.tick(at(0), &own, false, &mut monitor);
+    let TrustAction::AskCertificate {
+        authority, request, ..
+    } = &actions[0]
+    else {
+        panic!("expected a certificate request");
+    };
+    let authority = *authority;
+    let ca_key = &keys().validators[validator_index(&authority)];
+    let certificate = Certificate::issue_by_authority(
+        (**request).clone(),
+        ca_key,
+        T0_MS,
+        &SeededEntropy::new(2, b"ca"),
+    );
+    agent.on_certificate(at(10), authority, Ok(certificate));
+    // Proofs are asked for, never given; at the deadline the agent turns to
+    // another authority, and once the grace has passed it reports the
+    // unlogged certificate.
+    let deadline = 10 + CA_LOG_DEADLINE_MS;
+    let actions = agent.tick(at(deadline), &own, false, &mut monitor);
+    let next = actions.iter().find_map(|action| match action {
+        TrustAction::AskCertificate { authority, .. } => Some(*authority),
+        _ => None,
+    });
+    assert!(
+        next.is_some_and(|next| next != authority),
+        "another authority is asked"
+    );
+    assert!(
+        submitted(&actions).is_empty(),
+        "within the grace: nothing to report yet"
+    );
+    let after_grace = UNLOGGED_GRACE_MS + 1_000;
+    let actions = agent.tick(at(after_grace), &own, false, &mut monitor);
+    let reports = submitted(&actions);
+    assert!(
+        reports.iter().any(|tx| matches!(tx, TrustTx::Report(report)
+            if report.kind() == hm_trustchain::tx::FindingKind::UnloggedCertificate)),
+        "the unlogged certificate is reported"
+    );
+}
+
+#[test]
+fn a_false_head_beyond_our_log_is_judged_once_the_log_catches_up() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    let mut own = app();
+    let actions = agent.tick(at(0), &own, false, &mut monitor);
+    let TrustAction::AskCertificate {
+        authority, request, ..
+    } = &actions[0]
+    else {
+        panic!("expected a certificate request");
+    };
+    let authority = *authority;
+    let ca_key = &keys().validators[validator_index(&authority)];
+    let certificate = Certificate::issue_by_authority(
+        (**request).clone(),
+        ca_key,
+        T0_MS,
+        &SeededEntropy::new(2, b"ca"),
+    );
+    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
+    // The authority's log has the certificate at size 1, but it signs a
+    // different root for size 1; our log is still empty: no verdict yet.
+    let mut real = app();
+    commit(
+        &mut real,
+        1,
+        100,
+        &[TrustTx::LogCertificate(certificate.clone())],
+    );
+    let proof = real
+        .inclusion_proof(&certificate.fingerprint())
+        .expect("logged");
+    let false_head = SignedTreeHead::sign(
+        hm_kernel::block::LogHead {
+            size: 1,
+            root: Hash([0xfa; 32]),
+        },
+        ca_key,
+        &SeededEntropy::new(3, b"ca"),
+    );
+    agent.on_proof(authority, Ok((proof, false_head)), &own, &mut monitor);
+    assert!(
+        monitor.take_reports(8).is_empty(),
+        "nothing to judge against yet"
+    );
+    // Our log catches up: the head is judged and reported.
+    commit(&mut own, 1, 100, &[TrustTx::LogCertificate(certificate)]);
+    let actions = agent.tick(at(1_000), &own, false, &mut monitor);
+    assert!(
+        submitted(&actions)
+            .iter()
+            .any(|tx| matches!(tx, TrustTx::Report(report)
+            if report.kind() == hm_trustchain::tx::FindingKind::FalseTreeHead)),
+        "the false head is reported once judged"
+    );
+    assert_eq!(agent.status().false_heads, 1);
+}

@@ -314,7 +314,10 @@ mod tests {
     fn execution_does_not_change_state_until_commit() {
         let mut app = KvApp::new();
         let empty_root = app.state_root();
-        let execution = app.execute_block(BlockContext::new(1, 0), &[put("a", "1", 0), put("b", "2", 1)]);
+        let execution = app.execute_block(
+            BlockContext::new(1, 0),
+            &[put("a", "1", 0), put("b", "2", 1)],
+        );
         assert_eq!(app.state_root(), empty_root);
         assert_ne!(execution.state_root, empty_root);
         app.commit(1, &execution.updates).expect("in order");
@@ -332,7 +335,10 @@ mod tests {
             nonce: 2,
         }
         .to_transaction();
-        let execution = app.execute_block(BlockContext::new(1, 0), &[put("a", "1", 0), garbage, put("a", "3", 1)]);
+        let execution = app.execute_block(
+            BlockContext::new(1, 0),
+            &[put("a", "1", 0), garbage, put("a", "3", 1)],
+        );
         assert_eq!(execution.results.len(), 3);
         assert!(execution.results[1].is_err());
         assert_eq!(

@@ -511,7 +511,8 @@ impl<D: Disk> PrivateChainStore<D> {
 mod tests {
     use super::*;
     use crate::block::{
-        BLOCK_VERSION, BlockBody, BlockHeader, CommitCertificate, LogHead, SignedVote, Vote, VoteKind,
+        BLOCK_VERSION, BlockBody, BlockHeader, CommitCertificate, LogHead, SignedVote, Vote,
+        VoteKind,
     };
     use crate::proof::{ConsensusProof, SpaceProof, StakeProof, TimeProof, WorkProof};
     use crate::validators::ValidatorSet;

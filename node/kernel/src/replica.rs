@@ -897,12 +897,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 return Err("evidence repeated or already committed".into());
             }
         }
-        let execution = self
-            .app
-            .execute_block(
-                BlockContext::new(header.height, header.timestamp_ms),
-                &block.body.transactions,
-            );
+        let execution = self.app.execute_block(
+            BlockContext::new(header.height, header.timestamp_ms),
+            &block.body.transactions,
+        );
         if execution.updates != block.body.updates {
             return Err("the block's state updates differ from executing its transactions".into());
         }

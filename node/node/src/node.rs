@@ -477,6 +477,9 @@ pub async fn run<E: Env>(
         Some(chain) => Some(trust_shared(chain)?),
         None => None,
     };
+    if let Some(shared) = &trust {
+        status.set_trust(shared.trust.clone());
+    }
     let verifier: Arc<dyn hm_stoq::PeerVerifier> = match &trust {
         Some(shared) => Arc::new(crate::trust::HybridCertValidator::new(
             env.clone(),

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddrV6;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::app::SharedTrust;
 use crate::membership::NodeId;
 
 /// A snapshot of a node, refreshed by the node a few times a second.
@@ -105,15 +106,35 @@ pub struct TrustStatus {
     pub monitor_reports_queued: u64,
 }
 
-/// Shared, cheaply cloned access to a node's status.
-#[derive(Debug, Clone, Default)]
-pub struct StatusHandle(Arc<Mutex<NodeStatus>>);
+/// Shared, cheaply cloned access to a node's status, and to the node's
+/// committed TrustChain state once it runs a chain (for readers outside the
+/// node such as the host's DNS server).
+#[derive(Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<NodeStatus>>, Arc<std::sync::OnceLock<SharedTrust>>);
+
+impl std::fmt::Debug for StatusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusHandle").finish_non_exhaustive()
+    }
+}
 
 impl StatusHandle {
     fn lock(&self) -> MutexGuard<'_, NodeStatus> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The node's committed TrustChain state (names, certificates, the CT
+    /// log), once its chain service exists; read-only by contract.
+    pub fn trust(&self) -> Option<SharedTrust> {
+        self.1.get().cloned()
+    }
+
+    pub(crate) fn set_trust(&self, trust: SharedTrust) {
+        // Set once per node life; a restarted node in the same process
+        // (the simulator) keeps the first, which it never reads.
+        let _ = self.1.set(trust);
     }
 
     pub fn snapshot(&self) -> NodeStatus {

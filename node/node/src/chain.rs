@@ -600,12 +600,10 @@ impl<E: Env> ChainShell<E> {
                     ApiRequest::RequestCertificate(request),
                     move |response| ChainEvent::CertificateAnswer {
                         authority,
-                        answer: match response {
-                            Ok(ApiResponse::Certificate(certificate)) => Ok(*certificate),
-                            Ok(ApiResponse::Error(error)) => Err(error),
-                            Ok(_) => Err("unexpected answer".into()),
-                            Err(error) => Err(error),
-                        },
+                        answer: expect_answer(response, |answer| match answer {
+                            ApiResponse::Certificate(certificate) => Some(*certificate),
+                            _ => None,
+                        }),
                     },
                 );
             }
@@ -613,12 +611,10 @@ impl<E: Env> ChainShell<E> {
                 self.call_authority(addr, ApiRequest::TreeHead, move |response| {
                     ChainEvent::HeadAnswer {
                         authority,
-                        answer: match response {
-                            Ok(ApiResponse::TreeHead(head)) => Ok(*head),
-                            Ok(ApiResponse::Error(error)) => Err(error),
-                            Ok(_) => Err("unexpected answer".into()),
-                            Err(error) => Err(error),
-                        },
+                        answer: expect_answer(response, |answer| match answer {
+                            ApiResponse::TreeHead(head) => Some(*head),
+                            _ => None,
+                        }),
                     }
                 });
             }
@@ -641,12 +637,10 @@ impl<E: Env> ChainShell<E> {
                     ApiRequest::CertificateProof { fingerprint },
                     move |response| ChainEvent::ProofAnswer {
                         authority,
-                        answer: match response {
-                            Ok(ApiResponse::Proof { proof, head }) => Ok((*proof, *head)),
-                            Ok(ApiResponse::Error(error)) => Err(error),
-                            Ok(_) => Err("unexpected answer".into()),
-                            Err(error) => Err(error),
-                        },
+                        answer: expect_answer(response, |answer| match answer {
+                            ApiResponse::Proof { proof, head } => Some((*proof, *head)),
+                            _ => None,
+                        }),
                     },
                 );
             }
@@ -790,19 +784,13 @@ impl<E: Env> ChainShell<E> {
         ),
         String,
     > {
-        let trust = self.trust.trust.read();
-        if !trust.authorities().contains(&self.me) {
-            return Err("this node is not a certificate authority".into());
-        }
-        let proof = trust
+        let proof = self
+            .trust
+            .trust
+            .read()
             .inclusion_proof(fingerprint)
             .ok_or_else(|| format!("certificate {fingerprint} is not logged (yet)"))?;
-        let head = hm_trustchain::log::SignedTreeHead::sign(
-            trust.log_head(),
-            &self.key,
-            self.env.entropy(),
-        );
-        drop(trust);
+        let head = self.signed_head()?;
         #[cfg(feature = "byzantine")]
         if let Some(byzantine) = self.byzantine_authority.as_mut() {
             return byzantine.proof(Ok((proof, head)));
@@ -1184,6 +1172,17 @@ pub(crate) async fn run_chain<E: Env>(
             }
         }
         shell.drain();
+    }
+}
+
+/// An authority's API answer as what was asked for, or why not.
+fn expect_answer<T>(
+    response: Result<ApiResponse, String>,
+    wanted: impl FnOnce(ApiResponse) -> Option<T>,
+) -> Result<T, String> {
+    match response? {
+        ApiResponse::Error(error) => Err(error),
+        other => wanted(other).ok_or_else(|| "the authority answered something else".into()),
     }
 }
 

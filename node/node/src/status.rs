@@ -110,7 +110,10 @@ pub struct TrustStatus {
 /// committed TrustChain state once it runs a chain (for readers outside the
 /// node such as the host's DNS server).
 #[derive(Clone, Default)]
-pub struct StatusHandle(Arc<Mutex<NodeStatus>>, Arc<std::sync::OnceLock<SharedTrust>>);
+pub struct StatusHandle(
+    Arc<Mutex<NodeStatus>>,
+    Arc<std::sync::OnceLock<SharedTrust>>,
+);
 
 impl std::fmt::Debug for StatusHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

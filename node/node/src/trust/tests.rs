@@ -139,6 +139,33 @@ fn presented(actions: &[TrustAction]) -> Option<CertificateBundle> {
     })
 }
 
+/// The agent's first certificate request, answered by the authority it
+/// asked: (that authority, the certificate it issued).
+fn issued_by_an_authority(
+    agent: &mut TrustAgent<SeededEntropy>,
+    own: &TrustApp,
+    monitor: &mut Monitor,
+) -> (Hash, Certificate) {
+    let actions = agent.tick(at(0), own, false, monitor);
+    let (authority, request) = match &actions[..] {
+        [
+            TrustAction::AskCertificate {
+                authority, request, ..
+            },
+        ] => (*authority, (**request).clone()),
+        other => panic!(
+            "expected one certificate request, got {} actions",
+            other.len()
+        ),
+    };
+    assert_ne!(authority, agent.me, "never asks itself");
+    let ca_key = &keys().validators[validator_index(&authority)];
+    let certificate =
+        Certificate::issue_by_authority(request, ca_key, T0_MS, &SeededEntropy::new(2, b"ca"));
+    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
+    (authority, certificate)
+}
+
 fn validator_index(authority: &Hash) -> usize {
     authorities()
         .iter()
@@ -155,20 +182,8 @@ fn a_node_climbs_from_self_signed_to_full_federation() {
     let mut own = app();
 
     // Phase 0: ask an authority.
-    let actions = agent.tick(at(0), &own, false, &mut monitor);
-    let (authority, request) = match &actions[..] {
-        [
-            TrustAction::AskCertificate {
-                authority, request, ..
-            },
-        ] => (*authority, (**request).clone()),
-        other => panic!("expected one certificate request, got {other:?}"),
-    };
-    assert_ne!(authority, agent.me, "never asks itself");
+    let (authority, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
     let ca_key = &keys().validators[validator_index(&authority)];
-    let certificate =
-        Certificate::issue_by_authority(request, ca_key, T0_MS, &SeededEntropy::new(2, b"ca"));
-    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
 
     // Not logged yet: the agent polls for a proof and stays in phase 0.
     let actions = agent.tick(at(500), &own, false, &mut monitor);
@@ -264,22 +279,8 @@ fn a_false_tree_head_is_not_trusted_and_is_reported() {
     let mut agent = agent();
     let mut monitor = Monitor::new(Default::default());
     let mut chain = app();
-    let actions = agent.tick(at(0), &chain, false, &mut monitor);
-    let TrustAction::AskCertificate {
-        authority, request, ..
-    } = &actions[0]
-    else {
-        panic!("{actions:?}");
-    };
-    let authority = *authority;
+    let (authority, certificate) = issued_by_an_authority(&mut agent, &chain, &mut monitor);
     let ca_key = &keys().validators[validator_index(&authority)];
-    let certificate = Certificate::issue_by_authority(
-        (**request).clone(),
-        ca_key,
-        T0_MS,
-        &SeededEntropy::new(2, b"ca"),
-    );
-    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
     // The authority never logs it, and signs a head of size 1 whose root
     // is that certificate's leaf: a log that never existed. Our own log
     // already holds another certificate at size 1.
@@ -528,22 +529,7 @@ fn an_authority_that_never_logs_is_reported_and_replaced() {
     let mut agent = agent();
     let mut monitor = Monitor::new(Default::default());
     let own = app();
-    let actions = agent.tick(at(0), &own, false, &mut monitor);
-    let TrustAction::AskCertificate {
-        authority, request, ..
-    } = &actions[0]
-    else {
-        panic!("expected a certificate request");
-    };
-    let authority = *authority;
-    let ca_key = &keys().validators[validator_index(&authority)];
-    let certificate = Certificate::issue_by_authority(
-        (**request).clone(),
-        ca_key,
-        T0_MS,
-        &SeededEntropy::new(2, b"ca"),
-    );
-    agent.on_certificate(at(10), authority, Ok(certificate));
+    let (authority, _certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
     // Proofs are asked for, never given; at the deadline the agent turns to
     // another authority, and once the grace has passed it reports the
     // unlogged certificate.
@@ -576,22 +562,8 @@ fn a_false_head_beyond_our_log_is_judged_once_the_log_catches_up() {
     let mut agent = agent();
     let mut monitor = Monitor::new(Default::default());
     let mut own = app();
-    let actions = agent.tick(at(0), &own, false, &mut monitor);
-    let TrustAction::AskCertificate {
-        authority, request, ..
-    } = &actions[0]
-    else {
-        panic!("expected a certificate request");
-    };
-    let authority = *authority;
+    let (authority, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
     let ca_key = &keys().validators[validator_index(&authority)];
-    let certificate = Certificate::issue_by_authority(
-        (**request).clone(),
-        ca_key,
-        T0_MS,
-        &SeededEntropy::new(2, b"ca"),
-    );
-    agent.on_certificate(at(10), authority, Ok(certificate.clone()));
     // The authority's log has the certificate at size 1, but it signs a
     // different root for size 1; our log is still empty: no verdict yet.
     let mut real = app();

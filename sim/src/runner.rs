@@ -312,6 +312,9 @@ fn node_config(scenario: &Scenario, index: u32) -> NodeConfig {
         .map(|seed| SocketAddrV6::new(node_ip(seed), NODE_PORT, 0, 0))
         .collect();
     let mut config = NodeConfig::new(listen, seeds);
+    // Validated to 1200..=65527 when the scenario was loaded.
+    config.max_udp_payload_bytes = u16::try_from(scenario.network.max_udp_payload_bytes)
+        .unwrap_or(hm_stoq::config::UDP_PAYLOAD_BYTES_DEFAULT);
     let tuning = &scenario.membership;
     let membership = &mut config.membership;
     if let Some(value) = tuning.gossip_interval_ms {

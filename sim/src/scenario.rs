@@ -105,6 +105,9 @@ impl Default for HardwareProfile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Network {
+    /// Largest UDP payload STOQ sends: 1,472 fits a 1,500-byte Ethernet
+    /// MTU (quinn's default); 8,952 fits 9,000-byte jumbo frames.
+    pub max_udp_payload_bytes: u32,
     pub latency_ms: f64,
     pub jitter_ms: f64,
     pub loss: f64,
@@ -115,6 +118,7 @@ pub struct Network {
 impl Default for Network {
     fn default() -> Self {
         Self {
+            max_udp_payload_bytes: 1_472,
             latency_ms: 5.0,
             jitter_ms: 1.0,
             loss: 0.0,
@@ -493,6 +497,12 @@ impl Scenario {
             self.nodes.boot_spread_s,
             DURATION_S_MAX,
         )?;
+        if !(1_200..=65_527).contains(&self.network.max_udp_payload_bytes) {
+            return Err(format!(
+                "`network.max_udp_payload_bytes` = {} must be between 1200 (QUIC's minimum) and 65527",
+                self.network.max_udp_payload_bytes
+            ));
+        }
         seconds("network.latency_ms", self.network.latency_ms / 1000.0, 60.0)?;
         seconds("network.jitter_ms", self.network.jitter_ms / 1000.0, 60.0)?;
         unit("network.loss", self.network.loss)?;

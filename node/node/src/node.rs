@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub status_interval_ms: u64,
     /// The chain to run (None: membership only).
     pub chain: Option<ChainConfig>,
+    /// Largest UDP payload STOQ sends (see `StoqConfig::max_udp_payload_bytes`).
+    pub max_udp_payload_bytes: u16,
     /// Byzantine impersonator (simulator only): forge every identity
     /// binding, so correct peers must refuse every connection with us.
     #[cfg(feature = "byzantine")]
@@ -89,6 +91,7 @@ impl NodeConfig {
             connect_timeout_ms: 5_000,
             status_interval_ms: 500,
             chain: None,
+            max_udp_payload_bytes: hm_stoq::config::UDP_PAYLOAD_BYTES_DEFAULT,
             #[cfg(feature = "byzantine")]
             forge_identity: false,
         }
@@ -453,6 +456,7 @@ pub async fn run<E: Env>(
         API_PROTOCOL.to_vec(),
     ];
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
+    stoq_config.max_udp_payload_bytes = config.max_udp_payload_bytes;
     // A node that held a certificate presents it from its first handshake
     // (phase-3 peers refuse uncertified members); the chain service
     // re-presents whatever it holds once it has replayed its chain.

@@ -61,7 +61,18 @@ pub struct StoqConfig {
     /// independent services share one port. The first is the default for
     /// [`crate::Endpoint::connect`].
     pub protocols: Vec<Vec<u8>>,
+    /// Largest UDP payload this endpoint sends and accepts. 1,472 fits a
+    /// 1,500-byte Ethernet MTU (and quinn's path-MTU discovery only ever
+    /// climbs to it); links with jumbo frames (9,000) or loopback (65,536)
+    /// carry far more per datagram, which cuts per-packet work for bulk
+    /// transfers several times over. Both ends of a path must fit it.
+    pub max_udp_payload_bytes: u16,
 }
+
+/// The payload quinn is limited to by default (a 1,500-byte MTU).
+pub const UDP_PAYLOAD_BYTES_DEFAULT: u16 = 1_472;
+/// The smallest payload QUIC allows (RFC 9000 §14).
+pub const UDP_PAYLOAD_BYTES_MIN: u16 = 1_200;
 
 /// Protocols one endpoint serves.
 pub const PROTOCOLS_MAX: usize = 8;
@@ -89,6 +100,7 @@ impl StoqConfig {
             post_quantum_only: true,
             identity_extra: Vec::new(),
             protocols: vec![crate::tls::ALPN.to_vec()],
+            max_udp_payload_bytes: UDP_PAYLOAD_BYTES_DEFAULT,
         }
     }
 
@@ -130,6 +142,15 @@ impl StoqConfig {
             1024,
             "between 1 KiB and 1 GiB",
         )?;
+        if self.max_udp_payload_bytes < UDP_PAYLOAD_BYTES_MIN
+            || usize::from(self.max_udp_payload_bytes) > hm_env::net::DATAGRAM_BYTES_MAX
+        {
+            return Err(ConfigError::OutOfRange {
+                field: "max_udp_payload_bytes",
+                value: u64::from(self.max_udp_payload_bytes),
+                reason: "between 1200 (QUIC's minimum) and 65527",
+            });
+        }
         if self.large_chunk_bytes > self.frame_bytes_max {
             return Err(ConfigError::OutOfRange {
                 field: "large_chunk_bytes",

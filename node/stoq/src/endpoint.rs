@@ -226,6 +226,14 @@ fn transport_config(config: &StoqConfig) -> quinn::TransportConfig {
                 .datagrams_enabled
                 .then_some(config.datagram_receive_buffer_bytes),
         );
+    if config.max_udp_payload_bytes > crate::config::UDP_PAYLOAD_BYTES_DEFAULT {
+        // Start at the configured size and let discovery search up to it.
+        let mut discovery = quinn::MtuDiscoveryConfig::default();
+        discovery.upper_bound(config.max_udp_payload_bytes);
+        transport
+            .initial_mtu(config.max_udp_payload_bytes)
+            .mtu_discovery_config(Some(discovery));
+    }
     transport
 }
 
@@ -287,7 +295,16 @@ impl<E: Env> Endpoint<E> {
         let mut reset_secret = [0u8; 64];
         entropy.fill_bytes(&mut reset_secret);
         let reset_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &reset_secret);
-        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config
+            .max_udp_payload_size(config.max_udp_payload_bytes)
+            .map_err(|_| {
+                StoqError::Config(crate::error::ConfigError::OutOfRange {
+                    field: "max_udp_payload_bytes",
+                    value: u64::from(config.max_udp_payload_bytes),
+                    reason: "between 1200 and 65527",
+                })
+            })?;
 
         let quic = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,

@@ -978,3 +978,38 @@ async fn the_verifier_learns_the_protocol_and_whether_it_is_a_reauthentication()
         Some((b"hm/api/1".to_vec(), true))
     );
 }
+
+/// Sends one 256 KiB message from a new pair whose endpoints carry UDP
+/// payloads up to `payload`; returns the datagrams the sender used.
+async fn datagrams_for_a_bulk_message(payload: u16) -> u64 {
+    let net = MemNet::new();
+    let configure = |config: &mut StoqConfig| config.max_udp_payload_bytes = payload;
+    let a = node_with(&net, 1, configure, Arc::new(SelfSignedVerifier));
+    let b = node_with(&net, 2, configure, Arc::new(SelfSignedVerifier));
+    let (ab, ba) = pair(&a, &b).await;
+    let message = vec![7u8; 256 << 10];
+    soon(ab.send_message(&message)).await.expect("send");
+    assert_eq!(soon(ba.recv_message()).await.expect("recv"), message);
+    ab.stats().udp_datagrams_sent
+}
+
+#[tokio::test]
+async fn jumbo_payloads_carry_bulk_data_in_far_fewer_datagrams() {
+    let ethernet = datagrams_for_a_bulk_message(crate::config::UDP_PAYLOAD_BYTES_DEFAULT).await;
+    let jumbo = datagrams_for_a_bulk_message(8_952).await;
+    // 256 KiB is ~180 full Ethernet-sized datagrams and ~30 jumbo ones.
+    assert!(ethernet >= 170, "{ethernet} datagrams at 1472 bytes");
+    assert!(
+        jumbo * 4 < ethernet,
+        "{jumbo} datagrams at 8952 bytes against {ethernet} at 1472"
+    );
+    let mut out_of_range = StoqConfig::new(addr(9));
+    out_of_range.max_udp_payload_bytes = 1_000;
+    assert!(matches!(
+        out_of_range.validate(),
+        Err(ConfigError::OutOfRange {
+            field: "max_udp_payload_bytes",
+            ..
+        })
+    ));
+}

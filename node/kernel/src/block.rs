@@ -452,11 +452,27 @@ impl CommitCertificate {
             .collect();
         signatures.sort_by_key(|(index, _)| *index);
         signatures.dedup_by_key(|(index, _)| *index);
-        let stake: u64 = signatures
-            .iter()
-            .filter_map(|(index, _)| validators.get(*index).map(|v| v.stake))
-            .sum();
-        validators.is_quorum(stake).then_some(CommitCertificate {
+        // Keep the smallest quorum: the heaviest signers first (ties by
+        // index). Every block carries its certificate to every node that
+        // syncs it, and each FALCON-1024 signature is 1.3 KB, so the
+        // precommits beyond a quorum would only cost bandwidth.
+        let stake_of = |index: &ValidatorIndex| validators.get(*index).map_or(0, |v| v.stake);
+        signatures.sort_by(|(a, _), (b, _)| stake_of(b).cmp(&stake_of(a)).then(a.cmp(b)));
+        let mut stake = 0u64;
+        let mut needed = signatures.len();
+        for (count, (index, _)) in signatures.iter().enumerate() {
+            stake += stake_of(index);
+            if validators.is_quorum(stake) {
+                needed = count + 1;
+                break;
+            }
+        }
+        if !validators.is_quorum(stake) {
+            return None;
+        }
+        signatures.truncate(needed);
+        signatures.sort_by_key(|(index, _)| *index);
+        Some(CommitCertificate {
             height,
             round,
             block_hash,
@@ -644,4 +660,70 @@ pub enum BlockError {
     Proof(crate::proof::ProofError),
     #[error("commit certificate signers hold {stake} of {total} stake, not more than two thirds")]
     NoQuorum { stake: u64, total: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hm_env::mem::SeededEntropy;
+
+    #[test]
+    fn a_certificate_keeps_the_smallest_quorum_heaviest_first() {
+        let entropy = SeededEntropy::new(4, b"certificate-test");
+        let keys: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate(&entropy)).collect();
+        let stakes = [1, 2, 3, 4];
+        let set = ValidatorSet::new(
+            keys.iter()
+                .zip(stakes)
+                .map(|(key, stake)| (key.verifying_key(), stake)),
+        )
+        .expect("set");
+        let chain_id = hash("test", b"chain");
+        let block_hash = hash("test", b"block");
+        let precommits: Vec<SignedVote> = keys
+            .iter()
+            .map(|key| {
+                let index = set
+                    .index_of(&key.verifying_key().fingerprint())
+                    .expect("member");
+                SignedVote::sign(
+                    &chain_id,
+                    Vote {
+                        kind: VoteKind::Precommit,
+                        height: 5,
+                        round: 1,
+                        block_hash: Some(block_hash),
+                        validator: index,
+                    },
+                    key,
+                    &entropy,
+                )
+            })
+            .collect();
+        let certificate = CommitCertificate::from_precommits(5, 1, block_hash, &precommits, &set)
+            .expect("a quorum");
+        // 4 + 3 = 7 of 10 is more than two thirds; nothing else is needed.
+        let kept: Vec<u64> = certificate
+            .signatures
+            .iter()
+            .map(|(index, _)| set.get(*index).expect("member").stake)
+            .collect();
+        let mut sorted = kept.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [3, 4], "{kept:?}");
+        assert!(
+            certificate
+                .signatures
+                .windows(2)
+                .all(|pair| pair[0].0 < pair[1].0),
+            "signers by index"
+        );
+        certificate
+            .verify(&chain_id, &set)
+            .expect("still a valid certificate");
+        // Without the two heaviest there is no quorum (1 + 2 = 3 of 10).
+        assert!(
+            CommitCertificate::from_precommits(5, 1, block_hash, &precommits[..2], &set).is_none()
+        );
+    }
 }

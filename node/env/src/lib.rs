@@ -4,6 +4,7 @@ pub mod clock;
 pub mod disk;
 pub mod entropy;
 pub mod hardware;
+pub mod intern;
 pub mod mem;
 pub mod net;
 

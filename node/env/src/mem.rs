@@ -27,15 +27,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 // ---------------------------------------------------------------- disk
 
+/// A stored value: shared bytes (identical values written by many
+/// simulated nodes are one allocation, see `crate::intern`; durable and
+/// current tables share too) and the checksum taken when written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredValue {
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     checksum: [u8; 8],
 }
 
 impl StoredValue {
-    fn new(bytes: Vec<u8>) -> Self {
-        let checksum = checksum(&bytes);
+    fn new(bytes: &[u8]) -> Self {
+        let (bytes, digest) = crate::intern::intern_with_digest(bytes);
+        let mut checksum = [0u8; 8];
+        checksum.copy_from_slice(&digest[..8]);
         Self { bytes, checksum }
     }
 
@@ -70,7 +75,7 @@ fn apply(table: &mut Table, batch: &WriteBatch) {
     for op in &batch.ops {
         match op {
             BatchOp::Put { cf, key, value } => {
-                table.insert((cf, key.clone()), StoredValue::new(value.clone()));
+                table.insert((cf, key.clone()), StoredValue::new(value));
             }
             BatchOp::Delete { cf, key } => {
                 table.remove(&(*cf, key.clone()));
@@ -131,8 +136,12 @@ impl MemDisk {
                 if value.bytes.is_empty() {
                     value.checksum[0] ^= 1;
                 } else {
-                    let index = byte_index % value.bytes.len();
-                    value.bytes[index] ^= 0x01;
+                    // Copy on write: other holders of these bytes keep
+                    // theirs intact.
+                    let mut bytes = value.bytes.to_vec();
+                    let index = byte_index % bytes.len();
+                    bytes[index] ^= 0x01;
+                    value.bytes = Arc::from(bytes);
                 }
                 found = true;
             }
@@ -174,7 +183,7 @@ impl Disk for MemDisk {
         let state = self.begin_op()?;
         match state.current.get(&(cf, key.to_vec())) {
             None => Ok(None),
-            Some(value) if value.is_intact() => Ok(Some(value.bytes.clone())),
+            Some(value) if value.is_intact() => Ok(Some(value.bytes.to_vec())),
             Some(_) => Err(DiskError::Corrupted {
                 cf: cf.to_string(),
                 key_hex: key_hex(key),
@@ -221,7 +230,7 @@ impl Disk for MemDisk {
                     key_hex: key_hex(key),
                 });
             }
-            out.push((key.clone(), value.bytes.clone()));
+            out.push((key.clone(), value.bytes.to_vec()));
         }
         Ok(out)
     }

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use hm_kernel::block::StateUpdate;
 use hm_wire::Hash;
@@ -72,7 +73,9 @@ type BucketChanges = BTreeMap<usize, BTreeMap<Hash, Option<Hash>>>;
 /// the bucketed hashes behind the root.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Values are shared allocations (`hm_env::intern`): a simulator's
+    /// thousand nodes hold one copy of each certificate, not a thousand.
+    entries: BTreeMap<Vec<u8>, Arc<[u8]>>,
     buckets: Vec<Bucket>,
     root: Hash,
 }
@@ -108,14 +111,16 @@ impl Store {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
+        self.entries.get(key).map(|value| &**value)
     }
 
     pub(crate) fn prefix_range<'a>(
         &'a self,
         prefix: &[u8],
-    ) -> impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
-        self.entries.range::<Vec<u8>, _>(prefix_bounds(prefix))
+    ) -> impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a [u8])> + 'a {
+        self.entries
+            .range::<Vec<u8>, _>(prefix_bounds(prefix))
+            .map(|(key, value)| (key, &**value))
     }
 
     /// The root the state would have after `writes`, without applying them.
@@ -142,7 +147,8 @@ impl Store {
         for update in updates {
             match &update.value {
                 Some(value) => {
-                    self.entries.insert(update.key.clone(), value.clone());
+                    self.entries
+                        .insert(update.key.clone(), hm_env::intern::intern(value));
                 }
                 None => {
                     self.entries.remove(&update.key);
@@ -253,7 +259,7 @@ fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
 /// the key), both ordered in the same direction, keeping at most `limit`
 /// live entries.
 pub(crate) fn merge_scan<'b>(
-    base: impl Iterator<Item = (&'b Vec<u8>, &'b Vec<u8>)>,
+    base: impl Iterator<Item = (&'b Vec<u8>, &'b [u8])>,
     over: impl Iterator<Item = (&'b Vec<u8>, &'b Option<Vec<u8>>)>,
     reverse: bool,
     limit: usize,
@@ -277,7 +283,7 @@ pub(crate) fn merge_scan<'b>(
         };
         if take_base {
             if let Some((key, value)) = base.next() {
-                out.push((key.clone(), value.clone()));
+                out.push((key.clone(), value.to_vec()));
             }
         } else if let Some((key, Some(value))) = over.next() {
             out.push((key.clone(), value.clone()));

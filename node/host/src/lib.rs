@@ -9,7 +9,9 @@ compile_error!(
     "hm-host is the real-OS backend and cannot be built with --cfg madsim; build the simulator with -p hm-sim"
 );
 
+pub mod client;
 pub mod disk;
+pub mod dns;
 pub mod entropy;
 pub mod hardware;
 pub mod net;

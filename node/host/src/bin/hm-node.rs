@@ -10,7 +10,10 @@
 //! ```
 //!
 //! The config names the data dir, the IPv6 listen address and the seed list,
-//! and optionally a `[chain]` section (genesis file, validator addresses).
+//! and optionally a `[chain]` section (genesis file, validator addresses)
+//! with a `[chain.trust]` section (zone, the node's name, certificate
+//! lifetime and renewal point, the chain's live window, and `dns_listen`,
+//! where the node answers standard DNS for its zone from committed state).
 //! The node keeps its identity and incarnation in the data dir's RocksDB and
 //! writes a status snapshot (JSON) to `status_file` twice a second, which the
 //! integration tests and, for now, operators read.
@@ -24,14 +27,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hm_host::HostEnv;
+use hm_host::dns::{DnsServer, ZoneAuthority};
 use hm_host::entropy::OsEntropy;
 use hm_kernel::app::{KvOp, KvTx, KvWorkload};
 use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
+use hm_node::trust::TrustSettings;
 use hm_node::{ApiClient, ApiRequest, ApiResponse, ChainConfig, NodeConfig, StatusHandle};
-use hm_stoq::{Endpoint, SelfSignedVerifier, StoqConfig};
-use hm_wire::{Hash, SigningKey, VerifyingKey};
+use hm_trustchain::name::DnsName;
+use hm_wire::{Hash, VerifyingKey};
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// Largest config file read.
 const CONFIG_BYTES_MAX: u64 = 1 << 20;
@@ -105,9 +109,6 @@ enum Command {
     },
 }
 
-/// How long a client waits for a node's API.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Validators a genesis command line may list.
 const GENESIS_VALIDATORS_MAX: usize = 256;
 
@@ -128,6 +129,109 @@ struct ChainFileConfig {
     /// Base propose timeout (default 3000); vote timeouts are a third of it.
     #[serde(default)]
     propose_timeout_ms: Option<u64>,
+    /// TrustChain and the bootstrap phases (see `TrustFileConfig`); without
+    /// it the node stays in phase 0.
+    #[serde(default)]
+    trust: Option<TrustFileConfig>,
+}
+
+/// The `[chain.trust]` section: how the node climbs the bootstrap phases
+/// and, optionally, where it answers standard DNS for its zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFileConfig {
+    /// The network's DNS zone (default "mesh"); every node of a chain must
+    /// use the same one.
+    #[serde(default = "default_zone")]
+    zone: String,
+    /// This node's DNS name, under the zone (registered once certified).
+    #[serde(default)]
+    name: Option<String>,
+    /// Lifetime asked for in certificate requests (default 86400 s).
+    #[serde(default = "default_certificate_validity_s")]
+    certificate_validity_s: u64,
+    /// Renew once this share of the lifetime has passed (default 0.5).
+    #[serde(default = "default_renew_at")]
+    renew_at: f64,
+    /// The chain counts as live while its last commit is at most this old
+    /// (default 30 s).
+    #[serde(default = "default_chain_live_window_s")]
+    chain_live_window_s: u64,
+    /// IPv6 socket address where the node answers standard DNS (UDP and
+    /// TCP) for its zone, e.g. "[::1]:5353"; none by default.
+    #[serde(default)]
+    dns_listen: Option<String>,
+}
+
+fn default_zone() -> String {
+    hm_node::DEFAULT_ZONE.to_string()
+}
+
+fn default_certificate_validity_s() -> u64 {
+    24 * 3_600
+}
+
+fn default_renew_at() -> f64 {
+    0.5
+}
+
+fn default_chain_live_window_s() -> u64 {
+    30
+}
+
+/// Longest chain live window a config may set: a day.
+const CHAIN_LIVE_WINDOW_S_MAX: u64 = 24 * 3_600;
+
+/// Checks `[chain.trust]` and turns it into the node's settings and the
+/// DNS front-end's address.
+fn load_trust(trust: &TrustFileConfig) -> anyhow::Result<(TrustSettings, Option<SocketAddrV6>)> {
+    let zone = DnsName::parse(&trust.zone).map_err(|error| {
+        anyhow::anyhow!(
+            "`chain.trust.zone` = {:?} is not a DNS name: {error}; write e.g. \"mesh\"",
+            trust.zone
+        )
+    })?;
+    let mut settings = TrustSettings::new(zone.clone());
+    if let Some(name) = &trust.name {
+        let name = DnsName::parse(name).map_err(|error| {
+            anyhow::anyhow!("`chain.trust.name` = {name:?} is not a DNS name: {error}; write e.g. \"node0.{zone}\"")
+        })?;
+        if !name.is_under(&zone) {
+            bail!(
+                "`chain.trust.name` = \"{name}\" is not under the zone \"{zone}\"; write e.g. \"node0.{zone}\""
+            );
+        }
+        settings.name = Some(name);
+    }
+    let validity_s_max = hm_trustchain::cert::CERT_VALIDITY_MS_MAX / 1_000;
+    if !(1..=validity_s_max).contains(&trust.certificate_validity_s) {
+        bail!(
+            "`chain.trust.certificate_validity_s` = {} must be between 1 and {validity_s_max} (30 days)",
+            trust.certificate_validity_s
+        );
+    }
+    settings.certificate_validity_ms = trust.certificate_validity_s * 1_000;
+    if !(trust.renew_at.is_finite() && trust.renew_at > 0.0 && trust.renew_at < 1.0) {
+        bail!(
+            "`chain.trust.renew_at` = {} must be a share of the lifetime strictly between 0 and 1, e.g. 0.5",
+            trust.renew_at
+        );
+    }
+    // In (0, 1000): the bounds were checked just above.
+    settings.renew_at_per_mille = ((trust.renew_at * 1_000.0).round() as u64).clamp(1, 999);
+    if !(1..=CHAIN_LIVE_WINDOW_S_MAX).contains(&trust.chain_live_window_s) {
+        bail!(
+            "`chain.trust.chain_live_window_s` = {} must be between 1 and {CHAIN_LIVE_WINDOW_S_MAX}",
+            trust.chain_live_window_s
+        );
+    }
+    settings.chain_live_window_ms = trust.chain_live_window_s * 1_000;
+    let dns_listen = trust
+        .dns_listen
+        .as_deref()
+        .map(|text| parse_v6("chain.trust.dns_listen", text))
+        .transpose()?;
+    Ok((settings, dns_listen))
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,7 +315,10 @@ fn genesis(
     Ok(())
 }
 
-fn load_chain(config_path: &Path, chain: &ChainFileConfig) -> anyhow::Result<ChainConfig> {
+fn load_chain(
+    config_path: &Path,
+    chain: &ChainFileConfig,
+) -> anyhow::Result<(ChainConfig, Option<DnsFrontEnd>)> {
     // A relative genesis path is relative to the config file.
     let genesis_path = config_path
         .parent()
@@ -250,7 +357,35 @@ fn load_chain(config_path: &Path, chain: &ChainFileConfig) -> anyhow::Result<Cha
         consensus.precommit_timeout_delta_ms = propose / 6;
         consensus.rebroadcast_timeout_base_ms = propose * 2;
     }
-    Ok(config)
+    let mut dns = None;
+    if let Some(trust) = &chain.trust {
+        let (settings, dns_listen) = load_trust(trust)?;
+        dns = dns_listen.map(|listen| DnsFrontEnd {
+            listen,
+            zone: settings.zone.clone(),
+            name: settings.name.clone(),
+        });
+        config.trust = Some(settings);
+    }
+    Ok((config, dns))
+}
+
+/// Where and for which zone the node answers standard DNS.
+#[derive(Debug)]
+struct DnsFrontEnd {
+    listen: SocketAddrV6,
+    zone: DnsName,
+    /// The node's own name: the zone's primary server in its SOA.
+    name: Option<DnsName>,
+}
+
+/// Everything `run` needs from the config file.
+struct LoadedConfig {
+    node: NodeConfig,
+    data_dir: PathBuf,
+    status_file: PathBuf,
+    log: Option<String>,
+    dns: Option<DnsFrontEnd>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,7 +419,7 @@ fn parse_v6(what: &str, text: &str) -> anyhow::Result<SocketAddrV6> {
     }
 }
 
-fn load_config(path: &Path) -> anyhow::Result<(NodeConfig, PathBuf, PathBuf, Option<String>)> {
+fn load_config(path: &Path) -> anyhow::Result<LoadedConfig> {
     let metadata = std::fs::metadata(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     if metadata.len() > CONFIG_BYTES_MAX {
@@ -316,10 +451,31 @@ fn load_config(path: &Path) -> anyhow::Result<(NodeConfig, PathBuf, PathBuf, Opt
         .clone()
         .unwrap_or_else(|| file.data_dir.join("status.json"));
     let mut config = NodeConfig::new(listen, seeds);
+    let mut dns = None;
     if let Some(chain) = &file.chain {
-        config.chain = Some(load_chain(path, chain)?);
+        let (chain, dns_front_end) = load_chain(path, chain)?;
+        config.chain = Some(chain);
+        dns = dns_front_end;
     }
-    Ok((config, file.data_dir, status_file, file.log))
+    if let Some(dns) = &dns {
+        let shared_ip = dns.listen.ip() == listen.ip()
+            || dns.listen.ip().is_unspecified()
+            || listen.ip().is_unspecified();
+        if shared_ip && dns.listen.port() == listen.port() {
+            bail!(
+                "`chain.trust.dns_listen` = \"{}\" takes the node's own `listen` port (STOQ is UDP too); pick another port, e.g. {}",
+                dns.listen,
+                listen.port().wrapping_add(100)
+            );
+        }
+    }
+    Ok(LoadedConfig {
+        node: config,
+        data_dir: file.data_dir,
+        status_file,
+        log: file.log,
+        dns,
+    })
 }
 
 /// Writes the status snapshot atomically (temp file + rename), so readers
@@ -369,36 +525,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let addr = parse_v6("--to", to)?;
-    // A client keeps nothing: its database lives in a fresh temp dir,
-    // removed once the runtime (and with it every handle on the database)
-    // is gone.
-    let data_dir = tempfile::Builder::new()
-        .prefix("hm-node-client-")
-        .tempdir()
-        .context("cannot create a temp dir for the client")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        let env = HostEnv::open(data_dir.path(), hm_node::COLUMN_FAMILIES)
-            .with_context(|| format!("cannot open {}", data_dir.path().display()))?;
-        let key = SigningKey::generate(&OsEntropy);
-        let bind = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0);
-        let mut config = StoqConfig::new(bind);
-        config.protocols = vec![hm_node::API_PROTOCOL.to_vec()];
-        let endpoint = Endpoint::bind(&env, key, config, Arc::new(SelfSignedVerifier))
-            .context("cannot open a STOQ endpoint")?;
-        let client = ApiClient::connect(&endpoint, SocketAddr::V6(addr), API_TIMEOUT)
-            .await
-            .context("is the node running, and is --to its listen address?")?;
-        let result = work(client).await;
-        endpoint.close();
-        result
-    });
-    drop(runtime);
-    drop(data_dir);
-    result
+    hm_host::client::with_api_client(addr, work)
 }
 
 async fn submit(client: ApiClient, puts: Vec<String>, random: usize) -> anyhow::Result<()> {
@@ -506,15 +633,24 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run(config_path: &Path) -> ExitCode {
-    let (config, data_dir, status_file, log) = match load_config(config_path) {
+    let LoadedConfig {
+        node: config,
+        data_dir,
+        status_file,
+        log,
+        dns,
+    } = match load_config(config_path) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("hm-node: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log.as_deref().unwrap_or("info")));
+    // hickory-server logs every DNS request at info; the node's default
+    // keeps its warnings only.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(log.as_deref().unwrap_or(DEFAULT_LOG_FILTER))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -546,6 +682,9 @@ fn run(config_path: &Path) -> ExitCode {
                 }
             });
         }
+        if let Some(dns) = &dns {
+            serve_dns(dns, status.clone())?;
+        }
         tokio::select! {
             result = hm_node::run(env, config, status.clone()) => result.context("the node stopped"),
             _ = tokio::signal::ctrl_c() => {
@@ -560,5 +699,86 @@ fn run(config_path: &Path) -> ExitCode {
             eprintln!("hm-node: {error:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The log filter when neither `log` nor `HM_LOG` gives one.
+const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn,hickory_net=warn";
+
+/// Starts the DNS front-end on `dns.listen`, answering from the node's
+/// committed state (through `status`); it runs as long as the runtime.
+fn serve_dns(dns: &DnsFrontEnd, status: StatusHandle) -> anyhow::Result<()> {
+    let authority = ZoneAuthority::new(&dns.zone, dns.name.as_ref(), status)
+        .with_context(|| format!("cannot serve the zone {}", dns.zone))?;
+    let server = DnsServer::bind(dns.listen, authority).with_context(|| {
+        format!(
+            "cannot serve DNS on `chain.trust.dns_listen` = \"{}\"; pick a free port or remove dns_listen",
+            dns.listen
+        )
+    })?;
+    tracing::info!(listen = %server.local_addr(), zone = %dns.zone, "serving DNS for the zone");
+    tokio::spawn(async move {
+        if let Err(error) = server.run().await {
+            tracing::error!(%error, "the DNS front-end stopped; the node runs on without it");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust(text: &str) -> anyhow::Result<(TrustSettings, Option<SocketAddrV6>)> {
+        let file: TrustFileConfig = toml::from_str(text)?;
+        load_trust(&file)
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", trust(text).expect_err("refused"))
+    }
+
+    #[test]
+    fn trust_section_defaults_and_mapping() {
+        let (settings, dns) = trust("").expect("defaults");
+        assert_eq!(settings.zone.as_str(), hm_node::DEFAULT_ZONE);
+        assert_eq!(settings.name, None);
+        assert_eq!(settings.certificate_validity_ms, 86_400_000);
+        assert_eq!(settings.renew_at_per_mille, 500);
+        assert_eq!(settings.chain_live_window_ms, 30_000);
+        assert_eq!(dns, None);
+        let (settings, dns) = trust(
+            "zone = \"Mesh\"\nname = \"node0.mesh.\"\ncertificate_validity_s = 120\nrenew_at = 0.25\nchain_live_window_s = 5\ndns_listen = \"[::1]:5353\"\n",
+        )
+        .expect("valid");
+        assert_eq!(settings.zone.as_str(), "mesh");
+        assert_eq!(
+            settings.name.as_ref().map(DnsName::as_str),
+            Some("node0.mesh")
+        );
+        assert_eq!(settings.certificate_validity_ms, 120_000);
+        assert_eq!(settings.renew_at_per_mille, 250);
+        assert_eq!(settings.chain_live_window_ms, 5_000);
+        assert_eq!(dns.map(|addr| addr.port()), Some(5353));
+    }
+
+    #[test]
+    fn trust_section_errors_name_the_key_and_what_is_expected() {
+        assert!(error("zone = \"a_b\"").contains("`chain.trust.zone`"));
+        let outside = error("name = \"node0.other\"");
+        assert!(
+            outside.contains("`chain.trust.name`") && outside.contains("not under the zone"),
+            "{outside}"
+        );
+        assert!(error("certificate_validity_s = 0").contains("between 1 and 2592000"));
+        assert!(error("certificate_validity_s = 2592001").contains("certificate_validity_s"));
+        for renew_at in ["0.0", "1.0", "-0.5", "nan"] {
+            let message = error(&format!("renew_at = {renew_at}"));
+            assert!(message.contains("`chain.trust.renew_at`"), "{message}");
+        }
+        assert!(error("chain_live_window_s = 0").contains("chain_live_window_s"));
+        assert!(error("dns_listen = \"127.0.0.1:53\"").contains("IPv6-only"));
+        assert!(error("dns_listen = \"nowhere\"").contains("`chain.trust.dns_listen`"));
+        assert!(error("dns_port = 53").contains("unknown field `dns_port`"));
     }
 }

@@ -55,6 +55,9 @@ pub const PROOF_POLL_INTERVAL_MS: u64 = 1_000;
 pub const CA_LOG_DEADLINE_MS: u64 = 15_000;
 /// Certificates authorities issued but never logged, kept for the report.
 pub const UNLOGGED_KEPT_MAX: usize = 4;
+/// How long the stake of chain-certified validators is trusted without a
+/// new log head (certificates also expire with time).
+pub const CERTIFIED_RECHECK_MS: u64 = 5_000;
 /// How often a certified node asks one authority (in turn) for its signed
 /// log head and checks it against its own log (CT auditing).
 pub const HEAD_AUDIT_INTERVAL_MS: u64 = 10_000;
@@ -422,6 +425,10 @@ pub struct TrustAgent<E: Entropy> {
     claim: Option<(u64, u64)>,
     presented: Option<Hash>,
     witness: HeadWitness,
+    /// The last head the witness saw.
+    witnessed: Option<hm_kernel::block::LogHead>,
+    /// Stake of chain-certified validators: (at head, when, stake).
+    certified: Option<(hm_kernel::block::LogHead, u64, u64)>,
     /// Authority-signed heads not judged yet (our log was shorter).
     pending_heads: Vec<SignedTreeHead>,
     /// When to audit the next authority's head, and whose turn it is.
@@ -472,6 +479,8 @@ impl<E: Entropy> TrustAgent<E> {
             claim: None,
             presented: None,
             witness: HeadWitness::new(),
+            witnessed: None,
+            certified: None,
             pending_heads: Vec::new(),
             pending_reports: Vec::new(),
             unlogged: Vec::new(),
@@ -563,12 +572,12 @@ impl<E: Entropy> TrustAgent<E> {
     ) -> Vec<TrustAction> {
         let mut actions = Vec::new();
         // Every head the node commits must extend the ones before it.
-        if self
-            .witness
-            .observe_with_log(trust.log_head(), trust.log())
-            .is_err()
-        {
-            self.status.head_inconsistencies += 1;
+        let head = trust.log_head();
+        if self.witnessed != Some(head) {
+            self.witnessed = Some(head);
+            if self.witness.observe_with_log(head, trust.log()).is_err() {
+                self.status.head_inconsistencies += 1;
+            }
         }
         // Heads an authority signed beyond our log are judged once the log
         // has grown that far (a false one is reported by the monitor).
@@ -596,13 +605,26 @@ impl<E: Entropy> TrustAgent<E> {
             .as_ref()
             .is_some_and(|(certificate, _)| matches!(certificate.issuer, Issuer::Chain { .. }));
         let ca_proven = matches!(&self.ca, CaProgress::Issued(issued) if issued.proven);
-        let certified_stake: u64 = trust
-            .certified_validators(now.wall_ms)
-            .iter()
-            .filter_map(|id| self.validators.index_of(id))
-            .filter_map(|index| self.validators.get(index))
-            .map(|validator| validator.stake)
-            .sum();
+        // Which validators the chain certified changes with the state (a new
+        // head) and with time (expiry): recomputed on either, not per tick.
+        let certified_stake = match self.certified {
+            Some((at_head, at_ms, stake))
+                if at_head == head && now.mono_ms < at_ms.saturating_add(CERTIFIED_RECHECK_MS) =>
+            {
+                stake
+            }
+            _ => {
+                let stake: u64 = trust
+                    .certified_validators(now.wall_ms)
+                    .iter()
+                    .filter_map(|id| self.validators.index_of(id))
+                    .filter_map(|index| self.validators.get(index))
+                    .map(|validator| validator.stake)
+                    .sum();
+                self.certified = Some((head, now.mono_ms, stake));
+                stake
+            }
+        };
         let own_name_resolves = match (&self.settings.name, &current) {
             (Some(name), Some(_)) => trust
                 .record(name)
@@ -638,27 +660,26 @@ impl<E: Entropy> TrustAgent<E> {
             }
         }
 
-        // Present the best certificate held.
-        let presentable = match (&current, &self.ca) {
-            (Some((certificate, _)), _) => Some(CertificateBundle {
-                inclusion: trust.inclusion_proof(&certificate.fingerprint()),
-                certificate: certificate.clone(),
-            }),
+        // Present the best certificate held (built only when it changed).
+        let best = match (&current, &self.ca) {
+            (Some((certificate, _)), _) => Some((certificate, true)),
             (None, CaProgress::Issued(issued)) if issued.proven || self.forging() => {
-                Some(CertificateBundle {
-                    certificate: issued.certificate.clone(),
-                    inclusion: None,
-                })
+                Some((&issued.certificate, false))
             }
             _ => None,
         };
-        if let Some(bundle) = presentable {
-            let fingerprint = bundle.certificate.fingerprint();
+        if let Some((certificate, logged)) = best {
+            let fingerprint = certificate.fingerprint();
             if self.presented != Some(fingerprint) {
+                let bundle = CertificateBundle {
+                    inclusion: logged
+                        .then(|| trust.inclusion_proof(&fingerprint))
+                        .flatten(),
+                    certificate: certificate.clone(),
+                };
                 self.presented = Some(fingerprint);
                 self.status.certificate = Some(fingerprint);
-                self.status.chain_issued =
-                    matches!(bundle.certificate.issuer, Issuer::Chain { .. });
+                self.status.chain_issued = matches!(certificate.issuer, Issuer::Chain { .. });
                 actions.push(TrustAction::Present(bundle.encode()));
             }
         }

@@ -200,12 +200,19 @@ impl VerifyingKey {
                 domain.len()
             )));
         }
-        if self.expanded.verify(
-            &signature.0[..],
-            &DomainContext(domain.as_bytes()),
-            &HASH_ID_RAW,
-            message,
-        ) {
+        let check = || {
+            self.expanded.verify(
+                &signature.0[..],
+                &DomainContext(domain.as_bytes()),
+                &HASH_ID_RAW,
+                message,
+            )
+        };
+        #[cfg(feature = "verify-cache")]
+        let valid = verify_cache::verified(&self.fingerprint, domain, message, signature, check);
+        #[cfg(not(feature = "verify-cache"))]
+        let valid = check();
+        if valid {
             Ok(())
         } else {
             Err(WireError::BadSignature)
@@ -356,6 +363,38 @@ const _: () = assert!(SIGNATURE_NONCE_BYTES + 1 < SIGNATURE_BYTES);
 
 #[cfg(test)]
 mod tests {
+    /// With the process-wide memo on, a remembered verdict never leaks to
+    /// another message, signature or key.
+    #[cfg(feature = "verify-cache")]
+    #[test]
+    fn the_verify_cache_keeps_verdicts_apart() {
+        let entropy = SeededEntropy::new(9, b"verify-cache");
+        let key = SigningKey::generate(&entropy);
+        let other = SigningKey::generate(&entropy);
+        let signature = key.sign("test/cache", b"message", &entropy);
+        for _ in 0..2 {
+            key.verifying_key()
+                .verify("test/cache", b"message", &signature)
+                .expect("valid, first from the check, then from the memo");
+            assert!(
+                key.verifying_key()
+                    .verify("test/cache", b"massage", &signature)
+                    .is_err()
+            );
+            assert!(
+                key.verifying_key()
+                    .verify("test/other", b"message", &signature)
+                    .is_err()
+            );
+            assert!(
+                other
+                    .verifying_key()
+                    .verify("test/cache", b"message", &signature)
+                    .is_err()
+            );
+        }
+    }
+
     use super::*;
     use hm_env::mem::SeededEntropy;
     use pqcrypto_falcon::falconpadded1024 as pq;
@@ -819,5 +858,67 @@ mod tests {
             vk.verify(DOMAIN, message, &ours),
             Err(WireError::BadSignature)
         );
+    }
+}
+
+/// Process-wide memo of signature checks (feature `verify-cache`): a check
+/// is a pure function of (key, domain, message, signature), so its verdict
+/// can be shared by every simulated node that makes it. Keyed by a SHA-256
+/// over all four (collision-resistant: a forged entry would need a
+/// collision), bounded by [`verify_cache::ENTRIES_MAX`] with FIFO eviction.
+#[cfg(feature = "verify-cache")]
+mod verify_cache {
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::{LazyLock, Mutex};
+
+    use sha2::{Digest, Sha256};
+
+    use super::{Hash, Signature};
+
+    /// Verdicts remembered (~80 bytes each).
+    pub const ENTRIES_MAX: usize = 1 << 18;
+
+    #[derive(Default)]
+    struct Cache {
+        verdicts: BTreeMap<[u8; 32], bool>,
+        order: VecDeque<[u8; 32]>,
+    }
+
+    static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::default()));
+
+    pub fn verified(
+        key: &Hash,
+        domain: &str,
+        message: &[u8],
+        signature: &Signature,
+        check: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut hasher = Sha256::new();
+        hasher.update(key.as_bytes());
+        hasher.update((domain.len() as u64).to_be_bytes());
+        hasher.update(domain.as_bytes());
+        hasher.update((message.len() as u64).to_be_bytes());
+        hasher.update(message);
+        hasher.update(&signature.0[..]);
+        let id: [u8; 32] = hasher.finalize().into();
+        let lock = || {
+            CACHE
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(verdict) = lock().verdicts.get(&id) {
+            return *verdict;
+        }
+        let verdict = check();
+        let mut cache = lock();
+        if cache.verdicts.insert(id, verdict).is_none() {
+            cache.order.push_back(id);
+            if cache.order.len() > ENTRIES_MAX
+                && let Some(oldest) = cache.order.pop_front()
+            {
+                cache.verdicts.remove(&oldest);
+            }
+        }
+        verdict
     }
 }

@@ -6,6 +6,7 @@ pub mod entropy;
 pub mod hardware;
 pub mod intern;
 pub mod mem;
+pub mod memo;
 pub mod net;
 
 pub use clock::{BoxSleep, Clock, Elapsed, RuntimeClock, timeout};

@@ -123,8 +123,13 @@ impl Default for LogHead {
 }
 
 /// An opaque transaction: the application decides what it means.
+///
+/// Byte fields serialize as one byte string (`serde_bytes`): the same wire
+/// bytes as a sequence of `u8`, but copied in one piece instead of one
+/// serde call per byte — blocks full of 5 KB certificate transactions are
+/// encoded, decoded and re-encoded (the canonical check) on every node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Transaction(pub Vec<u8>);
+pub struct Transaction(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl Transaction {
     /// Transaction id: the RFC 9162 leaf hash of its bytes (the same value
@@ -137,7 +142,9 @@ impl Transaction {
 /// One write of the application state: `value: None` deletes `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateUpdate {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -666,6 +673,46 @@ pub enum BlockError {
 mod tests {
     use super::*;
     use hm_env::mem::SeededEntropy;
+
+    #[test]
+    fn byte_fields_keep_the_wire_form_of_a_byte_sequence() {
+        // The layout before `serde_bytes`: every byte a sequence element.
+        #[derive(Serialize)]
+        struct PlainUpdate {
+            key: Vec<u8>,
+            value: Option<Vec<u8>>,
+        }
+        let key = vec![1, 2, 3, 250];
+        for value in [None, Some(Vec::new()), Some(vec![9; 300])] {
+            let update = StateUpdate {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            let encoded = hm_wire::encode(&update);
+            assert_eq!(
+                encoded,
+                hm_wire::encode(&PlainUpdate {
+                    key: key.clone(),
+                    value
+                })
+            );
+            assert_eq!(
+                hm_wire::decode::<StateUpdate>(&encoded, 1024).expect("decodes"),
+                update
+            );
+        }
+        let transaction = Transaction(vec![7; 1000]);
+        let encoded = hm_wire::encode(&transaction);
+        assert_eq!(encoded, hm_wire::encode(&vec![7u8; 1000]));
+        assert_eq!(
+            hm_wire::decode::<Transaction>(&encoded, 2048).expect("decodes"),
+            transaction
+        );
+        // A length prefix past the input is refused, not allocated.
+        let mut hostile = encoded.clone();
+        hostile[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(hm_wire::decode::<Transaction>(&hostile, 2048).is_err());
+    }
 
     #[test]
     fn a_certificate_keeps_the_smallest_quorum_heaviest_first() {

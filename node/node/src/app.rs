@@ -28,6 +28,21 @@ pub const MODULE_KV: u8 = 0;
 pub const MODULE_TRUST: u8 = 1;
 pub const NODE_STATE_ROOT_DOMAIN: &str = "hm/node-app-state/v1";
 
+/// Block executions remembered process-wide (feature `memo`, on in the
+/// simulator: every node executes each block on the same parent state).
+#[cfg(feature = "memo")]
+static EXECUTIONS: hm_env::memo::Memo<Execution> = hm_env::memo::Memo::new(1 << 12, 256 << 20);
+
+#[cfg(feature = "memo")]
+fn execution_weight(execution: &Execution) -> usize {
+    execution
+        .updates
+        .iter()
+        .map(|update| update.key.len() + update.value.as_ref().map_or(0, Vec::len) + 64)
+        .sum::<usize>()
+        + execution.results.len() * 32
+}
+
 /// TrustChain's committed state, readable from any task of the node.
 #[derive(Clone)]
 pub struct SharedTrust(Arc<RwLock<TrustApp>>);
@@ -123,45 +138,33 @@ impl NodeApp {
         &self.trust
     }
 
-    fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
-        hm_wire::hash_parts(
-            NODE_STATE_ROOT_DOMAIN,
-            &[kv_root.as_bytes(), trust_root.as_bytes()],
-        )
-    }
-}
-
-/// Module-prefixed state keys must stay within the kernel's key limit, so a
-/// module's own keys get one byte less.
-fn check_kv(tx: &Transaction) -> Result<(), TxError> {
-    let decoded = hm_kernel::app::KvTx::decode(tx)?;
-    let key = match &decoded.op {
-        hm_kernel::app::KvOp::Put { key, .. } | hm_kernel::app::KvOp::Delete { key } => key,
-    };
-    if key.len() >= STATE_KEY_BYTES_MAX {
-        return Err(TxError::FieldTooLarge {
-            what: "key",
-            len: key.len(),
-            max: STATE_KEY_BYTES_MAX - 1,
-        });
-    }
-    Ok(())
-}
-
-impl Application for NodeApp {
-    fn check_tx(&self, tx: &Transaction) -> Result<(), TxError> {
-        let (module, inner) = split(tx)?;
-        match module {
-            MODULE_KV => {
-                check_kv(&inner)?;
-                self.kv.check_tx(&inner)
-            }
-            MODULE_TRUST => self.trust.read().check_tx(&inner),
-            other => Err(unknown_module(other)),
-        }
+    /// Everything a block's execution depends on: the committed state (its
+    /// root and log head), the chain and zone the modules are configured
+    /// for, the block's context and its transactions.
+    #[cfg(feature = "memo")]
+    fn execution_id(&self, block: BlockContext, transactions: &[Transaction]) -> [u8; 32] {
+        let state_root = self.state_root();
+        let (chain_id, zone, log_head) = {
+            let trust = self.trust.read();
+            (
+                trust.config().chain_id,
+                trust.zone().clone(),
+                trust.log_head(),
+            )
+        };
+        let numbers = [log_head.size, block.height, block.timestamp_ms].map(u64::to_le_bytes);
+        let mut parts: Vec<&[u8]> = vec![
+            state_root.as_bytes(),
+            chain_id.as_bytes(),
+            zone.as_str().as_bytes(),
+            log_head.root.as_bytes(),
+        ];
+        parts.extend(numbers.iter().map(|bytes| bytes.as_slice()));
+        parts.extend(transactions.iter().map(|tx| tx.0.as_slice()));
+        hm_env::memo::memo_id("hm/memo/node-app-execution", &parts)
     }
 
-    fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
+    fn execute_uncached(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
         let mut results: Vec<Result<(), TxError>> = Vec::with_capacity(transactions.len());
         // (module, position in the block) of each transaction a module runs.
         let mut kv_txs = Vec::new();
@@ -215,6 +218,56 @@ impl Application for NodeApp {
             log_head: trust.log_head,
             results,
         }
+    }
+
+    fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
+        hm_wire::hash_parts(
+            NODE_STATE_ROOT_DOMAIN,
+            &[kv_root.as_bytes(), trust_root.as_bytes()],
+        )
+    }
+}
+
+/// Module-prefixed state keys must stay within the kernel's key limit, so a
+/// module's own keys get one byte less.
+fn check_kv(tx: &Transaction) -> Result<(), TxError> {
+    let decoded = hm_kernel::app::KvTx::decode(tx)?;
+    let key = match &decoded.op {
+        hm_kernel::app::KvOp::Put { key, .. } | hm_kernel::app::KvOp::Delete { key } => key,
+    };
+    if key.len() >= STATE_KEY_BYTES_MAX {
+        return Err(TxError::FieldTooLarge {
+            what: "key",
+            len: key.len(),
+            max: STATE_KEY_BYTES_MAX - 1,
+        });
+    }
+    Ok(())
+}
+
+impl Application for NodeApp {
+    fn check_tx(&self, tx: &Transaction) -> Result<(), TxError> {
+        let (module, inner) = split(tx)?;
+        match module {
+            MODULE_KV => {
+                check_kv(&inner)?;
+                self.kv.check_tx(&inner)
+            }
+            MODULE_TRUST => self.trust.read().check_tx(&inner),
+            other => Err(unknown_module(other)),
+        }
+    }
+
+    fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
+        #[cfg(feature = "memo")]
+        {
+            let id = self.execution_id(block, transactions);
+            EXECUTIONS.get_or_compute(id, execution_weight, || {
+                self.execute_uncached(block, transactions)
+            })
+        }
+        #[cfg(not(feature = "memo"))]
+        self.execute_uncached(block, transactions)
     }
 
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {

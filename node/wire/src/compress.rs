@@ -25,8 +25,35 @@ pub const COMPRESS_WINDOW_BITS: i32 = 22;
 /// can overshoot the cap before we notice (it is then discarded).
 pub const DECOMPRESS_CHUNK_BYTES: usize = 16 << 10;
 
+/// Compressions and decompressions remembered process-wide (feature
+/// `memo`, see [`hm_env::memo`]): every simulated node compresses the
+/// blocks it stores and decompresses the blocks it serves, the same bytes
+/// on every node.
+#[cfg(feature = "memo")]
+mod memo {
+    use hm_env::memo::Memo;
+
+    /// Total bytes of outputs each memo keeps.
+    pub const MEMO_BYTES_MAX: usize = 256 << 20;
+    pub const MEMO_ENTRIES_MAX: usize = 1 << 14;
+
+    pub static COMPRESSED: Memo<Vec<u8>> = Memo::new(MEMO_ENTRIES_MAX, MEMO_BYTES_MAX);
+    pub static DECOMPRESSED: Memo<Result<Vec<u8>, crate::WireError>> =
+        Memo::new(MEMO_ENTRIES_MAX, MEMO_BYTES_MAX);
+}
+
 /// Compresses `data` (see the module doc for the settings).
 pub fn compress(data: &[u8]) -> Vec<u8> {
+    #[cfg(feature = "memo")]
+    {
+        let id = hm_env::memo::memo_id("hm/memo/compress", &[data]);
+        memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(data))
+    }
+    #[cfg(not(feature = "memo"))]
+    compress_uncached(data)
+}
+
+fn compress_uncached(data: &[u8]) -> Vec<u8> {
     let params = brotli::enc::BrotliEncoderParams {
         quality: COMPRESS_QUALITY,
         lgwin: COMPRESS_WINDOW_BITS,
@@ -45,6 +72,23 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 /// Decompresses a complete Brotli stream, refusing to produce more than
 /// `max_bytes`.
 pub fn decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    #[cfg(feature = "memo")]
+    {
+        let id = hm_env::memo::memo_id(
+            "hm/memo/decompress",
+            &[data, &(max_bytes as u64).to_le_bytes()],
+        );
+        memo::DECOMPRESSED.get_or_compute(
+            id,
+            |result| result.as_ref().map_or(0, Vec::len),
+            || decompress_uncached(data, max_bytes),
+        )
+    }
+    #[cfg(not(feature = "memo"))]
+    decompress_uncached(data, max_bytes)
+}
+
+fn decompress_uncached(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
     let mut state = BrotliState::new_strict(
         HeapAlloc::<u8>::new(0),
         HeapAlloc::<u32>::new(0),

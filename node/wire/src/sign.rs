@@ -208,9 +208,9 @@ impl VerifyingKey {
                 message,
             )
         };
-        #[cfg(feature = "verify-cache")]
+        #[cfg(feature = "memo")]
         let valid = verify_cache::verified(&self.fingerprint, domain, message, signature, check);
-        #[cfg(not(feature = "verify-cache"))]
+        #[cfg(not(feature = "memo"))]
         let valid = check();
         if valid {
             Ok(())
@@ -365,7 +365,7 @@ const _: () = assert!(SIGNATURE_NONCE_BYTES + 1 < SIGNATURE_BYTES);
 mod tests {
     /// With the process-wide memo on, a remembered verdict never leaks to
     /// another message, signature or key.
-    #[cfg(feature = "verify-cache")]
+    #[cfg(feature = "memo")]
     #[test]
     fn the_verify_cache_keeps_verdicts_apart() {
         let entropy = SeededEntropy::new(9, b"verify-cache");
@@ -861,30 +861,19 @@ mod tests {
     }
 }
 
-/// Process-wide memo of signature checks (feature `verify-cache`): a check
-/// is a pure function of (key, domain, message, signature), so its verdict
-/// can be shared by every simulated node that makes it. Keyed by a SHA-256
-/// over all four (collision-resistant: a forged entry would need a
-/// collision), bounded by [`verify_cache::ENTRIES_MAX`] with FIFO eviction.
-#[cfg(feature = "verify-cache")]
+/// Process-wide memo of signature checks (feature `memo`): a check is a
+/// pure function of (key, domain, message, signature), so its verdict can
+/// be shared by every simulated node that makes it (see [`hm_env::memo`]).
+#[cfg(feature = "memo")]
 mod verify_cache {
-    use std::collections::{BTreeMap, VecDeque};
-    use std::sync::{LazyLock, Mutex};
-
-    use sha2::{Digest, Sha256};
+    use hm_env::memo::{Memo, memo_id};
 
     use super::{Hash, Signature};
 
-    /// Verdicts remembered (~80 bytes each).
+    /// Verdicts remembered (~100 bytes each).
     pub const ENTRIES_MAX: usize = 1 << 18;
 
-    #[derive(Default)]
-    struct Cache {
-        verdicts: BTreeMap<[u8; 32], bool>,
-        order: VecDeque<[u8; 32]>,
-    }
-
-    static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::default()));
+    static VERDICTS: Memo<bool> = Memo::new(ENTRIES_MAX, usize::MAX);
 
     pub fn verified(
         key: &Hash,
@@ -893,32 +882,10 @@ mod verify_cache {
         signature: &Signature,
         check: impl FnOnce() -> bool,
     ) -> bool {
-        let mut hasher = Sha256::new();
-        hasher.update(key.as_bytes());
-        hasher.update((domain.len() as u64).to_be_bytes());
-        hasher.update(domain.as_bytes());
-        hasher.update((message.len() as u64).to_be_bytes());
-        hasher.update(message);
-        hasher.update(&signature.0[..]);
-        let id: [u8; 32] = hasher.finalize().into();
-        let lock = || {
-            CACHE
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        if let Some(verdict) = lock().verdicts.get(&id) {
-            return *verdict;
-        }
-        let verdict = check();
-        let mut cache = lock();
-        if cache.verdicts.insert(id, verdict).is_none() {
-            cache.order.push_back(id);
-            if cache.order.len() > ENTRIES_MAX
-                && let Some(oldest) = cache.order.pop_front()
-            {
-                cache.verdicts.remove(&oldest);
-            }
-        }
-        verdict
+        let id = memo_id(
+            "hm/memo/verify",
+            &[key.as_bytes(), domain.as_bytes(), message, &signature.0[..]],
+        );
+        VERDICTS.get_or_compute(id, |_| 0, check)
     }
 }

@@ -1,0 +1,181 @@
+//! Process-wide memos of pure functions, shared by every node in a process.
+//!
+//! A simulator runs a thousand nodes in one process, and each repeats the
+//! same deterministic work on the same inputs: it verifies the same
+//! signatures, compresses and decompresses the same blocks, executes the
+//! same block on the same parent state. For a pure function, computing once
+//! and handing every caller the same answer changes nothing a node can
+//! observe — only how often the process does the work. The crates that use
+//! a [`Memo`] do so behind a cargo feature that only the simulator turns on;
+//! a real node, alone in its process, gains nothing from sharing.
+//!
+//! Entries are keyed by a SHA-256 over everything the answer depends on
+//! ([`memo_id`]): a wrong hit would need a hash collision. Each memo is
+//! bounded by an entry count and a total weight (bytes, as the caller
+//! measures them); the oldest entries are evicted first.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+/// The key of a memo entry: SHA-256 over a domain and length-prefixed parts,
+/// so `("ab", "c")` and `("a", "bc")` differ.
+pub fn memo_id(domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update((domain.len() as u64).to_le_bytes());
+    hasher.update(domain.as_bytes());
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+struct Entries<V> {
+    values: BTreeMap<[u8; 32], (V, usize)>,
+    order: VecDeque<[u8; 32]>,
+    weight: usize,
+    hits: u64,
+    misses: u64,
+}
+
+/// A bounded, thread-safe map from [`memo_id`]s to computed values.
+pub struct Memo<V> {
+    entries_max: usize,
+    weight_max: usize,
+    inner: Mutex<Entries<V>>,
+}
+
+impl<V: Clone> Memo<V> {
+    /// An empty memo keeping at most `entries_max` values and at most
+    /// `weight_max` total weight (a single heavier value is not kept).
+    pub const fn new(entries_max: usize, weight_max: usize) -> Memo<V> {
+        assert!(entries_max > 0, "a memo must hold at least one entry");
+        Memo {
+            entries_max,
+            weight_max,
+            inner: Mutex::new(Entries {
+                values: BTreeMap::new(),
+                order: VecDeque::new(),
+                weight: 0,
+                hits: 0,
+                misses: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
+        // A panic while holding the lock leaves the maps consistent (every
+        // mutation below is completed before anything that can panic).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The value for `id`, computing it with `compute` (outside the lock)
+    /// when it is not remembered. `weight` measures a value for the bound.
+    pub fn get_or_compute(
+        &self,
+        id: [u8; 32],
+        weight: impl FnOnce(&V) -> usize,
+        compute: impl FnOnce() -> V,
+    ) -> V {
+        {
+            let mut entries = self.lock();
+            if let Some((value, _)) = entries.values.get(&id) {
+                let value = value.clone();
+                entries.hits += 1;
+                return value;
+            }
+            entries.misses += 1;
+        }
+        let value = compute();
+        let value_weight = weight(&value);
+        if value_weight > self.weight_max {
+            return value;
+        }
+        let mut entries = self.lock();
+        if entries
+            .values
+            .insert(id, (value.clone(), value_weight))
+            .is_none()
+        {
+            entries.order.push_back(id);
+            entries.weight += value_weight;
+        } else {
+            // Computed concurrently by another caller: same value, same weight.
+            return value;
+        }
+        while entries.order.len() > self.entries_max || entries.weight > self.weight_max {
+            let Some(oldest) = entries.order.pop_front() else {
+                break;
+            };
+            if let Some((_, oldest_weight)) = entries.values.remove(&oldest) {
+                entries.weight -= oldest_weight;
+            }
+        }
+        value
+    }
+
+    /// (hits, misses) so far, for statistics and tests.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        let entries = self.lock();
+        (entries.hits, entries.misses)
+    }
+
+    /// Values currently remembered.
+    pub fn len(&self) -> usize {
+        self.lock().values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn computes_once_per_key_and_keeps_the_bounds() {
+        let memo: Memo<Vec<u8>> = Memo::new(3, 100);
+        let mut calls = 0;
+        for _ in 0..2 {
+            let value = memo.get_or_compute(memo_id("t", &[b"a"]), Vec::len, || {
+                calls += 1;
+                vec![1; 10]
+            });
+            assert_eq!(value, vec![1; 10]);
+        }
+        assert_eq!(calls, 1);
+        assert_eq!(memo.hits_and_misses(), (1, 1));
+        // Entry bound: the oldest goes first.
+        for key in [b"b", b"c", b"d"] {
+            memo.get_or_compute(memo_id("t", &[key]), Vec::len, || vec![2; 10]);
+        }
+        assert_eq!(memo.len(), 3);
+        memo.get_or_compute(memo_id("t", &[b"a"]), Vec::len, || {
+            calls += 1;
+            vec![1; 10]
+        });
+        assert_eq!(calls, 2, "the oldest entry was evicted");
+        // Weight bound: a heavy value evicts until the total fits; one
+        // heavier than the whole budget is returned but not kept.
+        memo.get_or_compute(memo_id("t", &[b"e"]), Vec::len, || vec![3; 95]);
+        assert!(memo.len() <= 1);
+        let huge = memo.get_or_compute(memo_id("t", &[b"f"]), Vec::len, || vec![4; 101]);
+        assert_eq!(huge.len(), 101);
+        let (_, misses) = memo.hits_and_misses();
+        memo.get_or_compute(memo_id("t", &[b"f"]), Vec::len, || vec![4; 101]);
+        assert_eq!(memo.hits_and_misses().1, misses + 1, "never kept");
+    }
+
+    #[test]
+    fn ids_separate_parts_and_domains() {
+        assert_ne!(memo_id("d", &[b"ab", b"c"]), memo_id("d", &[b"a", b"bc"]));
+        assert_ne!(memo_id("d", &[b"x"]), memo_id("e", &[b"x"]));
+        assert_eq!(memo_id("d", &[b"x"]), memo_id("d", &[b"x"]));
+    }
+}

@@ -155,6 +155,70 @@ fn trust(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    dns_over_udp(&names, app);
+}
+
+/// The node's DNS front-end as `dig` meets it: hickory-server answering
+/// from the committed state on `[::1]`, one query per fresh UDP socket.
+/// Every query is timed on its own, and the p50/p99 over all of them are
+/// printed (criterion's estimate is a mean over batches).
+// A benchmark reads the wall clock and the OS network by definition.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+fn dns_over_udp(names: &[DnsName], app: TrustApp) {
+    use hm_host::dns::{DnsServer, NameLookup, RecordType, ZoneAuthority, ZoneSource, ask};
+    use hm_node::app::SharedTrust;
+    use std::time::Instant;
+
+    struct Committed(SharedTrust);
+    impl ZoneSource for Committed {
+        fn lookup(&self, name: &DnsName) -> NameLookup {
+            match self.0.read().record(name) {
+                Some(record) => NameLookup::Present(record.addrs),
+                None => NameLookup::Absent,
+            }
+        }
+        fn serial(&self) -> u32 {
+            1
+        }
+    }
+
+    const QUERIES: usize = 5_000;
+    let zone = app.zone().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut samples_us: Vec<f64> = runtime.block_on(async {
+        let authority = ZoneAuthority::new(&zone, None, Committed(SharedTrust::new(app))).unwrap();
+        let server = DnsServer::bind("[::1]:0".parse().unwrap(), authority).unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(server.run());
+        let mut samples = Vec::with_capacity(QUERIES);
+        for i in 0..QUERIES {
+            let name = &names[(i * 7) % names.len()];
+            let started = Instant::now();
+            let reply = ask(
+                addr,
+                name.as_str(),
+                RecordType::AAAA,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+            assert_eq!(reply.addrs.len(), 1, "{name} resolves");
+        }
+        samples
+    });
+    samples_us.sort_by(f64::total_cmp);
+    let at = |q: f64| samples_us[((samples_us.len() - 1) as f64 * q) as usize];
+    println!(
+        "trust/dns_udp_query_1024_names: {QUERIES} queries over [::1] · p50 {:.0} µs · p99 {:.0} µs · max {:.0} µs",
+        at(0.50),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 criterion_group!(benches, trust);

@@ -161,10 +161,14 @@ fn four_nodes_converge_lose_a_killed_node_and_take_it_back() {
         identity_before,
         "a restarted node must keep its persisted identity"
     );
+    // The restart bumps the persisted incarnation from 1 to 2. A peer whose
+    // probe of the restarting node timed out may then suspect it at
+    // incarnation 2, which the node refutes by moving to 3 (SWIM): so at
+    // least 2, and never the pre-restart 1.
     let incarnation = nodes[3].status().unwrap()["incarnation"].as_u64().unwrap();
-    assert_eq!(
-        incarnation, 2,
-        "the restart must bump the persisted incarnation"
+    assert!(
+        incarnation >= 2,
+        "the restart must bump the persisted incarnation (got {incarnation})"
     );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);

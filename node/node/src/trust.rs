@@ -63,6 +63,13 @@ pub const CERTIFIED_RECHECK_MS: u64 = 5_000;
 pub const HEAD_AUDIT_INTERVAL_MS: u64 = 10_000;
 /// A submitted renewal or name claim not committed by then is sent again.
 pub const TX_RETRY_MS: u64 = 10_000;
+/// Times the same signed certificate request or name claim is sent before
+/// a fresh one replaces it. Resending the identical transaction keeps a
+/// retry idempotent: the chain certifies a request id once, so a congested
+/// chain that commits both the original and its retry issues one
+/// certificate, not two (a fresh nonce per retry made every retry a new
+/// certificate and fed the congestion).
+pub const TX_SENDS_MAX: u32 = 6;
 /// Certificates the validator remembers having accepted (for the status).
 pub const ACCEPTED_CERTIFICATES_MAX: usize = 4_096;
 /// Monitor reports submitted per tick.
@@ -421,8 +428,10 @@ pub struct TrustAgent<E: Entropy> {
     machine: PhaseMachine,
     ca: CaProgress,
     attempts: u64,
-    renewal: Option<u64>,
-    claim: Option<(u64, u64)>,
+    /// The certificate request in flight to the chain.
+    renewal: Option<InFlight<SignedRequest>>,
+    /// The name claim in flight: its sequence and the signed claim.
+    claim: Option<(u64, InFlight<SignedNameClaim>)>,
     presented: Option<Hash>,
     witness: HeadWitness,
     /// The last head the witness saw.
@@ -813,14 +822,19 @@ impl<E: Entropy> TrustAgent<E> {
     /// Asks the chain for a certificate (`IssueCertificate`), at most once
     /// per retry interval.
     fn request_from_chain(&mut self, now: AgentNow, actions: &mut Vec<TrustAction>) {
-        if self
+        let request = match self
             .renewal
-            .is_some_and(|since| now.mono_ms < since.saturating_add(TX_RETRY_MS))
+            .as_mut()
+            .map(|flight| flight.resend(now.mono_ms))
         {
-            return;
-        }
-        let request = self.request(now);
-        self.renewal = Some(now.mono_ms);
+            Some(Resend::Wait) => return,
+            Some(Resend::Same(request)) => request,
+            Some(Resend::Exhausted) | None => {
+                let request = self.request(now);
+                self.renewal = Some(InFlight::new(request.clone(), now.mono_ms));
+                request
+            }
+        };
         self.status.renewals += 1;
         actions.push(TrustAction::Submit(Box::new(TrustTx::IssueCertificate(
             request,
@@ -872,23 +886,28 @@ impl<E: Entropy> TrustAgent<E> {
             return; // someone else holds the name: nothing to claim
         }
         let sequence = record.map_or(1, |record| record.sequence + 1);
-        if self.claim.is_some_and(|(claimed, since)| {
-            claimed == sequence && now.mono_ms < since.saturating_add(TX_RETRY_MS)
-        }) {
-            return;
-        }
-        let claim = NameClaim {
-            name: name.clone(),
-            owner_key: self.key.verifying_key(),
-            addrs: vec![*self.listen.ip()],
-            certificate: fingerprint,
-            sequence,
+        let resend = match &mut self.claim {
+            Some((claimed, flight)) if *claimed == sequence => flight.resend(now.mono_ms),
+            _ => Resend::Exhausted,
         };
-        self.claim = Some((sequence, now.mono_ms));
+        let signed = match resend {
+            Resend::Wait => return,
+            Resend::Same(signed) => signed,
+            Resend::Exhausted => {
+                let claim = NameClaim {
+                    name: name.clone(),
+                    owner_key: self.key.verifying_key(),
+                    addrs: vec![*self.listen.ip()],
+                    certificate: fingerprint,
+                    sequence,
+                };
+                let signed = SignedNameClaim::sign(claim, &self.key, &self.entropy);
+                self.claim = Some((sequence, InFlight::new(signed.clone(), now.mono_ms)));
+                signed
+            }
+        };
         self.status.name_claims += 1;
-        actions.push(TrustAction::Submit(Box::new(TrustTx::RegisterName(
-            SignedNameClaim::sign(claim, &self.key, &self.entropy),
-        ))));
+        actions.push(TrustAction::Submit(Box::new(TrustTx::RegisterName(signed))));
     }
 
     /// Whether `record` names this node at its address, backed by one of
@@ -1010,6 +1029,48 @@ impl<E: Entropy> TrustAgent<E> {
 }
 
 /// Who a report accuses (its finding is recorded against them).
+/// A transaction submitted to the chain and not committed yet: resent
+/// unchanged every [`TX_RETRY_MS`], replaced after [`TX_SENDS_MAX`] sends
+/// (it may have been rejected, or have gone stale).
+#[derive(Debug, Clone)]
+struct InFlight<T> {
+    tx: T,
+    sent_at_ms: u64,
+    sends: u32,
+}
+
+/// What to do with an [`InFlight`] transaction now.
+enum Resend<T> {
+    /// Sent recently: wait for the chain.
+    Wait,
+    /// Send the same transaction again.
+    Same(T),
+    /// Sent too often: build a fresh one.
+    Exhausted,
+}
+
+impl<T: Clone> InFlight<T> {
+    fn new(tx: T, now_ms: u64) -> InFlight<T> {
+        InFlight {
+            tx,
+            sent_at_ms: now_ms,
+            sends: 1,
+        }
+    }
+
+    fn resend(&mut self, now_ms: u64) -> Resend<T> {
+        if now_ms < self.sent_at_ms.saturating_add(TX_RETRY_MS) {
+            return Resend::Wait;
+        }
+        if self.sends >= TX_SENDS_MAX {
+            return Resend::Exhausted;
+        }
+        self.sent_at_ms = now_ms;
+        self.sends += 1;
+        Resend::Same(self.tx.clone())
+    }
+}
+
 fn offender_of(report: &hm_trustchain::tx::Report, validators: &ValidatorSet) -> Option<Hash> {
     use hm_trustchain::tx::Report;
     match report {

@@ -81,6 +81,10 @@ fn authorities() -> Vec<(Hash, SocketAddrV6)> {
 }
 
 fn agent() -> TrustAgent<SeededEntropy> {
+    agent_in(Phase::Traditional)
+}
+
+fn agent_in(phase: Phase) -> TrustAgent<SeededEntropy> {
     let mut settings = TrustSettings::new(zone());
     settings.name = Some(DnsName::parse("n9.mesh").expect("name"));
     settings.certificate_validity_ms = VALIDITY_MS;
@@ -92,7 +96,7 @@ fn agent() -> TrustAgent<SeededEntropy> {
         addr(9),
         authorities(),
         validator_set(),
-        Phase::Traditional,
+        phase,
         at(0),
     )
 }
@@ -600,4 +604,61 @@ fn a_false_head_beyond_our_log_is_judged_once_the_log_catches_up() {
         "the false head is reported once judged"
     );
     assert_eq!(agent.status().false_heads, 1);
+}
+
+/// The certificate requests among the agent's submissions.
+fn chain_requests(actions: &[TrustAction]) -> Vec<TrustTx> {
+    submitted(actions)
+        .into_iter()
+        .filter(|tx| matches!(tx, TrustTx::IssueCertificate(_)))
+        .collect()
+}
+
+#[test]
+fn a_retried_chain_request_is_the_same_transaction_and_certified_once() {
+    let mut agent = agent_in(Phase::PartialFederation);
+    let mut monitor = Monitor::new(Default::default());
+    let mut own = app();
+    let first = chain_requests(&agent.tick(at(0), &own, true, &mut monitor));
+    assert_eq!(first.len(), 1, "asks the chain for a certificate");
+    assert!(chain_requests(&agent.tick(at(TX_RETRY_MS - 1), &own, true, &mut monitor)).is_empty());
+    let again = chain_requests(&agent.tick(at(TX_RETRY_MS), &own, true, &mut monitor));
+    assert_eq!(again, first, "the retry resends the identical request");
+    // A congested chain commits the original and the retry: one certificate.
+    let block = [first[0].clone(), again[0].clone()];
+    assert_eq!(
+        commit(&mut own, 1, TX_RETRY_MS + 100, &block),
+        [true, false]
+    );
+    assert_eq!(own.log_head().size, 1);
+    let actions = agent.tick(at(TX_RETRY_MS + 200), &own, true, &mut monitor);
+    assert!(
+        presented(&actions)
+            .is_some_and(|bundle| matches!(bundle.certificate.issuer, Issuer::Chain { height: 1 }))
+    );
+    assert!(chain_requests(&actions).is_empty());
+    assert!(chain_requests(&agent.tick(at(3 * TX_RETRY_MS), &own, true, &mut monitor)).is_empty());
+}
+
+#[test]
+fn a_chain_request_sent_too_often_is_replaced_by_a_fresh_one() {
+    let mut agent = agent_in(Phase::PartialFederation);
+    let mut monitor = Monitor::new(Default::default());
+    let own = app();
+    let first = chain_requests(&agent.tick(at(0), &own, true, &mut monitor));
+    for send in 1..u64::from(TX_SENDS_MAX) {
+        let now = at(send * TX_RETRY_MS);
+        assert_eq!(
+            chain_requests(&agent.tick(now, &own, true, &mut monitor)),
+            first
+        );
+    }
+    let fresh = chain_requests(&agent.tick(
+        at(u64::from(TX_SENDS_MAX) * TX_RETRY_MS),
+        &own,
+        true,
+        &mut monitor,
+    ));
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh, first, "a new nonce after {TX_SENDS_MAX} sends");
 }

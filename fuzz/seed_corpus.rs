@@ -14,7 +14,7 @@ use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext, KvApp, KvWorkload};
 use hm_kernel::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CommitCertificate, Evidence, Proposal,
-    ProposedBlock, SignedProposal, SignedVote, Vote, VoteKind,
+    ProposedBlock, SignedProposal, SignedVote, Vote, VoteKind, updates_root,
 };
 use hm_kernel::chain::{PrivateBlock, SealedBlock};
 use hm_kernel::genesis::{Genesis, ProofParams};
@@ -53,7 +53,6 @@ fn main() {
     let execution = app.execute_block(BlockContext::new(1, 0), &transactions);
     let body = BlockBody {
         transactions: transactions.clone(),
-        updates: execution.updates.clone(),
         evidence: Vec::new(),
     };
     let parent = ParentInfo::genesis(&genesis);
@@ -65,7 +64,7 @@ fn main() {
         round: 0,
         previous_hash: parent.hash,
         transactions_root: body.transactions_root(),
-        updates_root: body.updates_root(),
+        updates_root: updates_root(&execution.updates),
         evidence_root: body.evidence_root(),
         state_root: execution.state_root,
         log_head: execution.log_head,

@@ -13,6 +13,7 @@ use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext, KvApp, KvWorkload};
 use hm_kernel::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CommitCertificate, SignedVote, Vote, VoteKind,
+    updates_root,
 };
 use hm_kernel::genesis::{Genesis, ProofParams};
 use hm_kernel::proof::{self, BlockProver, ParentInfo, ProofContext, compute_time};
@@ -39,7 +40,6 @@ fn kernel(c: &mut Criterion) {
     let execution = app.execute_block(BlockContext::new(1, 0), &transactions);
     let body = BlockBody {
         transactions,
-        updates: execution.updates.clone(),
         evidence: Vec::new(),
     };
     let prover = BlockProver::new(&plots[0], &keys[0]).unwrap();
@@ -50,7 +50,7 @@ fn kernel(c: &mut Criterion) {
         round: 0,
         previous_hash: parent.hash,
         transactions_root: body.transactions_root(),
-        updates_root: body.updates_root(),
+        updates_root: updates_root(&execution.updates),
         evidence_root: body.evidence_root(),
         state_root: execution.state_root,
         log_head: execution.log_head,

@@ -15,7 +15,7 @@ use crate::proof::ConsensusProof;
 use crate::validators::{ValidatorIndex, ValidatorSet};
 
 /// Block format version this build writes and accepts.
-pub const BLOCK_VERSION: u16 = 1;
+pub const BLOCK_VERSION: u16 = 2;
 /// One transaction's bytes: large enough for a certificate request or a
 /// package manifest, small enough that a block of them stays gossipable.
 pub const TRANSACTION_BYTES_MAX: usize = 64 << 10;
@@ -355,11 +355,16 @@ impl Evidence {
     }
 }
 
-/// The transactions, the application's write set and evidence of a block.
+/// The transactions and evidence of a block.
+///
+/// The application's write set is not carried: every node re-executes the
+/// transactions (validators to vote, followers to apply), and the header's
+/// `updates_root` commits to the write set that execution must produce.
+/// Shipping it too doubled a block of certificate transactions (each
+/// certificate's log entry repeats it) for nothing any node used.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BlockBody {
     pub transactions: Vec<Transaction>,
-    pub updates: Vec<StateUpdate>,
     pub evidence: Vec<Evidence>,
 }
 
@@ -367,10 +372,6 @@ impl BlockBody {
     pub fn transactions_root(&self) -> Hash {
         let leaves: Vec<&[u8]> = self.transactions.iter().map(|tx| &tx.0[..]).collect();
         merkle::root(&leaves)
-    }
-
-    pub fn updates_root(&self) -> Hash {
-        encoded_root(UPDATES_ROOT_DOMAIN, &self.updates)
     }
 
     pub fn evidence_root(&self) -> Hash {
@@ -394,19 +395,27 @@ impl BlockBody {
             total,
             BLOCK_TRANSACTION_BYTES_MAX,
         )?;
-        limit(
-            "state updates",
-            self.updates.len(),
-            STATE_UPDATES_PER_BLOCK_MAX,
-        )?;
-        for update in &self.updates {
-            limit("state key bytes", update.key.len(), STATE_KEY_BYTES_MAX)?;
-            if let Some(value) = &update.value {
-                limit("state value bytes", value.len(), STATE_VALUE_BYTES_MAX)?;
-            }
-        }
         limit("evidence", self.evidence.len(), EVIDENCE_PER_BLOCK_MAX)
     }
+}
+
+/// The root a header commits to for a block's write set (what executing
+/// its transactions changes).
+pub fn updates_root(updates: &[StateUpdate]) -> Hash {
+    encoded_root(UPDATES_ROOT_DOMAIN, updates)
+}
+
+/// Checks the limits on a write set produced by executing a block: a block
+/// whose execution exceeds them is invalid.
+pub fn check_write_set(updates: &[StateUpdate]) -> Result<(), BlockError> {
+    limit("state updates", updates.len(), STATE_UPDATES_PER_BLOCK_MAX)?;
+    for update in updates {
+        limit("state key bytes", update.key.len(), STATE_KEY_BYTES_MAX)?;
+        if let Some(value) = &update.value {
+            limit("state value bytes", value.len(), STATE_VALUE_BYTES_MAX)?;
+        }
+    }
+    Ok(())
 }
 
 /// Merkle root over the canonical encodings of `items`, tagged with the
@@ -559,7 +568,6 @@ impl ProposedBlock {
                 header.transactions_root,
                 self.body.transactions_root(),
             ),
-            ("updates", header.updates_root, self.body.updates_root()),
             ("evidence", header.evidence_root, self.body.evidence_root()),
         ];
         for (what, claimed, actual) in roots {
@@ -772,5 +780,40 @@ mod tests {
         assert!(
             CommitCertificate::from_precommits(5, 1, block_hash, &precommits[..2], &set).is_none()
         );
+    }
+
+    #[test]
+    fn a_write_set_is_committed_by_its_root_and_bounded() {
+        let update = |key: &[u8], value: Option<&[u8]>| StateUpdate {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        let set = vec![update(b"a", Some(b"1")), update(b"b", None)];
+        assert_eq!(updates_root(&set), updates_root(&set.clone()));
+        let mut changed = set.clone();
+        changed[1].value = Some(Vec::new());
+        assert_ne!(
+            updates_root(&set),
+            updates_root(&changed),
+            "a delete is not an empty value"
+        );
+        assert_ne!(updates_root(&set), updates_root(&set[..1]));
+        // Never equal to an evidence root over the same encodings.
+        assert_ne!(updates_root(&[]), BlockBody::default().evidence_root());
+        check_write_set(&set).expect("within limits");
+        let long_key = vec![update(&[0; STATE_KEY_BYTES_MAX + 1], None)];
+        assert!(matches!(
+            check_write_set(&long_key),
+            Err(BlockError::TooLarge {
+                what: "state key bytes",
+                ..
+            })
+        ));
+        let big_value = vec![update(b"k", Some(&vec![0; STATE_VALUE_BYTES_MAX + 1]))];
+        assert!(check_write_set(&big_value).is_err());
+        let many: Vec<StateUpdate> = (0..=STATE_UPDATES_PER_BLOCK_MAX as u32)
+            .map(|index| update(&index.to_be_bytes(), None))
+            .collect();
+        assert!(check_write_set(&many).is_err());
     }
 }

@@ -553,7 +553,7 @@ mod tests {
             round: 0,
             previous_hash,
             transactions_root: body.transactions_root(),
-            updates_root: body.updates_root(),
+            updates_root: crate::block::updates_root(&[]),
             evidence_root: body.evidence_root(),
             state_root: Hash::default(),
             log_head: LogHead::empty(),

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{Application, BlockContext, Execution};
 use crate::block::{
-    BLOCK_BYTES_MAX, BLOCK_TRANSACTION_BYTES_MAX, BLOCK_VERSION, Block, BlockBody, BlockHeader,
-    CommitCertificate, EVIDENCE_PER_BLOCK_MAX, Evidence, Height, ProposedBlock, Round,
+    self, BLOCK_BYTES_MAX, BLOCK_TRANSACTION_BYTES_MAX, BLOCK_VERSION, Block, BlockBody,
+    BlockHeader, CommitCertificate, EVIDENCE_PER_BLOCK_MAX, Evidence, Height, ProposedBlock, Round,
     SignedProposal, SignedVote, TRANSACTIONS_PER_BLOCK_MAX, Transaction,
 };
 use crate::chain::{CHAIN_COLUMN_FAMILIES, ChainError, ChainStore};
@@ -291,14 +291,27 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let validators = genesis.validator_set()?;
         let store = ChainStore::open(disk, chain_id)?;
         // Recovery: the chain is the source of truth; the application's
-        // state is its write sets replayed in order.
+        // state is its blocks re-executed in order, each write set checked
+        // against its header.
         let mut head_header = None;
         for height in 1..=store.height() {
             let block = store.block(height)?.ok_or_else(|| ReplicaError::Replay {
                 height,
                 reason: "block missing below the head".into(),
             })?;
-            app.commit(height, &block.body.updates)
+            let execution = app.execute_block(
+                BlockContext::new(height, block.header.timestamp_ms),
+                &block.body.transactions,
+            );
+            if block::updates_root(&execution.updates) != block.header.updates_root {
+                return Err(ReplicaError::Replay {
+                    height,
+                    reason:
+                        "re-executing the block gives a write set its header does not commit to"
+                            .into(),
+                });
+            }
+            app.commit(height, &execution.updates)
                 .map_err(|error| ReplicaError::Replay {
                     height,
                     reason: error.to_string(),
@@ -733,7 +746,6 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .execute_block(BlockContext::new(height, timestamp_ms), &transactions);
         let body = BlockBody {
             transactions,
-            updates: execution.updates.clone(),
             evidence,
         };
         let time = proof::compute_time(&parent, params);
@@ -744,7 +756,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             round,
             previous_hash: parent.hash,
             transactions_root: body.transactions_root(),
-            updates_root: body.updates_root(),
+            updates_root: block::updates_root(&execution.updates),
             evidence_root: body.evidence_root(),
             state_root: execution.state_root,
             log_head: execution.log_head,
@@ -901,9 +913,11 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             BlockContext::new(header.height, header.timestamp_ms),
             &block.body.transactions,
         );
-        if execution.updates != block.body.updates {
-            return Err("the block's state updates differ from executing its transactions".into());
+        if block::updates_root(&execution.updates) != header.updates_root {
+            return Err("the header's updates root differs from executing its transactions".into());
         }
+        block::check_write_set(&execution.updates)
+            .map_err(|error| format!("executing the block: {error}"))?;
         if execution.log_head != header.log_head {
             return Err(format!(
                 "the header's log head (size {}) differs from executing the block (size {})",

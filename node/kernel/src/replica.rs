@@ -469,7 +469,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let mut admitted = Vec::new();
         let outcomes = transactions
             .into_iter()
-            .map(|tx| self.admit(tx, &mut admitted))
+            .map(|tx| self.admit_from_client(tx, &mut admitted))
             .collect();
         self.send_to_validators(admitted);
         outcomes
@@ -479,9 +479,29 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
     pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
         self.now = now;
         let mut admitted = Vec::new();
-        let outcome = self.admit(tx, &mut admitted);
+        let outcome = self.admit_from_client(tx, &mut admitted);
         self.send_to_validators(admitted);
         outcome
+    }
+
+    /// [`Replica::admit`] for a client's submission: a transaction already
+    /// pending here is sent to the validators again. A client resubmits
+    /// because its transaction has not committed, and the copy it sent
+    /// first may have been lost on the way (a partition, a crashed or
+    /// Byzantine validator); refusing it as a duplicate would make every
+    /// retry of an idempotent transaction a no-op.
+    fn admit_from_client(
+        &mut self,
+        tx: Transaction,
+        admitted: &mut Vec<Transaction>,
+    ) -> Result<Hash, MempoolError> {
+        match self.admit(tx.clone(), admitted) {
+            Err(MempoolError::Duplicate { id }) => {
+                admitted.push(tx);
+                Ok(id)
+            }
+            outcome => outcome,
+        }
     }
 
     /// Puts `tx` into the mempool; on success also into `admitted`.

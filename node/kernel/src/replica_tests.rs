@@ -316,6 +316,35 @@ fn validators_commit_transactions_and_followers_sync() {
 }
 
 #[test]
+fn a_resubmitted_pending_transaction_is_sent_again_and_committed_once() {
+    let mut net = Net::new(4, 1, 3);
+    let entropy = SeededEntropy::new(10, b"workload");
+    let tx = KvWorkload::new(8, 16, 0).next_tx(&entropy);
+    let id = tx.id();
+    net.submit(4, tx.clone());
+    // Every copy on its way to the validators is lost.
+    let lost = net.queue.len();
+    assert!(lost > 0, "the follower sent the transaction on");
+    net.queue.clear();
+    // The client asks again: still pending at the follower, sent again.
+    net.submit(4, tx);
+    assert_eq!(net.queue.len(), lost, "the same copies again");
+    let committed = |net: &Net| {
+        let replica = net.members[4].replica.as_ref().expect("running");
+        (1..=replica.height())
+            .filter_map(|height| replica.store().block(height).expect("reads"))
+            .flat_map(|block| block.body.transactions)
+            .filter(|committed| committed.id() == id)
+            .count()
+    };
+    net.run_until(|net| committed(net) > 0);
+    let target = net.heights()[0] + 2;
+    net.run_until(|net| net.heights().iter().all(|height| *height >= target));
+    assert_eq!(committed(&net), 1, "committed once");
+    net.assert_agreement();
+}
+
+#[test]
 fn a_crashed_validator_recovers_from_disk_and_catches_up() {
     let mut net = Net::new(4, 0, 2);
     net.run_until(|net| net.heights().iter().all(|height| *height >= 3));

@@ -51,6 +51,13 @@ const _: () = assert!(CHAIN_COLUMN_FAMILIES.len() == 3);
 pub const CHAIN_MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + (1 << 20);
 /// Transactions in one gossip message.
 pub const TRANSACTIONS_PER_MESSAGE_MAX: usize = 256;
+/// A validator hands a transaction that reached it from outside the
+/// committee to the round-0 proposers of this many upcoming heights.
+/// Validators do not gossip transactions among themselves, and the draw
+/// makes any one validator the proposer of 1/n of the heights: a
+/// transaction that reached two or three of 64 validators waited ~20
+/// heights for one of them to propose (longer when those were Byzantine).
+pub const TX_PROPOSERS_AHEAD: u64 = 3;
 /// Blocks in one sync response, and their total encoded bytes.
 pub const SYNC_BLOCKS_MAX: usize = 16;
 pub const SYNC_RESPONSE_BYTES_MAX: usize = 8 << 20;
@@ -526,6 +533,36 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         }
     }
 
+    /// Sends transactions to the round-0 proposers of the next
+    /// [`TX_PROPOSERS_AHEAD`] heights (other than this validator).
+    fn send_to_next_proposers(&mut self, transactions: Vec<Transaction>) {
+        if transactions.is_empty() {
+            return;
+        }
+        let me = self
+            .block_key
+            .as_ref()
+            .map(|key| key.verifying_key().fingerprint());
+        let mut targets = BTreeSet::new();
+        for ahead in 1..=TX_PROPOSERS_AHEAD {
+            let height = self.height() + ahead;
+            let index = crate::consensus::proposer(&self.chain_id, &self.validators, height, 0);
+            if let Some(validator) = self.validators.get(index)
+                && Some(validator.id) != me
+            {
+                targets.insert(validator.id);
+            }
+        }
+        for target in targets {
+            for chunk in transactions.chunks(TRANSACTIONS_PER_MESSAGE_MAX) {
+                self.emit(ReplicaOutput::Send {
+                    to: Destination::Peer(target),
+                    message: ChainMessage::Transactions(chunk.to_vec()),
+                });
+            }
+        }
+    }
+
     pub fn handle_tick(&mut self, now: Now) {
         self.now = now;
         let due: Vec<Timeout> = self
@@ -595,10 +632,13 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                     let _ = self.admit(tx, &mut admitted);
                 }
                 // A follower passes what it newly admitted on towards the
-                // validators; validators keep it. The mempool's duplicate
+                // validators; a validator hands what came from outside the
+                // committee to the next proposers. The mempool's duplicate
                 // check ends every forwarding chain.
                 if !self.is_validator() {
                     self.send_to_validators(admitted);
+                } else if self.validators.index_of(&from).is_none() {
+                    self.send_to_next_proposers(admitted);
                 }
             }
             ChainMessage::Status { height } => {

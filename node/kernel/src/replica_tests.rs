@@ -2,7 +2,7 @@
 //! order: validators commit blocks with real proofs and transactions,
 //! followers sync them, a crashed validator recovers from its disk.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use hm_env::Entropy;
@@ -342,6 +342,51 @@ fn a_resubmitted_pending_transaction_is_sent_again_and_committed_once() {
     net.run_until(|net| net.heights().iter().all(|height| *height >= target));
     assert_eq!(committed(&net), 1, "committed once");
     net.assert_agreement();
+}
+
+#[test]
+fn a_validator_hands_outside_transactions_to_the_next_proposers_only() {
+    let mut net = Net::new(7, 1, 4);
+    let entropy = SeededEntropy::new(11, b"workload");
+    let mut workload = KvWorkload::new(8, 16, 0);
+    let follower = net.members[7].id;
+    let validator = net.members[0].id;
+    let (chain_id, set, height) = {
+        let replica = net.members[0].replica.as_ref().expect("running");
+        (
+            replica.chain_id(),
+            replica.validators().clone(),
+            replica.height(),
+        )
+    };
+    let mut expected: BTreeSet<Hash> = (1..=TX_PROPOSERS_AHEAD)
+        .map(|ahead| {
+            let index = crate::consensus::proposer(&chain_id, &set, height + ahead, 0);
+            set.get(index).expect("member").id
+        })
+        .collect();
+    expected.remove(&validator);
+    assert!(!expected.is_empty(), "seed 4 draws other proposers");
+    let deliver = |net: &mut Net, from: Hash, tx: Transaction| {
+        net.queue.clear();
+        let now = net.now();
+        let replica = net.members[0].replica.as_mut().expect("running");
+        replica.handle_message(now, from, ChainMessage::Transactions(vec![tx]));
+        net.drain(0);
+        net.queue
+            .iter()
+            .filter(|(_, _, message)| matches!(message, ChainMessage::Transactions(_)))
+            .map(|(_, to, _)| *to)
+            .collect::<BTreeSet<Hash>>()
+    };
+    // From a follower: on to the upcoming proposers, nobody else.
+    assert_eq!(
+        deliver(&mut net, follower, workload.next_tx(&entropy)),
+        expected
+    );
+    // From another validator: kept (it did the handing on).
+    let other = net.members[1].id;
+    assert!(deliver(&mut net, other, workload.next_tx(&entropy)).is_empty());
 }
 
 #[test]

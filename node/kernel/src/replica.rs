@@ -61,6 +61,11 @@ pub const TX_PROPOSERS_AHEAD: u64 = 3;
 /// Blocks in one sync response, and their total encoded bytes.
 pub const SYNC_BLOCKS_MAX: usize = 16;
 pub const SYNC_RESPONSE_BYTES_MAX: usize = 8 << 20;
+/// The newest committed blocks kept decoded in memory to serve sync
+/// requests: followers a block or two behind ask for exactly these, and
+/// reading them back from the store means decompressing and decoding the
+/// same block once per asking peer.
+pub const RECENT_BLOCKS_KEPT: usize = 2;
 /// Blocks kept for heights not yet committed (proposals of the current and
 /// next height, from every proposer and round).
 pub const PENDING_BLOCKS_MAX: usize = 64;
@@ -271,6 +276,9 @@ pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
     peer_heights: BTreeMap<Hash, Height>,
     sync: Option<SyncRequest>,
     outputs: VecDeque<ReplicaOutput>,
+    /// The newest committed blocks and their encoded sizes, oldest first,
+    /// consecutive and ending at the head (see [`RECENT_BLOCKS_KEPT`]).
+    recent: VecDeque<(Block, usize)>,
     now: Now,
     /// When the head was committed (monotone ms).
     head_committed_ms: u64,
@@ -378,6 +386,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             peer_heights: BTreeMap::new(),
             sync: None,
             outputs: VecDeque::new(),
+            recent: VecDeque::new(),
             now,
             head_committed_ms: now.mono_ms,
             build_at: None,
@@ -1169,7 +1178,12 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             evidence: block.body.evidence.len(),
             proposal_to_commit_ms,
         });
-        self.head_header = Some(block.header);
+        let encoded_len = block.encode().len();
+        self.head_header = Some(block.header.clone());
+        if self.recent.len() == RECENT_BLOCKS_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((block, encoded_len));
         self.emit(ReplicaOutput::Send {
             to: Destination::Followers,
             message: ChainMessage::Status { height },
@@ -1191,17 +1205,33 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         if from == 0 || from > self.height() || count == 0 {
             return;
         }
-        let blocks = match self.store.blocks(from, count) {
-            Ok(blocks) => blocks,
-            Err(error) => {
-                self.report(None, format!("cannot read blocks for sync: {error}"));
-                return;
+        // The kept recent blocks are consecutive up to the head: a range
+        // starting at or after the oldest of them is served from memory.
+        let recent_from = self
+            .recent
+            .front()
+            .map_or(Height::MAX, |(block, _)| block.header.height);
+        let sized: Vec<(Block, usize)> = if from >= recent_from {
+            let skip = usize::try_from(from - recent_from).unwrap_or(usize::MAX);
+            self.recent.iter().skip(skip).take(count).cloned().collect()
+        } else {
+            match self.store.blocks(from, count) {
+                Ok(blocks) => blocks
+                    .into_iter()
+                    .map(|block| {
+                        let size = block.encode().len();
+                        (block, size)
+                    })
+                    .collect(),
+                Err(error) => {
+                    self.report(None, format!("cannot read blocks for sync: {error}"));
+                    return;
+                }
             }
         };
         let mut response = Vec::new();
         let mut bytes = 0;
-        for block in blocks {
-            let size = block.encode().len();
+        for (block, size) in sized {
             if !response.is_empty() && bytes + size > SYNC_RESPONSE_BYTES_MAX {
                 break;
             }

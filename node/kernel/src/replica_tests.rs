@@ -390,6 +390,52 @@ fn a_validator_hands_outside_transactions_to_the_next_proposers_only() {
 }
 
 #[test]
+fn sync_serves_recent_blocks_from_memory_and_older_ones_from_the_store() {
+    let mut net = Net::new(4, 1, 5);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 5));
+    let follower = net.members[4].id;
+    let mut ask = |net: &mut Net, from: Height| {
+        net.queue.clear();
+        let now = net.now();
+        let replica = net.members[0].replica.as_mut().expect("running");
+        let head = replica.height();
+        replica.handle_message(now, follower, ChainMessage::GetBlocks { from, count: 16 });
+        net.drain(0);
+        let served: Vec<Block> = net
+            .queue
+            .iter()
+            .filter_map(|(_, to, message)| match message {
+                ChainMessage::Blocks(blocks) if *to == follower => Some(blocks.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let replica = net.members[0].replica.as_ref().expect("running");
+        let stored: Vec<Block> = (from..=head)
+            .map(|height| {
+                replica
+                    .store()
+                    .block(height)
+                    .expect("reads")
+                    .expect("stored")
+            })
+            .collect();
+        (served, stored)
+    };
+    let head = net.members[0].replica.as_ref().expect("running").height();
+    // The newest blocks (kept in memory), and a range reaching back to 1.
+    for from in [head, head + 1 - RECENT_BLOCKS_KEPT as Height, 1] {
+        let (served, stored) = ask(&mut net, from);
+        assert!(!served.is_empty(), "blocks from {from} are served");
+        assert_eq!(served, stored, "from {from}");
+    }
+    assert!(
+        ask(&mut net, head + 1).0.is_empty(),
+        "nothing beyond the head"
+    );
+}
+
+#[test]
 fn a_crashed_validator_recovers_from_disk_and_catches_up() {
     let mut net = Net::new(4, 0, 2);
     net.run_until(|net| net.heights().iter().all(|height| *height >= 3));

@@ -394,7 +394,7 @@ fn sync_serves_recent_blocks_from_memory_and_older_ones_from_the_store() {
     let mut net = Net::new(4, 1, 5);
     net.run_until(|net| net.heights().iter().all(|height| *height >= 5));
     let follower = net.members[4].id;
-    let mut ask = |net: &mut Net, from: Height| {
+    let ask = |net: &mut Net, from: Height| {
         net.queue.clear();
         let now = net.now();
         let replica = net.members[0].replica.as_mut().expect("running");

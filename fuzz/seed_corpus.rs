@@ -113,8 +113,8 @@ fn main() {
     write("decode_block", "block-1.bin", &block.encode());
     write(
         "decode_block",
-        "block-1.brotli",
-        &hm_wire::compress::compress(&block.encode()),
+        "block-1.stored",
+        &hm_kernel::chain::encode_stored(&block),
     );
 
     // Chain messages of every kind.

@@ -1,7 +1,9 @@
 //! Committed blocks on `hm_env::Disk`, and per-asset private chains.
 //!
 //! Public blocks are stored Brotli-compressed in [`BLOCKS_CF`], keyed by
-//! big-endian height, with the head record in [`CHAIN_META_CF`]. A block and
+//! big-endian height, with the head record in [`CHAIN_META_CF`] (the stored
+//! form is [`encode_stored`]: the header, body and proofs compressed, the
+//! commit certificate — signatures, which do not compress — after them). A block and
 //! the head that names it are written in one atomic batch and synced before
 //! `append` returns, so after a crash the store holds exactly the blocks
 //! whose `append` returned (plus possibly the one in flight, whole): never a
@@ -187,11 +189,7 @@ impl<D: Disk> ChainStore<D> {
             hash: block.hash(),
         };
         let mut batch = WriteBatch::new();
-        batch.put(
-            BLOCKS_CF,
-            height_key(height),
-            hm_wire::compress::compress(&block.encode()),
-        );
+        batch.put(BLOCKS_CF, height_key(height), encode_stored(block));
         batch.put(CHAIN_META_CF, HEAD_KEY, hm_wire::encode(&head));
         self.disk.write(batch)?;
         self.disk.sync()?;
@@ -206,9 +204,7 @@ impl<D: Disk> ChainStore<D> {
             return Ok(None);
         };
         let corrupted = |reason: String| ChainError::CorruptedBlock { height, reason };
-        let bytes = hm_wire::compress::decompress(&compressed, BLOCK_BYTES_MAX)
-            .map_err(|error| corrupted(error.to_string()))?;
-        let block = Block::decode(&bytes).map_err(|error| corrupted(error.to_string()))?;
+        let block = decode_stored(&compressed).map_err(corrupted)?;
         if block.header.height != height {
             return Err(corrupted(format!("it says height {}", block.header.height)));
         }
@@ -254,6 +250,56 @@ impl<D: Disk> ChainStore<D> {
 }
 
 // ------------------------------------------------------------ private chains
+
+/// The stored form of a block: `u32` (big-endian) length of the Brotli
+/// part, Brotli of the canonical encoding of header, body and proofs, then
+/// the canonical encoding of the commit certificate. Concatenated, the two
+/// encodings are exactly [`Block::encode`]. The certificate stays out of
+/// the compressed part because each node assembles its own quorum of
+/// precommits: kept apart, the compressed bytes are the same on every node
+/// (and the certificate's signatures would not compress anyway).
+pub fn encode_stored(block: &Block) -> Vec<u8> {
+    let content = hm_wire::encode(&(&block.header, &block.body, &block.proof));
+    let compressed = hm_wire::compress::compress(&content);
+    let commit = hm_wire::encode(&block.commit);
+    let compressed_len = u32::try_from(compressed.len()).expect("a block compresses below 4 GiB");
+    let mut stored = Vec::with_capacity(4 + compressed.len() + commit.len());
+    stored.extend_from_slice(&compressed_len.to_be_bytes());
+    stored.extend_from_slice(&compressed);
+    stored.extend_from_slice(&commit);
+    stored
+}
+
+/// Decodes [`encode_stored`]'s form from untrusted bytes: the compressed
+/// part decompresses under [`BLOCK_BYTES_MAX`], the whole must decode
+/// canonically as one block. Errors say which part was wrong.
+pub fn decode_stored(stored: &[u8]) -> Result<Block, String> {
+    let Some((prefix, rest)) = stored.split_first_chunk::<4>() else {
+        return Err(format!(
+            "{} bytes, too short for a stored block",
+            stored.len()
+        ));
+    };
+    let compressed_len = u32::from_be_bytes(*prefix) as usize;
+    if compressed_len > rest.len() {
+        return Err(format!(
+            "the compressed part claims {compressed_len} bytes, {} present",
+            rest.len()
+        ));
+    }
+    let (compressed, commit) = rest.split_at(compressed_len);
+    let mut bytes = hm_wire::compress::decompress(compressed, BLOCK_BYTES_MAX)
+        .map_err(|error| format!("compressed part: {error}"))?;
+    if bytes.len() + commit.len() > BLOCK_BYTES_MAX {
+        return Err(format!(
+            "{} bytes decompressed plus {} of certificate exceed a block's {BLOCK_BYTES_MAX}",
+            bytes.len(),
+            commit.len()
+        ));
+    }
+    bytes.extend_from_slice(commit);
+    Block::decode(&bytes).map_err(|error| error.to_string())
+}
 
 pub const PRIVATE_HEADER_DOMAIN: &str = "hm/private-header/v1";
 pub const PRIVATE_ENTRIES_ROOT_DOMAIN: &str = "hm/private-entries/v1";
@@ -684,6 +730,39 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_form_round_trips_and_its_compressed_part_ignores_the_certificate() {
+        let f = fixture();
+        let block = block(&f, 1, Hash::default());
+        let stored = encode_stored(&block);
+        assert_eq!(decode_stored(&stored).expect("decodes"), block);
+        // Another quorum of precommits: the compressed part is unchanged.
+        let mut other = block.clone();
+        other.commit.round += 1;
+        let other_stored = encode_stored(&other);
+        let compressed_len = u32::from_be_bytes(stored[..4].try_into().expect("4 bytes")) as usize;
+        assert_eq!(
+            other_stored[..4 + compressed_len],
+            stored[..4 + compressed_len]
+        );
+        assert_ne!(other_stored, stored);
+        assert_eq!(decode_stored(&other_stored).expect("decodes"), other);
+        // Truncated, overlong and lying length prefixes are errors.
+        for bad in [
+            &stored[..3],
+            &stored[..4 + compressed_len / 2],
+            &stored[..stored.len() - 1],
+        ] {
+            assert!(decode_stored(bad).is_err());
+        }
+        let mut lying = stored.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_stored(&lying).unwrap_err().contains("claims"));
+        let mut trailing = stored.clone();
+        trailing.push(0);
+        assert!(decode_stored(&trailing).is_err());
+    }
+
+    #[test]
     fn decoded_block_tamper_breaks_certificate() {
         let f = fixture();
         let mut block = block(&f, 1, Hash::default());
@@ -727,6 +806,7 @@ mod tests {
             let _ = Block::decode(&bytes);
             let _ = SealedBlock::decode(&bytes);
             let _ = hm_wire::compress::decompress(&bytes, BLOCK_BYTES_MAX).map(|b| Block::decode(&b));
+            let _ = decode_stored(&bytes);
         }
     }
 }

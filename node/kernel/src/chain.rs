@@ -756,7 +756,7 @@ mod tests {
         }
         let mut lying = stored.clone();
         lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_stored(&lying).unwrap_err().contains("claims"));
+        assert!(decode_stored(&lying).is_err_and(|error| error.contains("claims")));
         let mut trailing = stored.clone();
         trailing.push(0);
         assert!(decode_stored(&trailing).is_err());

@@ -58,6 +58,10 @@ pub const UNLOGGED_KEPT_MAX: usize = 4;
 /// How long the stake of chain-certified validators is trusted without a
 /// new log head (certificates also expire with time).
 pub const CERTIFIED_RECHECK_MS: u64 = 5_000;
+/// How long the agent trusts what it read of its own certificate and name
+/// from an unchanged committed state (the state changes with every block,
+/// which invalidates it at once; this bounds how late an expiry is seen).
+pub const OWN_STATE_RECHECK_MS: u64 = 2_000;
 /// How often a certified node asks one authority (in turn) for its signed
 /// log head and checks it against its own log (CT auditing).
 pub const HEAD_AUDIT_INTERVAL_MS: u64 = 10_000;
@@ -438,6 +442,9 @@ pub struct TrustAgent<E: Entropy> {
     witnessed: Option<hm_kernel::block::LogHead>,
     /// Stake of chain-certified validators: (at head, when, stake).
     certified: Option<(hm_kernel::block::LogHead, u64, u64)>,
+    /// What the committed state says of this node (its current certificate
+    /// and whether its name resolves to it), read at a state root.
+    own: Option<OwnView>,
     /// Authority-signed heads not judged yet (our log was shorter).
     pending_heads: Vec<SignedTreeHead>,
     /// When to audit the next authority's head, and whose turn it is.
@@ -490,6 +497,7 @@ impl<E: Entropy> TrustAgent<E> {
             witness: HeadWitness::new(),
             witnessed: None,
             certified: None,
+            own: None,
             pending_heads: Vec::new(),
             pending_reports: Vec::new(),
             unlogged: Vec::new(),
@@ -609,7 +617,17 @@ impl<E: Entropy> TrustAgent<E> {
             let _ = monitor.check_presented(certificate, None, trust, now.wall_ms);
             false
         });
-        let current = trust.current_certificate(&self.me, now.wall_ms);
+        // Decoding our certificate and name record from the state is the
+        // costly part of a tick: done again only when a block changed the
+        // state, our certificate expired, or the recheck interval passed.
+        let state_root = trust.state_root();
+        let own = match self.own.take() {
+            Some(own) if own.still_valid(state_root, now.wall_ms) => own,
+            _ => self.read_own(trust, state_root, now.wall_ms),
+        };
+        let current = own.current.clone();
+        let own_name_resolves = own.name_resolves;
+        self.own = Some(own);
         let chain_issued = current
             .as_ref()
             .is_some_and(|(certificate, _)| matches!(certificate.issuer, Issuer::Chain { .. }));
@@ -633,14 +651,6 @@ impl<E: Entropy> TrustAgent<E> {
                 self.certified = Some((head, now.mono_ms, stake));
                 stake
             }
-        };
-        let own_name_resolves = match (&self.settings.name, &current) {
-            (Some(name), Some(_)) => trust
-                .record(name)
-                .is_some_and(|record| self.record_is_ours(trust, &record, now.wall_ms)),
-            // A node without a name has nothing to resolve.
-            (None, Some(_)) => true,
-            _ => false,
         };
         let conditions = Conditions {
             certificate_logged: current.is_some() || ca_proven,
@@ -698,7 +708,11 @@ impl<E: Entropy> TrustAgent<E> {
             if policy.register_name
                 && let Some(name) = self.settings.name.clone()
             {
-                self.drive_name(now, trust, &name, certificate, &mut actions);
+                if own_name_resolves {
+                    self.claim = None;
+                } else {
+                    self.drive_name(now, trust, &name, certificate, &mut actions);
+                }
             }
             // Renew through the chain: replace an authority's certificate,
             // and any certificate past its renewal point.
@@ -760,6 +774,26 @@ impl<E: Entropy> TrustAgent<E> {
             actions.push(TrustAction::Submit(Box::new(tx)));
         }
         actions
+    }
+
+    /// Reads this node's current certificate and whether its name
+    /// resolves to it from the committed state.
+    fn read_own(&self, trust: &TrustApp, state_root: Hash, now_ms: u64) -> OwnView {
+        let current = trust.current_certificate(&self.me, now_ms);
+        let name_resolves = match (&self.settings.name, &current) {
+            (Some(name), Some(_)) => trust
+                .record(name)
+                .is_some_and(|record| self.record_is_ours(trust, &record, now_ms)),
+            // A node without a name has nothing to resolve.
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        OwnView {
+            state_root,
+            read_at_ms: now_ms,
+            current,
+            name_resolves,
+        }
     }
 
     fn drive_authority(&mut self, now: AgentNow, trust: &TrustApp, actions: &mut Vec<TrustAction>) {
@@ -1029,6 +1063,29 @@ impl<E: Entropy> TrustAgent<E> {
 }
 
 /// Who a report accuses (its finding is recorded against them).
+/// What the committed state said of this node when last read.
+#[derive(Debug, Clone)]
+struct OwnView {
+    state_root: Hash,
+    read_at_ms: u64,
+    current: Option<(Certificate, hm_trustchain::app::CertStatus)>,
+    name_resolves: bool,
+}
+
+impl OwnView {
+    /// Still what the state says: the same state, our certificate not
+    /// expired, and read less than [`OWN_STATE_RECHECK_MS`] ago.
+    fn still_valid(&self, state_root: Hash, now_ms: u64) -> bool {
+        self.state_root == state_root
+            && now_ms < self.read_at_ms.saturating_add(OWN_STATE_RECHECK_MS)
+            && now_ms >= self.read_at_ms
+            && self
+                .current
+                .as_ref()
+                .is_none_or(|(certificate, _)| now_ms < certificate.not_after_ms)
+    }
+}
+
 /// A transaction submitted to the chain and not committed yet: resent
 /// unchanged every [`TX_RETRY_MS`], replaced after [`TX_SENDS_MAX`] sends
 /// (it may have been rejected, or have gone stale).

@@ -37,7 +37,7 @@ use crate::frame::{
     LENGTH_BYTES, REAUTH_FRAME_BYTES_MAX, ReauthFrame, STATUS_OK, StreamKind, decode_length,
     decode_status, encode_prefixed_header,
 };
-use crate::identity::{PeerIdentity, PeerVerifier, Role, check_reauth, exporter, node_id_hex};
+use crate::identity::{PeerIdentity, PeerVerifier, node_id_hex};
 
 /// Application close codes STOQ uses (QUIC CONNECTION_CLOSE, application space).
 pub mod close_code {
@@ -191,9 +191,6 @@ pub(crate) struct Shared {
     quic: quinn::Connection,
     /// The identity proven at the handshake; never changes.
     peer: PeerIdentity,
-    /// Our end: `Client` if we dialed, `Server` if we accepted. The peer's
-    /// re-authentications are checked against the other role's exporter.
-    role: Role,
     /// The endpoint's verifier, asked again at each re-authentication.
     verifier: Arc<dyn PeerVerifier>,
     /// Newest accepted identity bytes; the watch serialises updates (only a
@@ -392,15 +389,6 @@ impl Shared {
             })?
     }
 
-    /// Our end of the connection.
-    pub(crate) fn role(&self) -> Role {
-        self.role
-    }
-
-    pub(crate) fn quic(&self) -> &quinn::Connection {
-        &self.quic
-    }
-
     /// Closed (by either side or the transport): no more re-authentications.
     pub(crate) fn is_closed(&self) -> bool {
         self.quic.close_reason().is_some()
@@ -542,8 +530,6 @@ async fn serve_reauth(
         code: close_code::IDENTITY_FAILED,
         reason: format!("re-authentication (generation {generation}) refused: {error}"),
     };
-    let peer_exporter = exporter(&shared.quic, shared.role.peer()).map_err(refused)?;
-    check_reauth(&frame, &peer_exporter, &shared.peer.public_key).map_err(refused)?;
     // A genuine but older (or repeated) binding: two re-authentications'
     // streams can arrive out of order, and only the newest counts.
     let stale = |current: u64| -> Result<(), Fault> {
@@ -564,7 +550,7 @@ async fn serve_reauth(
     let identity = PeerIdentity {
         node_id: shared.peer.node_id,
         public_key: shared.peer.public_key.clone(),
-        extra: frame.binding.extra,
+        extra: frame.extra,
         protocol: shared.protocol.clone(),
         reauthentication: true,
     };
@@ -832,11 +818,10 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Starts serving an identity-verified QUIC connection; `role` is our end.
+    /// Starts serving an identity-verified QUIC connection.
     pub(crate) fn start(
         quic: quinn::Connection,
         peer: PeerIdentity,
-        role: Role,
         clock: Arc<dyn Clock>,
         verifier: Arc<dyn PeerVerifier>,
         config: &StoqConfig,
@@ -858,7 +843,6 @@ impl Connection {
             protocol,
             quic,
             peer,
-            role,
             verifier,
             current,
             remote,

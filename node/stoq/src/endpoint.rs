@@ -22,12 +22,11 @@ use crate::connection::{Connection, Shared, close_code, lock};
 use crate::error::{ConfigError, IdentityError, StoqError};
 use crate::frame::{
     IDENTITY_EXTRA_BYTES_MAX, IDENTITY_FRAME_BYTES_MAX, IdentityBinding, KIND_IDENTITY,
-    LENGTH_BYTES, StreamKind, decode_length, encode_prefixed_header,
+    LENGTH_BYTES, ReauthFrame, StreamKind, decode_length, encode_prefixed_header,
 };
 use crate::glue::{EnvClock, EnvRuntime, EnvSocket};
 use crate::identity::{
-    NodeId, PeerIdentity, PeerVerifier, Role, check_binding, exporter, make_binding, make_reauth,
-    node_id_hex,
+    NodeId, PeerIdentity, PeerVerifier, Role, check_binding, exporter, make_binding, node_id_hex,
 };
 use crate::keys::SigningKey;
 use crate::tls::{SERVER_NAME, TlsIdentity, rustls_client_config, rustls_server_config};
@@ -445,7 +444,6 @@ impl<E: Env> Endpoint<E> {
                 let connection = Connection::start(
                     quic,
                     peer,
-                    Role::Client,
                     context.clock.clone(),
                     context.verifier.clone(),
                     &context.config,
@@ -751,9 +749,9 @@ fn register<E: Env>(
     }
 }
 
-/// Signs `extra` as identity generation `generation` for one connection and
-/// sends it. Skipped when the connection is gone or a newer generation
-/// exists (its own task sends that one, and the peer would ignore this).
+/// Sends `extra` as identity generation `generation` on one connection.
+/// Skipped when the connection is gone or a newer generation exists (its
+/// own task sends that one, and the peer would ignore this).
 async fn reauthenticate<E: Env>(
     context: Arc<Context<E>>,
     shared: Weak<Shared>,
@@ -766,24 +764,10 @@ async fn reauthenticate<E: Env>(
     if shared.is_closed() || lock(&context.presence).generation > generation {
         return;
     }
-    let exporter = match exporter(shared.quic(), signing_role(&context, shared.role())) {
-        Ok(exporter) => exporter,
-        Err(error) => {
-            context
-                .counters
-                .reauth_send_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(generation, %error, "re-authentication not signed");
-            return;
-        }
-    };
-    let frame = make_reauth(
-        &context.key,
-        &exporter,
+    let frame = ReauthFrame {
         generation,
-        &extra,
-        context.env.entropy(),
-    );
+        extra: extra.to_vec(),
+    };
     shared.send_reauth(generation, &frame.encode()).await;
 }
 
@@ -951,7 +935,6 @@ async fn serve_handshake<E: Env>(
     let connection = Connection::start(
         quic,
         peer,
-        Role::Server,
         context.clock.clone(),
         context.verifier.clone(),
         &context.config,

@@ -44,10 +44,6 @@ pub enum IdentityError {
     Refused { node_id: String, reason: String },
     #[error("expected node {expected} but the peer proved it is {got}; check the address book")]
     UnexpectedNode { expected: String, got: String },
-    #[error(
-        "the peer re-authenticated with key {got}, not the key {proven} it proved at the handshake; a connection cannot switch identities (open a new connection for a new key)"
-    )]
-    KeyChanged { proven: String, got: String },
     #[error("the TLS exporter is unavailable: {0}")]
     Exporter(String),
 }

@@ -10,13 +10,12 @@
 //! [`PeerVerifier`] decides whether this key is welcome.
 //!
 //! Later, a node whose identity bytes change (it obtained or renewed a
-//! certificate) re-authenticates every live connection: it signs, with the
-//! *same* key, its role's exporter value, a generation number and the new
-//! bytes under another domain ([`IDENTITY_REAUTH_DOMAIN`]), so a handshake
-//! binding and a re-authentication can never be replayed as one another.
-//! The receiver checks it like the handshake binding, insists on the key the
-//! handshake proved, keeps only the newest generation, and asks the
-//! [`PeerVerifier`] again.
+//! certificate) re-authenticates every live connection: it sends the new
+//! bytes with a generation number on the connection itself
+//! ([`crate::frame::ReauthFrame`]). Only the party that holds this
+//! session's keys can send on it, and the handshake bound those keys to its
+//! FALCON key, so the frame needs no signature of its own; the receiver
+//! keeps only the newest generation and asks the [`PeerVerifier`] again.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,15 +23,11 @@ use std::fmt;
 use hm_env::Entropy;
 
 use crate::error::IdentityError;
-use crate::frame::{IDENTITY_VERSION, IdentityBinding, ReauthFrame};
+use crate::frame::{IDENTITY_VERSION, IdentityBinding};
 use crate::keys::{Hash, Signature, SigningKey, VerifyingKey};
 
 /// Signature domain of the binding.
 pub const IDENTITY_DOMAIN: &str = "hm/stoq/identity/v1";
-/// Signature domain of a re-authentication (new identity bytes on a live
-/// connection); distinct from [`IDENTITY_DOMAIN`] so neither can be replayed
-/// as the other.
-pub const IDENTITY_REAUTH_DOMAIN: &str = "hm/stoq/reauth/v1";
 /// TLS exporter label (RFC 8446 §7.5).
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-hm-stoq-identity-v1";
 /// Bytes of exporter output signed.
@@ -50,7 +45,8 @@ pub enum Role {
 }
 
 impl Role {
-    /// The other end's role.
+    /// The other end's role (a Byzantine forger signs the peer's).
+    #[cfg(any(test, feature = "byzantine"))]
     pub(crate) fn peer(self) -> Role {
         match self {
             Role::Client => Role::Server,
@@ -200,139 +196,10 @@ pub(crate) fn check_binding(
     })
 }
 
-/// What a re-authentication signs: the exporter value of the sender's role,
-/// the generation, then the length-prefixed extra bytes. Signed under
-/// [`IDENTITY_REAUTH_DOMAIN`], never [`IDENTITY_DOMAIN`].
-fn reauth_message(exporter: &[u8; EXPORTER_BYTES], generation: u64, extra: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(EXPORTER_BYTES + 8 + 8 + extra.len());
-    message.extend_from_slice(exporter);
-    message.extend_from_slice(&generation.to_be_bytes());
-    message.extend_from_slice(&(extra.len() as u64).to_be_bytes());
-    message.extend_from_slice(extra);
-    message
-}
-
-/// Signs `extra` as identity generation `generation` (at least 1) over the
-/// exporter value of our role.
-pub(crate) fn make_reauth<R: Entropy + ?Sized>(
-    key: &SigningKey,
-    exporter: &[u8; EXPORTER_BYTES],
-    generation: u64,
-    extra: &[u8],
-    entropy: &R,
-) -> ReauthFrame {
-    assert!(generation > 0, "generation 0 is the handshake's identity");
-    let message = reauth_message(exporter, generation, extra);
-    let signature = key.sign(IDENTITY_REAUTH_DOMAIN, &message, entropy);
-    ReauthFrame {
-        generation,
-        binding: IdentityBinding {
-            version: IDENTITY_VERSION,
-            public_key: key.verifying_key().to_bytes(),
-            signature: signature.to_bytes(),
-            extra: extra.to_vec(),
-        },
-    }
-}
-
-/// Verifies a peer's re-authentication against the exporter value we derived
-/// for the peer's role and the key the peer proved at the handshake: a
-/// connection cannot switch identities. Does not consult the
-/// [`PeerVerifier`] nor the generation order.
-pub(crate) fn check_reauth(
-    frame: &ReauthFrame,
-    exporter: &[u8; EXPORTER_BYTES],
-    handshake_key: &VerifyingKey,
-) -> Result<(), IdentityError> {
-    let binding = &frame.binding;
-    let public_key = VerifyingKey::from_bytes(&binding.public_key)
-        .map_err(|error| IdentityError::BadPublicKey(error.to_string()))?;
-    if public_key != *handshake_key {
-        return Err(IdentityError::KeyChanged {
-            proven: node_id_hex(&handshake_key.fingerprint()),
-            got: node_id_hex(&public_key.fingerprint()),
-        });
-    }
-    let signature = Signature::from_bytes(&binding.signature)
-        .map_err(|error| IdentityError::BadSignature(error.to_string()))?;
-    handshake_key
-        .verify(
-            IDENTITY_REAUTH_DOMAIN,
-            &reauth_message(exporter, frame.generation, &binding.extra),
-            &signature,
-        )
-        .map_err(|error| IdentityError::BadSignature(error.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hm_env::mem::SeededEntropy;
-
-    #[test]
-    fn a_reauth_verifies_only_for_its_key_session_generation_and_bytes() {
-        let entropy = SeededEntropy::new(4, b"reauth");
-        let key = SigningKey::generate(&entropy);
-        let exporter = [7u8; EXPORTER_BYTES];
-        let frame = make_reauth(&key, &exporter, 3, b"cert-2", &entropy);
-        let proven = key.verifying_key();
-        assert_eq!(check_reauth(&frame, &exporter, &proven), Ok(()));
-
-        assert!(matches!(
-            check_reauth(&frame, &[8u8; EXPORTER_BYTES], &proven),
-            Err(IdentityError::BadSignature(_))
-        ));
-        let mut renumbered = frame.clone();
-        renumbered.generation = 4;
-        assert!(matches!(
-            check_reauth(&renumbered, &exporter, &proven),
-            Err(IdentityError::BadSignature(_))
-        ));
-        let mut tampered = frame.clone();
-        tampered.binding.extra = b"cert-3".to_vec();
-        assert!(matches!(
-            check_reauth(&tampered, &exporter, &proven),
-            Err(IdentityError::BadSignature(_))
-        ));
-        let other = SigningKey::generate(&entropy);
-        let switched = make_reauth(&other, &exporter, 3, b"cert-2", &entropy);
-        assert!(matches!(
-            check_reauth(&switched, &exporter, &proven),
-            Err(IdentityError::KeyChanged { .. })
-        ));
-        let mut garbage_key = frame;
-        garbage_key.binding.public_key = vec![1, 2, 3];
-        assert!(matches!(
-            check_reauth(&garbage_key, &exporter, &proven),
-            Err(IdentityError::BadPublicKey(_))
-        ));
-    }
-
-    #[test]
-    fn handshake_bindings_and_reauths_cannot_be_replayed_as_each_other() {
-        let entropy = SeededEntropy::new(5, b"domains");
-        let key = SigningKey::generate(&entropy);
-        let exporter = [9u8; EXPORTER_BYTES];
-        // A handshake binding presented as a re-authentication (any
-        // generation) does not verify: another domain and message.
-        let binding = make_binding(&key, &exporter, b"cert", &entropy);
-        for generation in [1, 2, u64::MAX] {
-            let replayed = ReauthFrame {
-                generation,
-                binding: binding.clone(),
-            };
-            assert!(matches!(
-                check_reauth(&replayed, &exporter, &key.verifying_key()),
-                Err(IdentityError::BadSignature(_))
-            ));
-        }
-        // And a re-authentication presented as a handshake binding neither.
-        let reauth = make_reauth(&key, &exporter, 1, b"cert", &entropy);
-        assert!(matches!(
-            check_binding(&reauth.binding, &exporter),
-            Err(IdentityError::BadSignature(_))
-        ));
-    }
 
     #[test]
     fn a_binding_verifies_only_against_its_own_exporter_value() {

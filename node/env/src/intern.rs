@@ -32,7 +32,7 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::default()
 
 /// The SHA-256 of `bytes` and a shared allocation holding them.
 pub fn intern_with_digest(bytes: &[u8]) -> (Arc<[u8]>, [u8; 32]) {
-    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    let digest = digest(bytes);
     if bytes.len() < INTERN_BYTES_MIN {
         return (Arc::from(bytes), digest);
     }
@@ -55,6 +55,12 @@ pub fn intern_with_digest(bytes: &[u8]) -> (Arc<[u8]>, [u8; 32]) {
 /// A shared allocation holding `bytes`.
 pub fn intern(bytes: &[u8]) -> Arc<[u8]> {
     intern_with_digest(bytes).0
+}
+
+/// The digest [`intern_with_digest`] returns for `bytes` (plain SHA-256),
+/// for callers that need it without interning.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 /// Live distinct values in the pool (for tests and statistics).

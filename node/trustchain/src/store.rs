@@ -10,7 +10,7 @@
 //! `writes × n / 256 × 40` bytes hashed. Never the whole state.
 //!
 //! ```text
-//! entry  = H("hm/trustchain/state-entry/v1",  key, value)
+//! entry  = H("hm/trustchain/state-entry/v2",  key, SHA-256(value))
 //! bucket = H("hm/trustchain/state-bucket/v1", [i], entry…)   (entries by key hash)
 //! root   = H("hm/trustchain/state-root/v1",   bucket_0 … bucket_255)
 //! ```
@@ -27,7 +27,7 @@ use hm_wire::Hash;
 pub(crate) const BUCKETS: usize = 256;
 
 const STATE_KEY_DOMAIN: &str = "hm/trustchain/state-key/v1";
-const STATE_ENTRY_DOMAIN: &str = "hm/trustchain/state-entry/v1";
+const STATE_ENTRY_DOMAIN: &str = "hm/trustchain/state-entry/v2";
 const STATE_BUCKET_DOMAIN: &str = "hm/trustchain/state-bucket/v1";
 const STATE_ROOT_DOMAIN: &str = "hm/trustchain/state-root/v1";
 
@@ -35,8 +35,15 @@ fn key_hash(key: &[u8]) -> Hash {
     hm_wire::hash(STATE_KEY_DOMAIN, key)
 }
 
+/// An entry's hash commits to the value through its plain SHA-256: the
+/// digest [`hm_env::intern`] computes anyway when the committed value is
+/// stored, so committing a write set reads each value once, not twice.
 fn entry_hash(key: &[u8], value: &[u8]) -> Hash {
-    hm_wire::hash_parts(STATE_ENTRY_DOMAIN, &[key, value])
+    entry_hash_of_digest(key, &hm_env::intern::digest(value))
+}
+
+fn entry_hash_of_digest(key: &[u8], value_digest: &[u8; 32]) -> Hash {
+    hm_wire::hash_parts(STATE_ENTRY_DOMAIN, &[key, value_digest])
 }
 
 fn bucket_of(key_hash: &Hash) -> usize {
@@ -139,21 +146,24 @@ impl Store {
 
     /// Applies a write set and re-hashes the buckets it touched.
     pub(crate) fn apply(&mut self, updates: &[StateUpdate]) {
-        let changes = group(
-            updates
-                .iter()
-                .map(|update| (update.key.as_slice(), update.value.as_deref())),
-        );
+        let mut changes = BucketChanges::new();
         for update in updates {
-            match &update.value {
+            let hash = key_hash(&update.key);
+            let entry = match &update.value {
                 Some(value) => {
-                    self.entries
-                        .insert(update.key.clone(), hm_env::intern::intern(value));
+                    let (shared, digest) = hm_env::intern::intern_with_digest(value);
+                    self.entries.insert(update.key.clone(), shared);
+                    Some(entry_hash_of_digest(&update.key, &digest))
                 }
                 None => {
                     self.entries.remove(&update.key);
+                    None
                 }
-            }
+            };
+            changes
+                .entry(bucket_of(&hash))
+                .or_default()
+                .insert(hash, entry);
         }
         for (index, bucket_changes) in changes {
             let bucket = &mut self.buckets[index];

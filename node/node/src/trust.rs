@@ -434,8 +434,9 @@ pub struct TrustAgent<E: Entropy> {
     attempts: u64,
     /// The certificate request in flight to the chain.
     renewal: Option<InFlight<SignedRequest>>,
-    /// The name claim in flight: its sequence and the signed claim.
-    claim: Option<(u64, InFlight<SignedNameClaim>)>,
+    /// The name claim in flight: its sequence, the certificate it names
+    /// and the signed claim.
+    claim: Option<(u64, Hash, InFlight<SignedNameClaim>)>,
     presented: Option<Hash>,
     witness: HeadWitness,
     /// The last head the witness saw.
@@ -920,8 +921,12 @@ impl<E: Entropy> TrustAgent<E> {
             return; // someone else holds the name: nothing to claim
         }
         let sequence = record.map_or(1, |record| record.sequence + 1);
+        // A claim for another certificate (ours changed since: a chain
+        // certificate replaced the authority's) is replaced at once.
         let resend = match &mut self.claim {
-            Some((claimed, flight)) if *claimed == sequence => flight.resend(now.mono_ms),
+            Some((claimed, named, flight)) if *claimed == sequence && *named == fingerprint => {
+                flight.resend(now.mono_ms)
+            }
             _ => Resend::Exhausted,
         };
         let signed = match resend {
@@ -936,7 +941,11 @@ impl<E: Entropy> TrustAgent<E> {
                     sequence,
                 };
                 let signed = SignedNameClaim::sign(claim, &self.key, &self.entropy);
-                self.claim = Some((sequence, InFlight::new(signed.clone(), now.mono_ms)));
+                self.claim = Some((
+                    sequence,
+                    fingerprint,
+                    InFlight::new(signed.clone(), now.mono_ms),
+                ));
                 signed
             }
         };

@@ -662,3 +662,54 @@ fn a_chain_request_sent_too_often_is_replaced_by_a_fresh_one() {
     assert_eq!(fresh.len(), 1);
     assert_ne!(fresh, first, "a new nonce after {TX_SENDS_MAX} sends");
 }
+
+/// The certificate each submitted name claim names.
+fn claimed_certificates(actions: &[TrustAction]) -> Vec<Hash> {
+    submitted(actions)
+        .into_iter()
+        .filter_map(|tx| match tx {
+            TrustTx::RegisterName(signed) => Some(signed.claim.certificate),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_name_claim_in_flight_follows_a_new_certificate_at_once() {
+    let mut agent = agent();
+    let mut monitor = Monitor::new(Default::default());
+    let mut own = app();
+    let (_, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
+    commit(
+        &mut own,
+        1,
+        600,
+        &[TrustTx::LogCertificate(certificate.clone())],
+    );
+    // Phase 2: the name is claimed for the authority's certificate, and a
+    // chain certificate is asked for.
+    let actions = agent.tick(at(1_000), &own, true, &mut monitor);
+    assert_eq!(claimed_certificates(&actions), [certificate.fingerprint()]);
+    let requests = chain_requests(&actions);
+    assert_eq!(requests.len(), 1);
+    // The chain certificate commits, the claim does not (yet): the next
+    // tick claims the name for the new certificate without waiting out the
+    // retry interval.
+    assert_eq!(commit(&mut own, 2, 1_100, &requests), [true]);
+    let actions = agent.tick(at(1_200), &own, true, &mut monitor);
+    let (current, _) = own
+        .current_certificate(&agent.me, T0_MS + 1_200)
+        .expect("certified");
+    assert!(matches!(current.issuer, Issuer::Chain { height: 2 }));
+    assert_eq!(claimed_certificates(&actions), [current.fingerprint()]);
+    // And that claim is then resent unchanged.
+    let again = agent.tick(at(1_200 + TX_RETRY_MS), &own, true, &mut monitor);
+    assert_eq!(claimed_certificates(&again), [current.fingerprint()]);
+    assert_eq!(
+        submitted(&again)
+            .iter()
+            .filter(|tx| matches!(tx, TrustTx::RegisterName(_)))
+            .count(),
+        1
+    );
+}

@@ -132,11 +132,10 @@ impl Store {
 
     /// The root the state would have after `writes`, without applying them.
     pub(crate) fn root_after(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Hash {
-        let changes = group(
-            writes
-                .iter()
-                .map(|(key, value)| (key.as_slice(), value.as_deref())),
-        );
+        let changes = group(writes.iter().map(|(key, value)| {
+            let entry = value.as_deref().map(|value| entry_hash(key, value));
+            (key.as_slice(), entry)
+        }));
         let mut roots: Vec<Hash> = self.buckets.iter().map(|bucket| bucket.root).collect();
         for (index, bucket_changes) in &changes {
             roots[*index] = merged_root(*index, &self.buckets[*index].entries, bucket_changes);
@@ -146,9 +145,7 @@ impl Store {
 
     /// Applies a write set and re-hashes the buckets it touched.
     pub(crate) fn apply(&mut self, updates: &[StateUpdate]) {
-        let mut changes = BucketChanges::new();
-        for update in updates {
-            let hash = key_hash(&update.key);
+        let changes = group(updates.iter().map(|update| {
             let entry = match &update.value {
                 Some(value) => {
                     let (shared, digest) = hm_env::intern::intern_with_digest(value);
@@ -160,11 +157,8 @@ impl Store {
                     None
                 }
             };
-            changes
-                .entry(bucket_of(&hash))
-                .or_default()
-                .insert(hash, entry);
-        }
+            (update.key.as_slice(), entry)
+        }));
         for (index, bucket_changes) in changes {
             let bucket = &mut self.buckets[index];
             for (key_hash, entry) in bucket_changes {
@@ -196,14 +190,15 @@ impl Store {
     }
 }
 
-fn group<'a>(writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> BucketChanges {
+/// Groups writes — (key, new entry hash, or `None` for a delete) — by bucket.
+fn group<'a>(writes: impl Iterator<Item = (&'a [u8], Option<Hash>)>) -> BucketChanges {
     let mut changes = BucketChanges::new();
-    for (key, value) in writes {
+    for (key, entry) in writes {
         let hash = key_hash(key);
         changes
             .entry(bucket_of(&hash))
             .or_default()
-            .insert(hash, value.map(|value| entry_hash(key, value)));
+            .insert(hash, entry);
     }
     changes
 }

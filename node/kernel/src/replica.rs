@@ -1178,7 +1178,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             evidence: block.body.evidence.len(),
             proposal_to_commit_ms,
         });
-        let encoded_len = block.encode().len();
+        let encoded_len = hm_wire::encoded_len(&block);
         self.head_header = Some(block.header.clone());
         if self.recent.len() == RECENT_BLOCKS_KEPT {
             self.recent.pop_front();
@@ -1219,7 +1219,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 Ok(blocks) => blocks
                     .into_iter()
                     .map(|block| {
-                        let size = block.encode().len();
+                        let size = hm_wire::encoded_len(&block);
                         (block, size)
                     })
                     .collect(),

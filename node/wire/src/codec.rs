@@ -72,6 +72,19 @@ pub fn try_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError
         .map_err(|error: EncodeError| WireError::Unencodable(error.to_string()))
 }
 
+/// The length of [`encode`]'s output, counted without building it.
+///
+/// # Panics
+///
+/// Where [`encode`] would.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut counter, WIRE_CONFIG) {
+        Ok(()) => counter.bytes_written,
+        Err(error) => panic!("hm_wire::encoded_len: {error}"),
+    }
+}
+
 /// Decodes a `T` from exactly `bytes`, refusing anything but its canonical
 /// encoding.
 ///
@@ -222,6 +235,11 @@ mod tests {
             let back: Sample = decode(&bytes, bytes.len()).expect("own encoding decodes");
             prop_assert_eq!(&back, &value);
             prop_assert_eq!(encode(&back), bytes);
+        }
+
+        #[test]
+        fn encoded_len_is_the_encodings_length(value in sample()) {
+            prop_assert_eq!(encoded_len(&value), encode(&value).len());
         }
 
         #[test]

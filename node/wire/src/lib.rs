@@ -10,7 +10,7 @@ pub mod seal;
 mod serde_bytes;
 pub mod sign;
 
-pub use codec::{decode, encode, try_encode};
+pub use codec::{decode, encode, encoded_len, try_encode};
 pub use error::WireError;
 pub use hash::{Hash, hash, hash_parts};
 pub use seal::{KemPublicKey, KemSecretKey, open, seal};

@@ -105,7 +105,7 @@ pub struct EndpointStats {
 /// This endpoint's identity bytes and the live connections that must hear
 /// when they change.
 struct Presence {
-    /// Signed into every handshake binding and re-authentication.
+    /// Signed into every handshake binding, sent in every re-authentication.
     extra: Arc<Vec<u8>>,
     /// 0 for the configured bytes; [`Endpoint::present`] adds one.
     generation: u64,
@@ -528,12 +528,14 @@ impl<E: Env> Endpoint<E> {
             connections = live.len(),
             "presenting new identity bytes"
         );
+        // One frame for every connection: it is not bound to any of them.
+        let frame = encoded_reauth(generation, &extra);
         for shared in live {
             tokio::spawn(reauthenticate(
                 context.clone(),
                 shared,
                 generation,
-                extra.clone(),
+                frame.clone(),
             ));
         }
         Ok(generation)
@@ -742,21 +744,33 @@ fn register<E: Env>(
             false
         }
         Some(Some((generation, extra))) => {
-            tokio::spawn(reauthenticate(context.clone(), shared, generation, extra));
+            let frame = encoded_reauth(generation, &extra);
+            tokio::spawn(reauthenticate(context.clone(), shared, generation, frame));
             true
         }
         Some(None) => true,
     }
 }
 
-/// Sends `extra` as identity generation `generation` on one connection.
-/// Skipped when the connection is gone or a newer generation exists (its
-/// own task sends that one, and the peer would ignore this).
+/// The encoded re-authentication frame for identity bytes `extra` as
+/// generation `generation`.
+fn encoded_reauth(generation: u64, extra: &[u8]) -> Arc<Vec<u8>> {
+    let frame = ReauthFrame {
+        generation,
+        extra: extra.to_vec(),
+    };
+    Arc::new(frame.encode())
+}
+
+/// Sends the encoded re-authentication `frame` of generation `generation`
+/// on one connection. Skipped when the connection is gone or a newer
+/// generation exists (its own task sends that one, and the peer would
+/// ignore this).
 async fn reauthenticate<E: Env>(
     context: Arc<Context<E>>,
     shared: Weak<Shared>,
     generation: u64,
-    extra: Arc<Vec<u8>>,
+    frame: Arc<Vec<u8>>,
 ) {
     let Some(shared) = shared.upgrade() else {
         return;
@@ -764,11 +778,7 @@ async fn reauthenticate<E: Env>(
     if shared.is_closed() || lock(&context.presence).generation > generation {
         return;
     }
-    let frame = ReauthFrame {
-        generation,
-        extra: extra.to_vec(),
-    };
-    shared.send_reauth(generation, &frame.encode()).await;
+    shared.send_reauth(generation, &frame).await;
 }
 
 /// Reads a length-prefixed identity binding (the kind byte, if any, is

@@ -548,16 +548,13 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         if transactions.is_empty() {
             return;
         }
-        let me = self
-            .block_key
-            .as_ref()
-            .map(|key| key.verifying_key().fingerprint());
+        let me = self.core.as_ref().map(Core::validator_index);
         let mut targets = BTreeSet::new();
         for ahead in 1..=TX_PROPOSERS_AHEAD {
             let height = self.height() + ahead;
             let index = crate::consensus::proposer(&self.chain_id, &self.validators, height, 0);
-            if let Some(validator) = self.validators.get(index)
-                && Some(validator.id) != me
+            if Some(index) != me
+                && let Some(validator) = self.validators.get(index)
             {
                 targets.insert(validator.id);
             }

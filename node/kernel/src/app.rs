@@ -6,7 +6,10 @@
 //! write set and state root on every node, whatever the platform. That is why
 //! state lives in ordered maps and roots are Merkle roots over sorted entries.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use hm_env::Entropy;
 use hm_wire::{Hash, merkle};
@@ -30,7 +33,74 @@ pub struct Execution {
     /// Per transaction: `Ok` or why it had no effect. A rejected transaction
     /// still occupies its place in the block (the proposer pays for it).
     pub results: Vec<Result<(), TxError>>,
+    /// What the application worked out while executing that committing
+    /// this write set can reuse.
+    pub hint: CommitHint,
 }
+
+impl Execution {
+    /// [`crate::block::updates_root`] of the write set, computed once and
+    /// shared by every clone of this execution (a simulator's nodes share
+    /// one execution of each block). The write set must not change after.
+    pub fn updates_root(&self) -> Hash {
+        *self
+            .hint
+            .updates_root
+            .get_or_init(|| crate::block::updates_root(&self.updates))
+    }
+}
+
+/// Work done while executing a block that its commit of the same write set
+/// can reuse instead of redoing: for the application, hashes of the written
+/// entries and shared copies of the values (opaque to the kernel); for the
+/// kernel, the write set's root. Only a cache — the same state is committed
+/// with or without it — so it takes no part in equality. Clones share it.
+#[derive(Clone, Default)]
+pub struct CommitHint {
+    app: Option<Arc<dyn Any + Send + Sync>>,
+    updates_root: Arc<OnceLock<Hash>>,
+}
+
+impl CommitHint {
+    pub fn new<T: Any + Send + Sync>(value: T) -> CommitHint {
+        CommitHint {
+            app: Some(Arc::new(value)),
+            updates_root: Arc::default(),
+        }
+    }
+
+    /// The application's part alone, for an execution with another write
+    /// set (a composed application wrapping a module's execution).
+    pub fn app_part(&self) -> CommitHint {
+        CommitHint {
+            app: self.app.clone(),
+            updates_root: Arc::default(),
+        }
+    }
+
+    /// The application's hint, if there is one of type `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.app.as_deref()?.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Debug for CommitHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.app.is_some() {
+            "CommitHint(..)"
+        } else {
+            "CommitHint(none)"
+        })
+    }
+}
+
+impl PartialEq for CommitHint {
+    fn eq(&self, _other: &CommitHint) -> bool {
+        true
+    }
+}
+
+impl Eq for CommitHint {}
 
 /// What a block tells the application besides its transactions: where it
 /// sits and the proposer's timestamp (agreed by consensus, so the same on
@@ -84,6 +154,17 @@ pub trait Application: Send + 'static {
 
     /// Applies a committed block's write set. Heights arrive in order.
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError>;
+
+    /// Applies the write set of `execution`, which [`Application::execute_block`]
+    /// produced on the state committed now; an application may reuse
+    /// `execution.hint`. The same state results as from `commit`.
+    fn commit_execution(
+        &mut self,
+        height: Height,
+        execution: &Execution,
+    ) -> Result<(), CommitError> {
+        self.commit(height, &execution.updates)
+    }
 
     /// Root over the committed state.
     fn state_root(&self) -> Hash;
@@ -230,6 +311,7 @@ impl Application for KvApp {
             state_root: root_of(&next),
             log_head: LogHead::empty(),
             results,
+            hint: CommitHint::default(),
         }
     }
 

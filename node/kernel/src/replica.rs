@@ -168,7 +168,8 @@ pub enum ReplicaOutput {
         round: Round,
         block_hash: Hash,
         transactions: usize,
-        evidence: usize,
+        /// The block's evidence, for the node's monitor.
+        evidence: Vec<Evidence>,
         /// When this block is our own proposal, the time from deciding to
         /// propose it to committing it (the latency consensus adds).
         proposal_to_commit_ms: Option<u64>,
@@ -318,7 +319,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 BlockContext::new(height, block.header.timestamp_ms),
                 &block.body.transactions,
             );
-            if block::updates_root(&execution.updates) != block.header.updates_root {
+            if execution.updates_root() != block.header.updates_root {
                 return Err(ReplicaError::Replay {
                     height,
                     reason:
@@ -326,7 +327,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                             .into(),
                 });
             }
-            app.commit(height, &execution.updates)
+            app.commit_execution(height, &execution)
                 .map_err(|error| ReplicaError::Replay {
                     height,
                     reason: error.to_string(),
@@ -822,7 +823,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             round,
             previous_hash: parent.hash,
             transactions_root: body.transactions_root(),
-            updates_root: block::updates_root(&execution.updates),
+            updates_root: execution.updates_root(),
             evidence_root: body.evidence_root(),
             state_root: execution.state_root,
             log_head: execution.log_head,
@@ -979,7 +980,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             BlockContext::new(header.height, header.timestamp_ms),
             &block.body.transactions,
         );
-        if block::updates_root(&execution.updates) != header.updates_root {
+        if execution.updates_root() != header.updates_root {
             return Err("the header's updates root differs from executing its transactions".into());
         }
         block::check_write_set(&execution.updates)
@@ -1121,7 +1122,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             self.report(None, format!("cannot store block {height}: {error}"));
             return;
         }
-        if let Err(error) = self.app.commit(height, &execution.updates) {
+        if let Err(error) = self.app.commit_execution(height, &execution) {
             self.report(None, format!("application refused block {height}: {error}"));
         }
         debug_assert_eq!(self.app.state_root(), block.header.state_root);
@@ -1172,7 +1173,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             round,
             block_hash,
             transactions: block.body.transactions.len(),
-            evidence: block.body.evidence.len(),
+            evidence: block.body.evidence.clone(),
             proposal_to_commit_ms,
         });
         let encoded_len = hm_wire::encoded_len(&block);

@@ -17,7 +17,9 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use hm_kernel::app::{Application, BlockContext, CommitError, Execution, KvApp, TxError};
+use hm_kernel::app::{
+    Application, BlockContext, CommitError, CommitHint, Execution, KvApp, TxError,
+};
 use hm_kernel::block::{Height, LogHead, STATE_KEY_BYTES_MAX, StateUpdate, Transaction};
 use hm_trustchain::app::TrustApp;
 use hm_wire::Hash;
@@ -217,7 +219,39 @@ impl NodeApp {
             state_root: Self::root_of(&kv.state_root, &trust.state_root),
             log_head: trust.log_head,
             results,
+            // The key-value module has no hint; TrustChain's is the one
+            // (its write set is prefixed here, so not its updates root).
+            hint: trust.hint.app_part(),
         }
+    }
+
+    /// Splits a write set by module and commits each part.
+    fn commit_split(
+        &mut self,
+        height: Height,
+        updates: &[StateUpdate],
+        hint: &CommitHint,
+    ) -> Result<(), CommitError> {
+        let mut kv_updates = Vec::new();
+        let mut trust_updates = Vec::new();
+        for update in updates {
+            let Some((module, key)) = update.key.split_first() else {
+                continue; // never written by execute_block
+            };
+            let stripped = StateUpdate {
+                key: key.to_vec(),
+                value: update.value.clone(),
+            };
+            match *module {
+                MODULE_KV => kv_updates.push(stripped),
+                MODULE_TRUST => trust_updates.push(stripped),
+                _ => {} // never written by execute_block
+            }
+        }
+        self.kv.commit(height, &kv_updates)?;
+        self.trust
+            .write()
+            .commit_with_hint(height, &trust_updates, hint)
     }
 
     fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
@@ -271,24 +305,15 @@ impl Application for NodeApp {
     }
 
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
-        let mut kv_updates = Vec::new();
-        let mut trust_updates = Vec::new();
-        for update in updates {
-            let Some((module, key)) = update.key.split_first() else {
-                continue; // never written by execute_block
-            };
-            let stripped = StateUpdate {
-                key: key.to_vec(),
-                value: update.value.clone(),
-            };
-            match *module {
-                MODULE_KV => kv_updates.push(stripped),
-                MODULE_TRUST => trust_updates.push(stripped),
-                _ => {} // never written by execute_block
-            }
-        }
-        self.kv.commit(height, &kv_updates)?;
-        self.trust.write().commit(height, &trust_updates)
+        self.commit_split(height, updates, &CommitHint::default())
+    }
+
+    fn commit_execution(
+        &mut self,
+        height: Height,
+        execution: &Execution,
+    ) -> Result<(), CommitError> {
+        self.commit_split(height, &execution.updates, &execution.hint)
     }
 
     fn state_root(&self) -> Hash {

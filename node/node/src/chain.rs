@@ -232,12 +232,10 @@ impl<E: Env> ChainShell<E> {
                         self.committed.push(block_hash);
                     }
                     self.counters.transactions_committed += transactions as u64;
-                    self.counters.evidence_committed += evidence as u64;
-                    if evidence > 0
-                        && let Ok(Some(block)) = self.replica.store().block(height)
-                    {
+                    self.counters.evidence_committed += evidence.len() as u64;
+                    if !evidence.is_empty() {
                         let mut monitor = self.trust.monitor();
-                        for evidence in &block.body.evidence {
+                        for evidence in &evidence {
                             monitor.on_committed_evidence(evidence);
                         }
                     }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use hm_kernel::app::{Application, BlockContext, CommitError, Execution, TxError};
+use hm_kernel::app::{Application, BlockContext, CommitError, CommitHint, Execution, TxError};
 use hm_kernel::block::{Height, StateUpdate, Transaction};
 use hm_kernel::validators::ValidatorSet;
 use hm_wire::{Hash, merkle};
@@ -25,7 +25,7 @@ use crate::dns::{DnsRecord, NAMES_PER_OWNER_MAX, NameLookup, SignedNameClaim};
 use crate::keys::{self, CertRecord, Revoked, SubjectRevocation};
 use crate::log::{CertificateLog, ConsistencyProof, Frontier, InclusionProof, LogHead};
 use crate::name::DnsName;
-use crate::store::{Store, merge_scan, prefix_bounds};
+use crate::store::{PreparedWrites, Store, merge_scan, prefix_bounds};
 use crate::tx::{Finding, FindingKind, Report, SignedRevocation, TrustTx, UNLOGGED_GRACE_MS};
 
 /// Most certificates one subject may ever have logged. Every logged
@@ -232,6 +232,91 @@ impl NameLookup for TrustApp {
     }
 }
 
+/// What executing a block worked out that committing it reuses (the
+/// [`CommitHint`] of TrustApp's executions): a simulator's thousand nodes
+/// commit each block from one shared execution, so the entry hashes, log
+/// leaf hashes and interned values are computed once, not once per node.
+#[derive(Debug)]
+struct PreparedCommit {
+    store: PreparedWrites,
+    state_root: Hash,
+    /// The log's size before the block, and the leaf hashes it appends.
+    log_size: u64,
+    log_leaves: Vec<Hash>,
+}
+
+impl TrustApp {
+    /// Commits `updates`, reusing `hint` when it was made by executing them
+    /// on the state committed now (otherwise hashing everything again).
+    ///
+    /// # Panics
+    ///
+    /// If the write set rewrites or skips log entries. Committed write sets
+    /// are what execution produced (agreed by consensus, or replayed from
+    /// our own disk), and execution only appends; anything else is a bug or
+    /// corrupted storage, and going on would fork the log.
+    pub fn commit_with_hint(
+        &mut self,
+        height: Height,
+        updates: &[StateUpdate],
+        hint: &CommitHint,
+    ) -> Result<(), CommitError> {
+        if height != self.height + 1 {
+            return Err(CommitError::OutOfOrder {
+                committed: self.height,
+                got: height,
+            });
+        }
+        let prepared = hint
+            .get::<PreparedCommit>()
+            .filter(|prepared| prepared.log_size == self.log.len());
+        let mut appends = Vec::new();
+        for update in updates
+            .iter()
+            .filter(|update| update.key.starts_with(keys::LOG))
+        {
+            let expected = self.log.len() + appends.len() as u64;
+            let index = keys::log_index(&update.key);
+            match (&update.value, index) {
+                (Some(value), Some(index)) if index == expected => {
+                    let offset = appends.len();
+                    appends.push(
+                        match prepared.and_then(|prepared| prepared.log_leaves.get(offset)) {
+                            Some(leaf) => *leaf,
+                            None => merkle::leaf_hash(value),
+                        },
+                    );
+                }
+                _ => panic!(
+                    "commit of height {height}: log write {index:?} (value present: {}) is not the append of entry {expected}; the log is append-only",
+                    update.value.is_some()
+                ),
+            }
+        }
+        let hinted = prepared.is_some_and(|prepared| {
+            prepared.log_leaves.len() == appends.len()
+                && self.store.apply_prepared(updates, &prepared.store)
+        });
+        if !hinted {
+            appends = updates
+                .iter()
+                .filter(|update| update.key.starts_with(keys::LOG))
+                .filter_map(|update| update.value.as_deref().map(merkle::leaf_hash))
+                .collect();
+            self.store.apply(updates);
+        }
+        for leaf in appends {
+            if let Err(error) = self.log.append_leaf_hash(leaf) {
+                panic!(
+                    "commit of height {height}: {error}; execution checks room before appending"
+                );
+            }
+        }
+        self.height = height;
+        Ok(())
+    }
+}
+
 impl Application for TrustApp {
     /// Decoding, limits and names under the zone; signatures and state
     /// rules are checked at execution (verifying here would cost every node
@@ -262,8 +347,14 @@ impl Application for TrustApp {
                 state.execute(block, &decoded).map_err(TxError::Rejected)
             })
             .collect();
-        let state_root = self.store.root_after(&state.writes);
+        let store = self.store.prepare(&state.writes);
         let log_head = state.log_head();
+        let prepared = PreparedCommit {
+            state_root: store.root,
+            store,
+            log_size: self.log.len(),
+            log_leaves: std::mem::take(&mut state.pending_leaves),
+        };
         let updates: Vec<StateUpdate> = state
             .writes
             .into_iter()
@@ -272,10 +363,19 @@ impl Application for TrustApp {
         debug_assert!(updates.len() <= hm_kernel::block::STATE_UPDATES_PER_BLOCK_MAX);
         Execution {
             updates,
-            state_root,
+            state_root: prepared.state_root,
             log_head,
             results,
+            hint: CommitHint::new(prepared),
         }
+    }
+
+    fn commit_execution(
+        &mut self,
+        height: Height,
+        execution: &Execution,
+    ) -> Result<(), CommitError> {
+        self.commit_with_hint(height, &execution.updates, &execution.hint)
     }
 
     /// # Panics
@@ -285,39 +385,7 @@ impl Application for TrustApp {
     /// our own disk), and execution only appends; anything else is a bug or
     /// corrupted storage, and going on would fork the log.
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
-        if height != self.height + 1 {
-            return Err(CommitError::OutOfOrder {
-                committed: self.height,
-                got: height,
-            });
-        }
-        let mut appends = Vec::new();
-        for update in updates
-            .iter()
-            .filter(|update| update.key.starts_with(keys::LOG))
-        {
-            let expected = self.log.len() + appends.len() as u64;
-            let index = keys::log_index(&update.key);
-            match (&update.value, index) {
-                (Some(value), Some(index)) if index == expected => {
-                    appends.push(merkle::leaf_hash(value));
-                }
-                _ => panic!(
-                    "commit of height {height}: log write {index:?} (value present: {}) is not the append of entry {expected}; the log is append-only",
-                    update.value.is_some()
-                ),
-            }
-        }
-        self.store.apply(updates);
-        for leaf in appends {
-            if let Err(error) = self.log.append_leaf_hash(leaf) {
-                panic!(
-                    "commit of height {height}: {error}; execution checks room before appending"
-                );
-            }
-        }
-        self.height = height;
-        Ok(())
+        self.commit_with_hint(height, updates, &CommitHint::default())
     }
 
     fn state_root(&self) -> Hash {
@@ -343,6 +411,8 @@ struct State<'a> {
     /// Root after each pending append: `pending_roots[i]` is the root at
     /// size `committed + i + 1`.
     pending_roots: Vec<Hash>,
+    /// Leaf hash of each pending append, in order.
+    pending_leaves: Vec<Hash>,
     /// Writes by the transaction being executed.
     tx_writes: usize,
 }
@@ -354,6 +424,7 @@ impl<'a> State<'a> {
             writes: BTreeMap::new(),
             log: None,
             pending_roots: Vec::new(),
+            pending_leaves: Vec::new(),
             tx_writes: 0,
         }
     }
@@ -556,6 +627,7 @@ impl<'a> State<'a> {
         frontier.push(fingerprint);
         let root = frontier.root();
         self.pending_roots.push(root);
+        self.pending_leaves.push(fingerprint);
         let record = CertRecord {
             log_index: index,
             subject,

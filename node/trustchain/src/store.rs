@@ -38,6 +38,7 @@ fn key_hash(key: &[u8]) -> Hash {
 /// An entry's hash commits to the value through its plain SHA-256: the
 /// digest [`hm_env::intern`] computes anyway when the committed value is
 /// stored, so committing a write set reads each value once, not twice.
+#[cfg(test)]
 fn entry_hash(key: &[u8], value: &[u8]) -> Hash {
     entry_hash_of_digest(key, &hm_env::intern::digest(value))
 }
@@ -63,6 +64,29 @@ fn state_root(bucket_roots: impl Iterator<Item = Hash>) -> Hash {
     debug_assert_eq!(roots.len(), BUCKETS);
     let parts: Vec<&[u8]> = roots.iter().map(|root| &root.0[..]).collect();
     hm_wire::hash_parts(STATE_ROOT_DOMAIN, &parts)
+}
+
+/// One write of a [`PreparedWrites`].
+#[derive(Debug)]
+struct PreparedWrite {
+    key: Vec<u8>,
+    key_hash: Hash,
+    /// The shared value and its entry hash; `None` deletes.
+    value: Option<(Arc<[u8]>, Hash)>,
+}
+
+/// A write set hashed against the state it was executed on
+/// ([`Store::prepare`]).
+#[derive(Debug)]
+pub(crate) struct PreparedWrites {
+    /// Root of the state the writes were hashed against.
+    base_root: Hash,
+    /// In key order, as the write set.
+    writes: Vec<PreparedWrite>,
+    /// New root of every bucket the writes touch.
+    bucket_roots: Vec<(usize, Hash)>,
+    /// The state root after the writes.
+    pub(crate) root: Hash,
 }
 
 #[derive(Debug, Clone)]
@@ -130,17 +154,40 @@ impl Store {
             .map(|(key, value)| (key, &**value))
     }
 
-    /// The root the state would have after `writes`, without applying them.
-    pub(crate) fn root_after(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Hash {
-        let changes = group(writes.iter().map(|(key, value)| {
-            let entry = value.as_deref().map(|value| entry_hash(key, value));
-            (key.as_slice(), entry)
+    /// Hashes `writes` against this state without applying them: the root
+    /// they lead to, and everything [`Store::apply_prepared`] needs to apply
+    /// them without hashing again. Values are interned here.
+    pub(crate) fn prepare(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> PreparedWrites {
+        let prepared: Vec<PreparedWrite> = writes
+            .iter()
+            .map(|(key, value)| PreparedWrite {
+                key: key.clone(),
+                key_hash: key_hash(key),
+                value: value.as_deref().map(|value| {
+                    let (shared, digest) = hm_env::intern::intern_with_digest(value);
+                    (shared, entry_hash_of_digest(key, &digest))
+                }),
+            })
+            .collect();
+        let changes = group(prepared.iter().map(|write| {
+            (
+                write.key_hash,
+                write.value.as_ref().map(|(_, entry)| *entry),
+            )
         }));
         let mut roots: Vec<Hash> = self.buckets.iter().map(|bucket| bucket.root).collect();
+        let mut bucket_roots = Vec::with_capacity(changes.len());
         for (index, bucket_changes) in &changes {
-            roots[*index] = merged_root(*index, &self.buckets[*index].entries, bucket_changes);
+            let root = merged_root(*index, &self.buckets[*index].entries, bucket_changes);
+            roots[*index] = root;
+            bucket_roots.push((*index, root));
         }
-        state_root(roots.into_iter())
+        PreparedWrites {
+            base_root: self.root,
+            writes: prepared,
+            bucket_roots,
+            root: state_root(roots.into_iter()),
+        }
     }
 
     /// Applies a write set and re-hashes the buckets it touched.
@@ -157,7 +204,7 @@ impl Store {
                     None
                 }
             };
-            (update.key.as_slice(), entry)
+            (key_hash(&update.key), entry)
         }));
         for (index, bucket_changes) in changes {
             let bucket = &mut self.buckets[index];
@@ -170,6 +217,48 @@ impl Store {
             bucket.root = bucket_root(index, bucket.entries.values());
         }
         self.root = state_root(self.buckets.iter().map(|bucket| bucket.root));
+    }
+
+    /// Applies `updates` using what [`Store::prepare`] computed for them,
+    /// hashing nothing. Returns `false`, changing nothing, when `prepared`
+    /// was not made for these updates on this state (the caller then uses
+    /// [`Store::apply`]).
+    pub(crate) fn apply_prepared(
+        &mut self,
+        updates: &[StateUpdate],
+        prepared: &PreparedWrites,
+    ) -> bool {
+        let matches = prepared.base_root == self.root
+            && prepared.writes.len() == updates.len()
+            && updates.iter().zip(&prepared.writes).all(|(update, write)| {
+                update.key == write.key
+                    && match (&update.value, &write.value) {
+                        (Some(value), Some((shared, _))) => value.len() == shared.len(),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+        if !matches {
+            return false;
+        }
+        for write in &prepared.writes {
+            let bucket = &mut self.buckets[bucket_of(&write.key_hash)];
+            match &write.value {
+                Some((shared, entry)) => {
+                    self.entries.insert(write.key.clone(), Arc::clone(shared));
+                    bucket.entries.insert(write.key_hash, *entry);
+                }
+                None => {
+                    self.entries.remove(&write.key);
+                    bucket.entries.remove(&write.key_hash);
+                }
+            }
+        }
+        for (index, root) in &prepared.bucket_roots {
+            self.buckets[*index].root = *root;
+        }
+        self.root = prepared.root;
+        true
     }
 
     /// The root recomputed from the entries alone, hashing everything: the
@@ -190,11 +279,11 @@ impl Store {
     }
 }
 
-/// Groups writes — (key, new entry hash, or `None` for a delete) — by bucket.
-fn group<'a>(writes: impl Iterator<Item = (&'a [u8], Option<Hash>)>) -> BucketChanges {
+/// Groups writes — (key hash, new entry hash, or `None` for a delete) — by
+/// bucket.
+fn group(writes: impl Iterator<Item = (Hash, Option<Hash>)>) -> BucketChanges {
     let mut changes = BucketChanges::new();
-    for (key, entry) in writes {
-        let hash = key_hash(key);
+    for (hash, entry) in writes {
         changes
             .entry(bucket_of(&hash))
             .or_default()
@@ -399,10 +488,19 @@ mod tests {
                     .iter()
                     .map(|(key, value)| StateUpdate { key: key.clone(), value: value.clone() })
                     .collect();
-                let preview = store.root_after(&writes(&updates));
+                let prepared = store.prepare(&writes(&updates));
+                let mut hinted = store.clone();
                 store.apply(&updates);
-                prop_assert_eq!(store.root(), preview);
+                prop_assert_eq!(store.root(), prepared.root);
                 prop_assert_eq!(store.root(), store.root_from_scratch());
+                // Applying what prepare worked out gives the same state.
+                prop_assert!(hinted.apply_prepared(&updates, &prepared));
+                prop_assert_eq!(hinted.root(), store.root());
+                prop_assert_eq!(hinted.root_from_scratch(), store.root());
+                prop_assert!(hinted.entries == store.entries);
+                // Once applied, the same preparation no longer fits.
+                prop_assert!(updates.is_empty() || prepared.root == prepared.base_root
+                    || !hinted.clone().apply_prepared(&updates, &prepared));
             }
         }
     }

@@ -288,7 +288,7 @@ impl<E: Env> ChainShell<E> {
         if targets.is_empty() {
             return;
         }
-        let bytes = message.encode();
+        let bytes = bytes::Bytes::from(message.encode());
         for target in targets {
             match self.links.get(&target) {
                 Some(link) if link.outbox.try_send(bytes.clone()).is_ok() => {

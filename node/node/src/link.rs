@@ -2,6 +2,7 @@
 //! bounded outbox into the connection, and a reader turning what arrives
 //! into the shell's events (and one final event when the connection ends).
 
+use bytes::Bytes;
 use hm_stoq::Connection;
 use tokio::sync::mpsc;
 
@@ -14,7 +15,9 @@ pub(crate) struct Link<Id> {
     /// Who dialled: the connection dialled by the smaller node id wins when
     /// two nodes dial each other at once (both sides decide alike).
     pub(crate) initiator: Id,
-    pub(crate) outbox: mpsc::Sender<Vec<u8>>,
+    /// Shared buffers: one message to many peers is encoded once and
+    /// never copied on the way into QUIC.
+    pub(crate) outbox: mpsc::Sender<Bytes>,
 }
 
 /// Starts the writer and reader of `connection`; returns the outbox.
@@ -26,16 +29,16 @@ pub(crate) fn spawn_link<Ev, F>(
     events: mpsc::Sender<Ev>,
     message: F,
     closed: Ev,
-) -> mpsc::Sender<Vec<u8>>
+) -> mpsc::Sender<Bytes>
 where
     Ev: Send + 'static,
     F: Fn(Vec<u8>) -> Ev + Send + 'static,
 {
-    let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(outbox_max);
+    let (outbox, mut outgoing) = mpsc::channel::<Bytes>(outbox_max);
     let writer = connection.clone();
     tokio::spawn(async move {
         while let Some(bytes) = outgoing.recv().await {
-            if let Err(error) = writer.send_message(&bytes).await {
+            if let Err(error) = writer.send_message_shared(bytes).await {
                 tracing::debug!(%error, "send failed; the reader reports the close");
                 break;
             }

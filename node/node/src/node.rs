@@ -273,7 +273,7 @@ impl<E: Env> Shell<E> {
                 });
             }
             Action::Send { to, message } => {
-                let bytes = hm_wire::encode(&message);
+                let bytes = bytes::Bytes::from(hm_wire::encode(&message));
                 match self.links.get(&to) {
                     Some(link) if link.outbox.try_send(bytes).is_ok() => self.messages_sent += 1,
                     _ => self.messages_dropped += 1,

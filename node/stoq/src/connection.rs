@@ -270,6 +270,22 @@ fn read_to_end_fault(error: ReadToEndError, len: usize) -> Fault {
     }
 }
 
+/// A message body to write: borrowed (copied into QUIC's buffers) or a
+/// shared buffer QUIC takes as it is.
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Borrowed(payload) => payload.len(),
+            Payload::Shared(payload) => payload.len(),
+        }
+    }
+}
+
 pub(crate) fn write_error(error: WriteError) -> StoqError {
     match error {
         WriteError::ConnectionLost(error) => StoqError::Connection(error),
@@ -373,12 +389,17 @@ impl Shared {
 
     /// Opens a uni stream and writes `header` and `payload`, within the
     /// stream deadline (a peer that stops granting credit cannot hold us).
-    async fn write_uni(&self, header: &[u8], payload: &[u8]) -> Result<(), StoqError> {
+    async fn write_uni(&self, header: &[u8], payload: Payload<'_>) -> Result<(), StoqError> {
         let timeout = self.limits.stream_timeout;
         let write = async {
             let mut send = self.quic.open_uni().await?;
             send.write_all(header).await.map_err(write_error)?;
-            send.write_all(payload).await.map_err(write_error)?;
+            match payload {
+                Payload::Borrowed(payload) => send.write_all(payload).await,
+                // Handed to QUIC as it is: no copy.
+                Payload::Shared(payload) => send.write_chunk(payload).await,
+            }
+            .map_err(write_error)?;
             send.finish().map_err(StoqError::stream)?;
             Ok::<(), StoqError>(())
         };
@@ -399,7 +420,7 @@ impl Shared {
     pub(crate) async fn send_reauth(&self, generation: u64, body: &[u8]) {
         debug_assert!(body.len() <= REAUTH_FRAME_BYTES_MAX);
         let header = encode_prefixed_header(KIND_REAUTH, body.len());
-        match self.write_uni(&header, body).await {
+        match self.write_uni(&header, Payload::Borrowed(body)).await {
             Ok(()) => {
                 bump(&self.counters.reauths_sent, 1);
                 bump(&self.endpoint_counters.reauths_sent, 1);
@@ -934,16 +955,27 @@ impl Connection {
     /// Sends one message on its own unidirectional stream. At most
     /// `frame_bytes_max`; larger ones go through [`Connection::send_large`].
     pub async fn send_message(&self, payload: &[u8]) -> Result<(), StoqError> {
+        self.send_message_payload(Payload::Borrowed(payload)).await
+    }
+
+    /// [`Connection::send_message`] of a shared buffer, handed to QUIC
+    /// without a copy: for one message sent to many peers.
+    pub async fn send_message_shared(&self, payload: Bytes) -> Result<(), StoqError> {
+        self.send_message_payload(Payload::Shared(payload)).await
+    }
+
+    async fn send_message_payload(&self, payload: Payload<'_>) -> Result<(), StoqError> {
         let shared = self.shared();
-        self.check_frame(payload.len(), shared.limits.frame_bytes_max)?;
-        let header = encode_prefixed_header(KIND_MESSAGE, payload.len());
+        let len = payload.len();
+        self.check_frame(len, shared.limits.frame_bytes_max)?;
+        let header = encode_prefixed_header(KIND_MESSAGE, len);
         self.write_uni(&header, payload).await?;
         bump(&shared.counters.messages_sent, 1);
-        bump(&shared.counters.message_bytes_sent, payload.len() as u64);
+        bump(&shared.counters.message_bytes_sent, len as u64);
         Ok(())
     }
 
-    async fn write_uni(&self, header: &[u8], payload: &[u8]) -> Result<(), StoqError> {
+    async fn write_uni(&self, header: &[u8], payload: Payload<'_>) -> Result<(), StoqError> {
         self.shared().write_uni(header, payload).await
     }
 
@@ -967,7 +999,10 @@ impl Connection {
                     // chunk.len() <= large_chunk_bytes <= 1 GiB.
                     chunk_len: chunk.len() as u32,
                 };
-                async move { self.write_uni(&header.encode(), chunk).await }
+                async move {
+                    self.write_uni(&header.encode(), Payload::Borrowed(chunk))
+                        .await
+                }
             })
             .buffer_unordered(LARGE_SEND_STREAMS_PARALLEL)
             .try_collect::<Vec<()>>()

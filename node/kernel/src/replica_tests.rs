@@ -167,7 +167,9 @@ impl Net {
             match output {
                 ReplicaOutput::Send { to, message } => {
                     let targets: Vec<Hash> = match to {
-                        Destination::Validators => self.validator_ids.clone(),
+                        Destination::Validators | Destination::TowardValidators { .. } => {
+                            self.validator_ids.clone()
+                        }
                         Destination::Peers => self.members.iter().map(|m| m.id).collect(),
                         Destination::Followers => self
                             .members
@@ -387,6 +389,44 @@ fn a_validator_hands_outside_transactions_to_the_next_proposers_only() {
     // From another validator: kept (it did the handing on).
     let other = net.members[1].id;
     assert!(deliver(&mut net, other, workload.next_tx(&entropy)).is_empty());
+}
+
+#[test]
+fn a_follower_sends_its_own_transactions_to_validators_and_relays_others_toward_them() {
+    let mut net = Net::new(4, 2, 5);
+    let entropy = SeededEntropy::new(12, b"workload");
+    let mut workload = KvWorkload::new(8, 16, 0);
+    let peer = net.members[5].id;
+    let sent = |net: &mut Net| -> Vec<Destination> {
+        let replica = net.members[4].replica.as_mut().expect("running");
+        let mut destinations = Vec::new();
+        while let Some(output) = replica.poll_output() {
+            if let ReplicaOutput::Send {
+                to,
+                message: ChainMessage::Transactions(_),
+            } = output
+            {
+                destinations.push(to);
+            }
+        }
+        destinations
+    };
+    let now = net.now();
+    let own = workload.next_tx(&entropy);
+    let replica = net.members[4].replica.as_mut().expect("running");
+    replica.submit_transaction(now, own).expect("admitted");
+    assert_eq!(sent(&mut net), vec![Destination::Validators]);
+    let relayed = workload.next_tx(&entropy);
+    let replica = net.members[4].replica.as_mut().expect("running");
+    replica.handle_message(now, peer, ChainMessage::Transactions(vec![relayed.clone()]));
+    assert_eq!(
+        sent(&mut net),
+        vec![Destination::TowardValidators { from: peer }]
+    );
+    // Already pooled: relayed once only.
+    let replica = net.members[4].replica.as_mut().expect("running");
+    replica.handle_message(now, peer, ChainMessage::Transactions(vec![relayed]));
+    assert!(sent(&mut net).is_empty());
 }
 
 #[test]

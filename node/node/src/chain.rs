@@ -18,7 +18,8 @@ use hm_kernel::consensus::Signer;
 use hm_kernel::genesis::Genesis;
 use hm_kernel::proof::{GENESIS_PLOT_NONCE, SpacePlot};
 use hm_kernel::replica::{
-    ChainMessage, Destination, Now, Replica, ReplicaConfig, ReplicaOutput, ValidatorIdentity,
+    ChainMessage, Destination, Now, Replica, ReplicaConfig, ReplicaOutput, TX_RELAY_PEERS,
+    ValidatorIdentity,
 };
 use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
@@ -178,6 +179,8 @@ struct ChainShell<E: Env> {
     config: ChainConfig,
     validators: BTreeSet<Hash>,
     links: BTreeMap<Hash, Link<Hash>>,
+    /// Turns the choice of peers a relayed transaction goes to.
+    relay_turn: u64,
     dialing: BTreeSet<Hash>,
     events: mpsc::Sender<ChainEvent>,
     overlay: OverlayPeers,
@@ -269,19 +272,21 @@ impl<E: Env> ChainShell<E> {
                 .filter(|peer| !self.validators.contains(peer))
                 .copied()
                 .collect(),
-            Destination::Validators => {
+            Destination::Validators | Destination::TowardValidators { .. } => {
                 let linked: Vec<Hash> = self
                     .links
                     .keys()
                     .filter(|peer| self.validators.contains(peer))
                     .copied()
                     .collect();
-                // A follower without validator links reaches them through
-                // its peers (which forward transactions on).
-                if linked.is_empty() && !self.replica.is_validator() {
-                    self.links.keys().copied().collect()
-                } else {
+                if !linked.is_empty() || self.replica.is_validator() {
                     linked
+                } else if let Destination::TowardValidators { from } = to {
+                    self.relay_turn = self.relay_turn.wrapping_add(1);
+                    relay_targets(self.links.keys().copied(), from, self.relay_turn)
+                } else {
+                    // Our own: through every peer (which relay them on).
+                    self.links.keys().copied().collect()
                 }
             }
         };
@@ -1066,6 +1071,7 @@ pub(crate) async fn run_chain<E: Env>(
         config,
         validators,
         links: BTreeMap::new(),
+        relay_turn: 0,
         dialing: BTreeSet::new(),
         events,
         overlay,
@@ -1218,4 +1224,56 @@ fn load_phase<E: Env>(env: &E) -> Result<Phase, NodeError> {
         .and_then(|bytes| bytes.first().copied())
         .and_then(Phase::from_number)
         .unwrap_or_default())
+}
+
+/// The peers a relayed transaction goes to: at most [`TX_RELAY_PEERS`] of
+/// `peers`, never `from`, consecutive from a place `turn` moves, so
+/// successive relays spread over all peers.
+fn relay_targets(peers: impl Iterator<Item = Hash>, from: Hash, turn: u64) -> Vec<Hash> {
+    let others: Vec<Hash> = peers.filter(|peer| *peer != from).collect();
+    if others.is_empty() {
+        return others;
+    }
+    let start = (turn % others.len() as u64) as usize;
+    others
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(others.len().min(TX_RELAY_PEERS))
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_transactions_go_to_a_few_peers_never_back_and_spread_over_turns() {
+        let peers: Vec<Hash> = (1..=5u8).map(|n| Hash([n; 32])).collect();
+        let from = peers[2];
+        let mut reached = BTreeSet::new();
+        for turn in 0..8 {
+            let targets = relay_targets(peers.iter().copied(), from, turn);
+            assert_eq!(targets.len(), TX_RELAY_PEERS);
+            assert!(!targets.contains(&from));
+            assert_eq!(
+                targets.iter().collect::<BTreeSet<_>>().len(),
+                targets.len(),
+                "no peer twice"
+            );
+            reached.extend(targets);
+        }
+        assert_eq!(
+            reached.len(),
+            peers.len() - 1,
+            "every other peer gets a turn"
+        );
+        // Fewer peers than the fanout: all of them but the sender.
+        assert_eq!(
+            relay_targets([from, peers[0]].into_iter(), from, 3),
+            vec![peers[0]]
+        );
+        assert!(relay_targets([from].into_iter(), from, 0).is_empty());
+    }
 }

@@ -109,6 +109,10 @@ impl Eq for CommitHint {}
 pub struct BlockContext {
     pub height: Height,
     pub timestamp_ms: u64,
+    /// The Merkle root of the transactions being executed, when the caller
+    /// has checked it ([`crate::block::BlockBody::transactions_root`]): a
+    /// digest of them an application may key caches by.
+    pub transactions_root: Option<Hash>,
 }
 
 impl BlockContext {
@@ -116,6 +120,16 @@ impl BlockContext {
         BlockContext {
             height,
             timestamp_ms,
+            transactions_root: None,
+        }
+    }
+
+    /// With the transactions' root, which the caller guarantees is the
+    /// root of the transactions it executes.
+    pub fn with_transactions_root(self, root: Hash) -> BlockContext {
+        BlockContext {
+            transactions_root: Some(root),
+            ..self
         }
     }
 }

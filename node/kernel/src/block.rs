@@ -370,8 +370,13 @@ pub struct BlockBody {
 
 impl BlockBody {
     pub fn transactions_root(&self) -> Hash {
-        let leaves: Vec<&[u8]> = self.transactions.iter().map(|tx| &tx.0[..]).collect();
-        merkle::root(&leaves)
+        merkle::root_from_leaf_hashes(&self.transaction_ids())
+    }
+
+    /// The id of every transaction, in order: the leaves of
+    /// [`BlockBody::transactions_root`].
+    pub fn transaction_ids(&self) -> Vec<Hash> {
+        self.transactions.iter().map(Transaction::id).collect()
     }
 
     pub fn evidence_root(&self) -> Hash {
@@ -552,30 +557,7 @@ impl ProposedBlock {
     /// Checks what can be checked without state: version, body limits, and
     /// that the header's roots commit to this body.
     pub fn check_structure(&self, chain_id: &Hash) -> Result<(), BlockError> {
-        let header = &self.header;
-        if header.version != BLOCK_VERSION {
-            return Err(BlockError::Version {
-                version: header.version,
-            });
-        }
-        if header.chain_id != *chain_id {
-            return Err(BlockError::WrongChain);
-        }
-        self.body.check_limits()?;
-        let roots = [
-            (
-                "transactions",
-                header.transactions_root,
-                self.body.transactions_root(),
-            ),
-            ("evidence", header.evidence_root, self.body.evidence_root()),
-        ];
-        for (what, claimed, actual) in roots {
-            if claimed != actual {
-                return Err(BlockError::RootMismatch { what });
-            }
-        }
-        Ok(())
+        check_structure(&self.header, &self.body, chain_id).map(|_| ())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ProposedBlock, BlockError> {
@@ -584,6 +566,39 @@ impl ProposedBlock {
         block.proof.check_limits().map_err(BlockError::Proof)?;
         Ok(block)
     }
+}
+
+/// [`ProposedBlock::check_structure`] of a header and body wherever they
+/// are; returns the transaction ids, which the check computes anyway.
+pub fn check_structure(
+    header: &BlockHeader,
+    body: &BlockBody,
+    chain_id: &Hash,
+) -> Result<Vec<Hash>, BlockError> {
+    if header.version != BLOCK_VERSION {
+        return Err(BlockError::Version {
+            version: header.version,
+        });
+    }
+    if header.chain_id != *chain_id {
+        return Err(BlockError::WrongChain);
+    }
+    body.check_limits()?;
+    let ids = body.transaction_ids();
+    let roots = [
+        (
+            "transactions",
+            header.transactions_root,
+            merkle::root_from_leaf_hashes(&ids),
+        ),
+        ("evidence", header.evidence_root, body.evidence_root()),
+    ];
+    for (what, claimed, actual) in roots {
+        if claimed != actual {
+            return Err(BlockError::RootMismatch { what });
+        }
+    }
+    Ok(ids)
 }
 
 /// A committed block: what the chain stores and followers sync.
@@ -627,12 +642,17 @@ impl Block {
         chain_id: &Hash,
         validators: &ValidatorSet,
     ) -> Result<(), BlockError> {
-        let proposed = ProposedBlock {
-            header: self.header.clone(),
-            body: self.body.clone(),
-            proof: self.proof.clone(),
-        };
-        proposed.check_structure(chain_id)?;
+        check_structure(&self.header, &self.body, chain_id)?;
+        self.verify_certificate(chain_id, validators)
+    }
+
+    /// The certificate half of [`Block::verify_commit`]: that it is for
+    /// this block, its signatures and quorum (structure not checked).
+    pub fn verify_certificate(
+        &self,
+        chain_id: &Hash,
+        validators: &ValidatorSet,
+    ) -> Result<(), BlockError> {
         if self.commit.block_hash != self.hash() || self.commit.height != self.header.height {
             return Err(BlockError::BadCertificate(
                 "the certificate is for another block or height",

@@ -111,11 +111,10 @@ impl Mempool {
         reaped
     }
 
-    /// Removes the transactions of a committed block and remembers their
-    /// ids, so late copies from gossip are refused.
-    pub fn remove_committed(&mut self, transactions: &[Transaction]) {
-        for tx in transactions {
-            let id = tx.id();
+    /// Forgets committed transactions, by id ([`Transaction::id`]), and
+    /// remembers them so late copies are not admitted again.
+    pub fn remove_committed(&mut self, ids: &[Hash]) {
+        for &id in ids {
             if let Some(removed) = self.transactions.remove(&id) {
                 self.bytes -= removed.0.len();
             }
@@ -162,7 +161,7 @@ mod tests {
             pool.insert(&app, tx(1)),
             Err(MempoolError::Duplicate { id })
         );
-        pool.remove_committed(&[tx(1)]);
+        pool.remove_committed(&[tx(1).id()]);
         assert!(pool.is_empty());
         assert_eq!(pool.bytes(), 0);
         assert_eq!(
@@ -186,7 +185,7 @@ mod tests {
         assert_eq!(reaped, (0..4).map(tx).collect::<Vec<_>>());
         let one_size = tx(0).0.len();
         assert_eq!(pool.reap(100, one_size * 3 + 1).len(), 3);
-        pool.remove_committed(&reaped);
+        pool.remove_committed(&reaped.iter().map(Transaction::id).collect::<Vec<_>>());
         assert_eq!(pool.reap(1, usize::MAX), vec![tx(4)]);
     }
 

@@ -259,7 +259,14 @@ struct PendingBlock {
     block: ProposedBlock,
     /// `Some(Ok)` once validated (with its execution), `Some(Err)` when
     /// invalid.
-    verdict: Option<Result<Execution, String>>,
+    verdict: Option<Result<Validated, String>>,
+}
+
+/// What validating a block worked out that committing it uses.
+struct Validated {
+    execution: Execution,
+    /// [`Transaction::id`] of each transaction (the mempool forgets them).
+    transaction_ids: Vec<Hash>,
 }
 
 struct SyncRequest {
@@ -825,13 +832,16 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .cloned()
             .collect();
         let timestamp_ms = self.now.wall_ms.max(parent.timestamp_ms + 1);
-        let execution = self
-            .app
-            .execute_block(BlockContext::new(height, timestamp_ms), &transactions);
         let body = BlockBody {
             transactions,
             evidence,
         };
+        let transaction_ids = body.transaction_ids();
+        let transactions_root = hm_wire::merkle::root_from_leaf_hashes(&transaction_ids);
+        let execution = self.app.execute_block(
+            BlockContext::new(height, timestamp_ms).with_transactions_root(transactions_root),
+            &body.transactions,
+        );
         let time = proof::compute_time(&parent, params);
         let header = BlockHeader {
             version: BLOCK_VERSION,
@@ -839,7 +849,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             height,
             round,
             previous_hash: parent.hash,
-            transactions_root: body.transactions_root(),
+            transactions_root,
             updates_root: execution.updates_root(),
             evidence_root: body.evidence_root(),
             state_root: execution.state_root,
@@ -871,7 +881,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             block_hash,
             PendingBlock {
                 block,
-                verdict: Some(Ok(execution)),
+                verdict: Some(Ok(Validated {
+                    execution,
+                    transaction_ids,
+                })),
             },
         );
         self.feed_core(Input::ProposalBuilt {
@@ -954,8 +967,13 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         if let Some(verdict) = &pending.verdict {
             return Some(verdict.as_ref().map(|_| ()).map_err(Clone::clone));
         }
-        let block = pending.block.clone();
-        let verdict = self.validate_block(&block, self.now.wall_ms);
+        let verdict = self.validate_block(
+            &pending.block.header,
+            &pending.block.body,
+            &pending.block.proof,
+            self.now.wall_ms,
+            None,
+        );
         let result = verdict.as_ref().map(|_| ()).map_err(Clone::clone);
         if let Some(pending) = self.pending.get_mut(hash) {
             pending.verdict = Some(verdict);
@@ -965,15 +983,23 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
 
     /// Everything a block must satisfy to extend our head: structure,
     /// linkage, evidence, execution and the four proofs.
+    /// A synced block's `certificate` is checked right after the structure
+    /// (before the costly execution).
     fn validate_block(
         &self,
-        block: &ProposedBlock,
+        header: &BlockHeader,
+        body: &BlockBody,
+        proof: &crate::proof::ConsensusProof,
         local_now_ms: u64,
-    ) -> Result<Execution, String> {
-        let header = &block.header;
-        block
-            .check_structure(&self.chain_id)
+        certificate: Option<&Block>,
+    ) -> Result<Validated, String> {
+        let transaction_ids = block::check_structure(header, body, &self.chain_id)
             .map_err(|error| error.to_string())?;
+        if let Some(block) = certificate {
+            block
+                .verify_certificate(&self.chain_id, &self.validators)
+                .map_err(|error| error.to_string())?;
+        }
         if header.height != self.height() + 1 {
             return Err(format!(
                 "height {} does not follow our head {}",
@@ -985,7 +1011,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             return Err("previous hash is not our head".into());
         }
         let mut seen = BTreeSet::new();
-        for evidence in &block.body.evidence {
+        for evidence in &body.evidence {
             evidence
                 .verify(&self.chain_id, &self.validators)
                 .map_err(|error| format!("evidence: {error}"))?;
@@ -993,9 +1019,11 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 return Err("evidence repeated or already committed".into());
             }
         }
+        // check_structure proved the header's root is these transactions'.
         let execution = self.app.execute_block(
-            BlockContext::new(header.height, header.timestamp_ms),
-            &block.body.transactions,
+            BlockContext::new(header.height, header.timestamp_ms)
+                .with_transactions_root(header.transactions_root),
+            &body.transactions,
         );
         if execution.updates_root() != header.updates_root {
             return Err("the header's updates root differs from executing its transactions".into());
@@ -1017,11 +1045,14 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             recomputed_state_root: Some(execution.state_root),
             parallelism: self.config.verify_parallelism,
         };
-        let result = proof::validate(header, &block.proof, &ctx);
+        let result = proof::validate(header, proof, &ctx);
         if !result.is_valid() {
             return Err(format!("proofs: {result}"));
         }
-        Ok(execution)
+        Ok(Validated {
+            execution,
+            transaction_ids,
+        })
     }
 
     fn evidence_key(evidence: &Evidence, validators: &ValidatorSet) -> Option<Vec<u8>> {
@@ -1102,10 +1133,16 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             self.request_sync_from_validators();
             return;
         };
-        let execution = match pending.verdict {
-            Some(Ok(execution)) => execution,
-            _ => match self.validate_block(&pending.block, u64::MAX / 2) {
-                Ok(execution) => execution,
+        let validated = match pending.verdict {
+            Some(Ok(validated)) => validated,
+            _ => match self.validate_block(
+                &pending.block.header,
+                &pending.block.body,
+                &pending.block.proof,
+                u64::MAX / 2,
+                None,
+            ) {
+                Ok(validated) => validated,
                 Err(reason) => {
                     // Two thirds of the stake committed a block we find
                     // invalid: our state diverged or they are Byzantine
@@ -1129,11 +1166,15 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             proof,
             commit: certificate,
         };
-        self.append(block, execution, round);
+        self.append(block, validated, round);
     }
 
     /// Makes `block` durable, applies it and tells peers.
-    fn append(&mut self, block: Block, execution: Execution, round: Round) {
+    fn append(&mut self, block: Block, validated: Validated, round: Round) {
+        let Validated {
+            execution,
+            transaction_ids,
+        } = validated;
         let height = block.header.height;
         if let Err(error) = self.store.append(&block) {
             self.report(None, format!("cannot store block {height}: {error}"));
@@ -1143,7 +1184,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             self.report(None, format!("application refused block {height}: {error}"));
         }
         debug_assert_eq!(self.app.state_root(), block.header.state_root);
-        self.mempool.remove_committed(&block.body.transactions);
+        self.mempool.remove_committed(&transaction_ids);
         let mut batch = WriteBatch::new();
         for evidence in &block.body.evidence {
             // Pooled evidence against a validator now on record is redundant.
@@ -1309,22 +1350,19 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             if height != self.height() + 1 {
                 break;
             }
-            if let Err(error) = block.verify_commit(&self.chain_id, &self.validators) {
-                self.report(Some(from), format!("synced block {height}: {error}"));
-                break;
-            }
-            let proposed = ProposedBlock {
-                header: block.header.clone(),
-                body: block.body.clone(),
-                proof: block.proof.clone(),
-            };
             // A certified block's timestamp was checked against the clocks
             // of the two thirds that committed it; ours may lag behind.
-            match self.validate_block(&proposed, u64::MAX / 2) {
-                Ok(execution) => {
+            match self.validate_block(
+                &block.header,
+                &block.body,
+                &block.proof,
+                u64::MAX / 2,
+                Some(&block),
+            ) {
+                Ok(validated) => {
                     let certificate = block.commit.clone();
                     let round = block.commit.round;
-                    self.append(block, execution, round);
+                    self.append(block, validated, round);
                     // A validator that fell behind moves its core along.
                     if self.core.as_ref().map(Core::height) == Some(height) {
                         self.feed_core(Input::Commit(certificate));

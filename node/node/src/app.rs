@@ -162,8 +162,19 @@ impl NodeApp {
             log_head.root.as_bytes(),
         ];
         parts.extend(numbers.iter().map(|bytes| bytes.as_slice()));
-        parts.extend(transactions.iter().map(|tx| tx.0.as_slice()));
-        hm_env::memo::memo_id("hm/memo/node-app-execution", &parts)
+        // The transactions' root, when the kernel checked it, stands for
+        // them (collision-resistant as the key itself); hashing megabytes
+        // of certificates again per node is what the memo is to save.
+        match &block.transactions_root {
+            Some(root) => {
+                parts.push(root.as_bytes());
+                hm_env::memo::memo_id("hm/memo/node-app-execution/rooted", &parts)
+            }
+            None => {
+                parts.extend(transactions.iter().map(|tx| tx.0.as_slice()));
+                hm_env::memo::memo_id("hm/memo/node-app-execution", &parts)
+            }
+        }
     }
 
     fn execute_uncached(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
@@ -191,6 +202,11 @@ impl NodeApp {
                 Err(error) => results[slot] = Err(error),
             }
         }
+        // Each module runs a part of the transactions: not the root's.
+        let block = BlockContext {
+            transactions_root: None,
+            ..block
+        };
         let kv = self.kv.execute_block(block, &kv_txs);
         let trust = self.trust.read().execute_block(block, &trust_txs);
         for (slot, result) in kv_slots.into_iter().zip(kv.results) {

@@ -7,7 +7,7 @@
 //! sync travel. Like the membership shell: one event loop, and per link one
 //! reader and one writer task with bounded queues.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddrV6;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
 pub const STATUS_COMMITTED_MAX: usize = 100_000;
 /// How often the TrustChain agent looks at the committed state.
 pub const TRUST_TICK_MS: u64 = 500;
+/// Encoded sync responses a shell keeps to send again.
+pub const ENCODED_SYNC_RESPONSES_KEPT: usize = 4;
 /// Authority API calls (certificate requests, proofs) in flight at once.
 pub const TRUST_CALLS_IN_FLIGHT_MAX: usize = 4;
 /// An authority API call is abandoned after this long.
@@ -181,6 +183,11 @@ struct ChainShell<E: Env> {
     links: BTreeMap<Hash, Link<Hash>>,
     /// Turns the choice of peers a relayed transaction goes to.
     relay_turn: u64,
+    /// The last few sync responses sent, encoded, by the hashes of their
+    /// blocks: followers one block behind all ask for the newest block.
+    /// A committed block never changes on this node, so its header hash
+    /// names the whole of it (commit certificate included).
+    encoded_blocks: VecDeque<(Vec<Hash>, bytes::Bytes)>,
     dialing: BTreeSet<Hash>,
     events: mpsc::Sender<ChainEvent>,
     overlay: OverlayPeers,
@@ -262,6 +269,27 @@ impl<E: Env> ChainShell<E> {
         self.send_raw(to, message);
     }
 
+    fn encode(&mut self, message: &ChainMessage) -> bytes::Bytes {
+        let ChainMessage::Blocks(blocks) = message else {
+            return bytes::Bytes::from(message.encode());
+        };
+        #[cfg(feature = "byzantine")]
+        if self.byzantine.is_some() {
+            // It may have rewritten the blocks: nothing to share.
+            return bytes::Bytes::from(message.encode());
+        }
+        let key: Vec<Hash> = blocks.iter().map(hm_kernel::block::Block::hash).collect();
+        if let Some((_, bytes)) = self.encoded_blocks.iter().find(|(kept, _)| *kept == key) {
+            return bytes.clone();
+        }
+        let bytes = bytes::Bytes::from(message.encode());
+        if self.encoded_blocks.len() >= ENCODED_SYNC_RESPONSES_KEPT {
+            self.encoded_blocks.pop_front();
+        }
+        self.encoded_blocks.push_back((key, bytes.clone()));
+        bytes
+    }
+
     fn send_raw(&mut self, to: Destination, message: &ChainMessage) {
         let targets: Vec<Hash> = match to {
             Destination::Peer(peer) => vec![peer],
@@ -293,7 +321,7 @@ impl<E: Env> ChainShell<E> {
         if targets.is_empty() {
             return;
         }
-        let bytes = bytes::Bytes::from(message.encode());
+        let bytes = self.encode(message);
         for target in targets {
             match self.links.get(&target) {
                 Some(link) if link.outbox.try_send(bytes.clone()).is_ok() => {
@@ -1072,6 +1100,7 @@ pub(crate) async fn run_chain<E: Env>(
         validators,
         links: BTreeMap::new(),
         relay_turn: 0,
+        encoded_blocks: VecDeque::new(),
         dialing: BTreeSet::new(),
         events,
         overlay,

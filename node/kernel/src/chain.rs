@@ -1,9 +1,13 @@
 //! Committed blocks on `hm_env::Disk`, and per-asset private chains.
 //!
-//! Public blocks are stored Brotli-compressed in [`BLOCKS_CF`], keyed by
-//! big-endian height, with the head record in [`CHAIN_META_CF`] (the stored
-//! form is [`encode_stored`]: the header, body and proofs compressed, the
-//! commit certificate — signatures, which do not compress — after them). A block and
+//! Public blocks are stored Brotli-compressed, keyed by big-endian height,
+//! with the head record in [`CHAIN_META_CF`]. The stored form is
+//! [`encode_stored`]: the header, body and proofs compressed, the commit
+//! certificate — signatures, which do not compress — after them; the two
+//! parts go to [`BLOCKS_CF`] and [`BLOCK_COMMITS_CF`], because each node
+//! holds its own quorum of signatures for a block, while the compressed
+//! part is the same everywhere (one shared copy for a simulator's thousand
+//! nodes, `hm_env::intern`). A block and
 //! the head that names it are written in one atomic batch and synced before
 //! `append` returns, so after a crash the store holds exactly the blocks
 //! whose `append` returned (plus possibly the one in flight, whole): never a
@@ -21,10 +25,17 @@ use serde::{Deserialize, Serialize};
 use crate::block::{BLOCK_BYTES_MAX, Block, BlockError, Height};
 
 pub const BLOCKS_CF: &str = "blocks";
+/// Each block's commit certificate (the uncompressed tail of its stored form).
+pub const BLOCK_COMMITS_CF: &str = "block_commits";
 pub const CHAIN_META_CF: &str = "chain_meta";
 pub const PRIVATE_BLOCKS_CF: &str = "private_blocks";
 /// Column families a node's disk must have for the chain.
-pub const CHAIN_COLUMN_FAMILIES: &[&str] = &[BLOCKS_CF, CHAIN_META_CF, PRIVATE_BLOCKS_CF];
+pub const CHAIN_COLUMN_FAMILIES: &[&str] = &[
+    BLOCKS_CF,
+    BLOCK_COMMITS_CF,
+    CHAIN_META_CF,
+    PRIVATE_BLOCKS_CF,
+];
 
 const HEAD_KEY: &[u8] = b"head";
 const CHAIN_ID_KEY: &[u8] = b"chain_id";
@@ -188,8 +199,10 @@ impl<D: Disk> ChainStore<D> {
             height,
             hash: block.hash(),
         };
+        let (compressed, commit) = stored_parts(block);
         let mut batch = WriteBatch::new();
-        batch.put(BLOCKS_CF, height_key(height), encode_stored(block));
+        batch.put(BLOCKS_CF, height_key(height), compressed);
+        batch.put(BLOCK_COMMITS_CF, height_key(height), commit);
         batch.put(CHAIN_META_CF, HEAD_KEY, hm_wire::encode(&head));
         self.disk.write(batch)?;
         self.disk.sync()?;
@@ -200,11 +213,16 @@ impl<D: Disk> ChainStore<D> {
     /// The block at `height`, checked to decode canonically and to be at
     /// that height.
     pub fn block(&self, height: Height) -> Result<Option<Block>, ChainError> {
-        let Some(compressed) = self.disk.get(BLOCKS_CF, &height_key(height))? else {
+        let Some(mut stored) = self.disk.get(BLOCKS_CF, &height_key(height))? else {
             return Ok(None);
         };
         let corrupted = |reason: String| ChainError::CorruptedBlock { height, reason };
-        let block = decode_stored(&compressed).map_err(corrupted)?;
+        // Written in one batch with the compressed part: never missing alone.
+        let Some(commit) = self.disk.get(BLOCK_COMMITS_CF, &height_key(height))? else {
+            return Err(corrupted("its commit certificate is missing".into()));
+        };
+        stored.extend_from_slice(&commit);
+        let block = decode_stored(&stored).map_err(corrupted)?;
         if block.header.height != height {
             return Err(corrupted(format!("it says height {}", block.header.height)));
         }
@@ -259,15 +277,21 @@ impl<D: Disk> ChainStore<D> {
 /// precommits: kept apart, the compressed bytes are the same on every node
 /// (and the certificate's signatures would not compress anyway).
 pub fn encode_stored(block: &Block) -> Vec<u8> {
-    let content = hm_wire::encode(&(&block.header, &block.body, &block.proof));
-    let compressed = hm_wire::compress::compress(&content);
-    let commit = hm_wire::encode(&block.commit);
-    let compressed_len = u32::try_from(compressed.len()).expect("a block compresses below 4 GiB");
-    let mut stored = Vec::with_capacity(4 + compressed.len() + commit.len());
-    stored.extend_from_slice(&compressed_len.to_be_bytes());
-    stored.extend_from_slice(&compressed);
+    let (mut stored, commit) = stored_parts(block);
     stored.extend_from_slice(&commit);
     stored
+}
+
+/// [`encode_stored`] cut where the commit certificate starts: the length
+/// prefix with the compressed part, and the certificate.
+fn stored_parts(block: &Block) -> (Vec<u8>, Vec<u8>) {
+    let content = hm_wire::encode(&(&block.header, &block.body, &block.proof));
+    let compressed = hm_wire::compress::compress(&content);
+    let compressed_len = u32::try_from(compressed.len()).expect("a block compresses below 4 GiB");
+    let mut head = Vec::with_capacity(4 + compressed.len());
+    head.extend_from_slice(&compressed_len.to_be_bytes());
+    head.extend_from_slice(&compressed);
+    (head, hm_wire::encode(&block.commit))
 }
 
 /// Decodes [`encode_stored`]'s form from untrusted bytes: the compressed
@@ -727,6 +751,22 @@ mod tests {
         assert!(disk.corrupt(BLOCKS_CF, &height_key(1), 10));
         assert!(store.block(1).is_err());
         assert!(ChainStore::open(disk, f.chain_id).is_err());
+        // The certificate half, corrupted or gone, is an error too.
+        let disk = MemDisk::new(CHAIN_COLUMN_FAMILIES);
+        let mut store = ChainStore::open(disk.clone(), f.chain_id).expect("opens");
+        store
+            .append(&block(&f, 1, Hash::default()))
+            .expect("extends");
+        assert!(disk.corrupt(BLOCK_COMMITS_CF, &height_key(1), 3));
+        assert!(store.block(1).is_err());
+        let mut batch = WriteBatch::new();
+        batch.delete(BLOCK_COMMITS_CF, height_key(1));
+        disk.write(batch).expect("writes");
+        assert!(
+            store
+                .block(1)
+                .is_err_and(|error| error.to_string().contains("commit certificate is missing"))
+        );
     }
 
     #[test]

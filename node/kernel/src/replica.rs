@@ -40,12 +40,13 @@ pub const EVIDENCE_CF: &str = "evidence";
 /// evidence index, and the consensus signer's).
 pub const REPLICA_COLUMN_FAMILIES: &[&str] = &[
     crate::chain::BLOCKS_CF,
+    crate::chain::BLOCK_COMMITS_CF,
     crate::chain::CHAIN_META_CF,
     crate::chain::PRIVATE_BLOCKS_CF,
     EVIDENCE_CF,
     crate::consensus::SIGNER_COLUMN_FAMILY,
 ];
-const _: () = assert!(CHAIN_COLUMN_FAMILIES.len() == 3);
+const _: () = assert!(CHAIN_COLUMN_FAMILIES.len() == 4);
 
 /// A chain message on the wire: a block plus sync overhead.
 pub const CHAIN_MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + (1 << 20);

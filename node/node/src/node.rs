@@ -27,6 +27,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     "identity",
     "membership",
     hm_kernel::chain::BLOCKS_CF,
+    hm_kernel::chain::BLOCK_COMMITS_CF,
     hm_kernel::chain::CHAIN_META_CF,
     hm_kernel::chain::PRIVATE_BLOCKS_CF,
     hm_kernel::replica::EVIDENCE_CF,

@@ -1,6 +1,9 @@
 //! `SimEnv`: one simulated node's Env bundle.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hm_env::mem::{MemDisk, SeededEntropy, StaticHardware};
@@ -79,7 +82,7 @@ impl Clock for SimClock {
         let start = self.start;
         let node = self.node;
         Box::pin(async move {
-            madsim::time::sleep_until(deadline).await;
+            SimSleep::until(deadline).await;
             let at_ns = u64::try_from(deadline.saturating_duration_since(start).as_nanos())
                 .unwrap_or(u64::MAX);
             auditor.record(EventKind::Timer, at_ns, &[&node.to_le_bytes()]);
@@ -259,6 +262,48 @@ pub fn elapsed_ms(start: Instant) -> u64 {
 
 pub fn duration_ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
+}
+
+/// madsim's `Sleep` adds a timer to the simulation every time it is polled
+/// while pending, and a timer stays until its deadline, then wakes the
+/// task. A sleep polled on every packet (quinn's connection timers, a
+/// socket waiting for its next datagram, `timeout` around a stream write)
+/// thus piled up timers that each woke its task again for nothing. This
+/// one registers once per waker.
+pub(crate) struct SimSleep {
+    sleep: madsim::time::Sleep,
+    registered: Option<Waker>,
+}
+
+impl SimSleep {
+    pub(crate) fn until(deadline: Instant) -> SimSleep {
+        SimSleep {
+            sleep: madsim::time::sleep_until(deadline),
+            registered: None,
+        }
+    }
+}
+
+impl Future for SimSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Some(waker) = &this.registered
+            && waker.will_wake(cx.waker())
+            && !this.sleep.is_elapsed()
+        {
+            // Our timer is in the simulation and will wake this waker.
+            return Poll::Pending;
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Pending => {
+                this.registered = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Poll::Ready(()) => Poll::Ready(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ type QueueKey = (Instant, Instant, SocketAddrV6, u64);
 struct Inbox {
     queue: BTreeMap<QueueKey, Vec<u8>>,
     waker: Option<Waker>,
-    timer: Option<(Instant, Pin<Box<madsim::time::Sleep>>)>,
+    timer: Option<(Instant, Pin<Box<crate::env::SimSleep>>)>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -405,7 +405,7 @@ impl DatagramSocket for SimSocket {
             let head_at = *head_at;
             let rearm = inbox.timer.as_ref().is_none_or(|(at, _)| *at != head_at);
             if rearm {
-                inbox.timer = Some((head_at, Box::pin(madsim::time::sleep_until(head_at))));
+                inbox.timer = Some((head_at, Box::pin(crate::env::SimSleep::until(head_at))));
             }
             let Some((_, timer)) = inbox.timer.as_mut() else {
                 return Poll::Pending;

@@ -59,6 +59,7 @@ impl<C: Clock> Runtime for EnvRuntime<C> {
         Box::pin(EnvTimer {
             clock: self.clock.clone(),
             deadline,
+            armed_at: deadline,
             sleep: Some(self.clock.sleep_until(deadline)),
         })
     }
@@ -84,9 +85,18 @@ impl<C: Clock> Runtime for EnvRuntime<C> {
 }
 
 /// A resettable timer made of [`Clock::sleep_until`] futures.
+///
+/// quinn resets a connection's timer on nearly every packet, mostly to a
+/// later deadline (the idle timeout and loss probe move on). A later
+/// deadline keeps the armed sleep: when it fires early the timer re-arms
+/// for the real deadline instead of firing. Only an earlier deadline
+/// replaces the sleep.
 struct EnvTimer<C: Clock> {
     clock: Arc<C>,
+    /// When the timer fires.
     deadline: Instant,
+    /// When the armed sleep ends (at or before `deadline`).
+    armed_at: Instant,
     /// `None` once fired: a finished future must not be polled again (an
     /// `async` block would panic), and quinn polls fired timers.
     sleep: Option<BoxSleep>,
@@ -103,24 +113,30 @@ impl<C: Clock> fmt::Debug for EnvTimer<C> {
 impl<C: Clock> AsyncTimer for EnvTimer<C> {
     fn reset(self: Pin<&mut Self>, deadline: Instant) {
         let this = self.get_mut();
-        // quinn re-arms its timers very often with the same deadline; a new
-        // sleep future each time would be a needless allocation.
-        if this.deadline != deadline {
-            this.deadline = deadline;
+        this.deadline = deadline;
+        if this.sleep.is_none() || deadline < this.armed_at {
+            this.armed_at = deadline;
             this.sleep = Some(this.clock.sleep_until(deadline));
         }
     }
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(sleep) = this.sleep.as_mut() else {
-            return Poll::Ready(());
-        };
-        let fired = sleep.as_mut().poll(cx);
-        if fired.is_ready() {
-            this.sleep = None;
+        loop {
+            let Some(sleep) = this.sleep.as_mut() else {
+                return Poll::Ready(());
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if this.armed_at >= this.deadline {
+                this.sleep = None;
+                return Poll::Ready(());
+            }
+            // Fired early: the deadline moved on since this sleep was armed.
+            this.armed_at = this.deadline;
+            this.sleep = Some(this.clock.sleep_until(this.deadline));
         }
-        fired
     }
 }
 
@@ -274,6 +290,25 @@ mod tests {
         assert!(pending.is_pending());
         poll_fn(|cx| timer.as_mut().poll(cx)).await;
         assert!(clock.now() >= later);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_keeps_the_sleep_and_an_earlier_one_replaces_it() {
+        let clock = Arc::new(RuntimeClock);
+        let runtime = EnvRuntime::new(clock.clone());
+        let start = runtime.now();
+        // Later: the armed 10 ms sleep fires early and re-arms for 40 ms.
+        let mut timer = runtime.new_timer(start + Duration::from_millis(10));
+        timer.as_mut().reset(start + Duration::from_millis(25));
+        timer.as_mut().reset(start + Duration::from_millis(40));
+        poll_fn(|cx| timer.as_mut().poll(cx)).await;
+        assert_eq!(clock.now() - start, Duration::from_millis(40));
+        // Earlier: fires at the new deadline, not the old one.
+        let start = clock.now();
+        let mut timer = runtime.new_timer(start + Duration::from_millis(100));
+        timer.as_mut().reset(start + Duration::from_millis(20));
+        poll_fn(|cx| timer.as_mut().poll(cx)).await;
+        assert_eq!(clock.now() - start, Duration::from_millis(20));
     }
 
     fn v6(host: u16) -> SocketAddrV6 {

@@ -239,7 +239,6 @@ impl NameLookup for TrustApp {
 #[derive(Debug)]
 struct PreparedCommit {
     store: PreparedWrites,
-    state_root: Hash,
     /// The log's size before the block, and the leaf hashes it appends.
     log_size: u64,
     log_leaves: Vec<Hash>,
@@ -267,45 +266,34 @@ impl TrustApp {
                 got: height,
             });
         }
-        let prepared = hint
-            .get::<PreparedCommit>()
-            .filter(|prepared| prepared.log_size == self.log.len());
-        let mut appends = Vec::new();
+        let mut appended: Vec<&[u8]> = Vec::new();
         for update in updates
             .iter()
             .filter(|update| update.key.starts_with(keys::LOG))
         {
-            let expected = self.log.len() + appends.len() as u64;
+            let expected = self.log.len() + appended.len() as u64;
             let index = keys::log_index(&update.key);
             match (&update.value, index) {
-                (Some(value), Some(index)) if index == expected => {
-                    let offset = appends.len();
-                    appends.push(
-                        match prepared.and_then(|prepared| prepared.log_leaves.get(offset)) {
-                            Some(leaf) => *leaf,
-                            None => merkle::leaf_hash(value),
-                        },
-                    );
-                }
+                (Some(value), Some(index)) if index == expected => appended.push(value),
                 _ => panic!(
                     "commit of height {height}: log write {index:?} (value present: {}) is not the append of entry {expected}; the log is append-only",
                     update.value.is_some()
                 ),
             }
         }
-        let hinted = prepared.is_some_and(|prepared| {
-            prepared.log_leaves.len() == appends.len()
-                && self.store.apply_prepared(updates, &prepared.store)
+        let prepared = hint.get::<PreparedCommit>().filter(|prepared| {
+            prepared.log_size == self.log.len() && prepared.log_leaves.len() == appended.len()
         });
-        if !hinted {
-            appends = updates
-                .iter()
-                .filter(|update| update.key.starts_with(keys::LOG))
-                .filter_map(|update| update.value.as_deref().map(merkle::leaf_hash))
-                .collect();
-            self.store.apply(updates);
-        }
-        for leaf in appends {
+        let leaves = match prepared {
+            Some(prepared) if self.store.apply_prepared(updates, &prepared.store) => {
+                prepared.log_leaves.clone()
+            }
+            _ => {
+                self.store.apply(updates);
+                appended.into_iter().map(merkle::leaf_hash).collect()
+            }
+        };
+        for leaf in leaves {
             if let Err(error) = self.log.append_leaf_hash(leaf) {
                 panic!(
                     "commit of height {height}: {error}; execution checks room before appending"
@@ -349,8 +337,8 @@ impl Application for TrustApp {
             .collect();
         let store = self.store.prepare(&state.writes);
         let log_head = state.log_head();
+        let state_root = store.root;
         let prepared = PreparedCommit {
-            state_root: store.root,
             store,
             log_size: self.log.len(),
             log_leaves: std::mem::take(&mut state.pending_leaves),
@@ -363,7 +351,7 @@ impl Application for TrustApp {
         debug_assert!(updates.len() <= hm_kernel::block::STATE_UPDATES_PER_BLOCK_MAX);
         Execution {
             updates,
-            state_root: prepared.state_root,
+            state_root,
             log_head,
             results,
             hint: CommitHint::new(prepared),
@@ -380,10 +368,7 @@ impl Application for TrustApp {
 
     /// # Panics
     ///
-    /// If the write set rewrites or skips log entries. Committed write sets
-    /// are what execution produced (agreed by consensus, or replayed from
-    /// our own disk), and execution only appends; anything else is a bug or
-    /// corrupted storage, and going on would fork the log.
+    /// As [`TrustApp::commit_with_hint`].
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
         self.commit_with_hint(height, updates, &CommitHint::default())
     }

@@ -62,8 +62,10 @@ type Table = BTreeMap<(&'static str, Vec<u8>), StoredValue>;
 struct DiskState {
     /// What survives a crash.
     durable: Table,
-    /// Batches written since the last sync, oldest first.
-    unsynced: Vec<WriteBatch>,
+    /// Batches written since the last sync, oldest first, their values
+    /// already interned and checksummed (a sync or crash replays them
+    /// without hashing every value again).
+    unsynced: Vec<StoredBatch>,
     /// `durable` with `unsynced` applied: what reads see.
     current: Table,
     /// The next this many operations fail with an I/O error.
@@ -71,14 +73,28 @@ struct DiskState {
     ops_total: u64,
 }
 
-fn apply(table: &mut Table, batch: &WriteBatch) {
-    for op in &batch.ops {
-        match op {
-            BatchOp::Put { cf, key, value } => {
-                table.insert((cf, key.clone()), StoredValue::new(value));
+/// A written batch as the disk keeps it: `None` deletes the key.
+type StoredBatch = Vec<((&'static str, Vec<u8>), Option<StoredValue>)>;
+
+fn stored_batch(batch: WriteBatch) -> StoredBatch {
+    batch
+        .ops
+        .into_iter()
+        .map(|op| match op {
+            BatchOp::Put { cf, key, value } => ((cf, key), Some(StoredValue::new(&value))),
+            BatchOp::Delete { cf, key } => ((cf, key), None),
+        })
+        .collect()
+}
+
+fn apply(table: &mut Table, batch: &StoredBatch) {
+    for (key, value) in batch {
+        match value {
+            Some(value) => {
+                table.insert(key.clone(), value.clone());
             }
-            BatchOp::Delete { cf, key } => {
-                table.remove(&(*cf, key.clone()));
+            None => {
+                table.remove(key);
             }
         }
     }
@@ -106,7 +122,7 @@ impl MemDisk {
     pub fn crash(&self, unsynced_batches_kept: usize) {
         let mut state = lock(&self.state);
         let kept = unsynced_batches_kept.min(state.unsynced.len());
-        let batches: Vec<WriteBatch> = state.unsynced.drain(..).take(kept).collect();
+        let batches: Vec<StoredBatch> = state.unsynced.drain(..).take(kept).collect();
         let mut table = state.durable.clone();
         for batch in &batches {
             apply(&mut table, batch);
@@ -194,6 +210,7 @@ impl Disk for MemDisk {
     fn write(&self, batch: WriteBatch) -> Result<(), DiskError> {
         batch.validate(&self.column_families)?;
         let mut state = self.begin_op()?;
+        let batch = stored_batch(batch);
         apply(&mut state.current, &batch);
         state.unsynced.push(batch);
         Ok(())

@@ -285,8 +285,19 @@ pub fn encode_stored(block: &Block) -> Vec<u8> {
 /// [`encode_stored`] cut where the commit certificate starts: the length
 /// prefix with the compressed part, and the certificate.
 fn stored_parts(block: &Block) -> (Vec<u8>, Vec<u8>) {
-    let content = hm_wire::encode(&(&block.header, &block.body, &block.proof));
-    let compressed = hm_wire::compress::compress(&content);
+    // The header commits to the body (transactions and evidence roots) but
+    // not to the proofs, so the two name the content — for a block whose
+    // body matches its header, which the replica checks before committing.
+    debug_assert_eq!(
+        block.body.transactions_root(),
+        block.header.transactions_root
+    );
+    debug_assert_eq!(block.body.evidence_root(), block.header.evidence_root);
+    let header_hash = block.header.hash();
+    let proof = hm_wire::encode(&block.proof);
+    let compressed = hm_wire::compress::compress_named(&[header_hash.as_bytes(), &proof], || {
+        hm_wire::encode(&(&block.header, &block.body, &block.proof))
+    });
     let compressed_len = u32::try_from(compressed.len()).expect("a block compresses below 4 GiB");
     let mut head = Vec::with_capacity(4 + compressed.len());
     head.extend_from_slice(&compressed_len.to_be_bytes());

@@ -117,11 +117,43 @@ where
         return Err(WireError::TrailingBytes);
     }
     // A value that decoded but cannot be re-encoded cannot be canonical.
-    let again = try_encode(&value).map_err(|_| WireError::NonCanonical)?;
-    if again != bytes {
+    // The re-encoding is compared as it is produced, never built: decoding
+    // a block would otherwise allocate, grow and compare a second copy.
+    let mut rest = MatchingWriter { expected: bytes };
+    bincode::serde::encode_into_writer(&value, &mut rest, WIRE_CONFIG)
+        .map_err(|_| WireError::NonCanonical)?;
+    if !rest.expected.is_empty() {
         return Err(WireError::NonCanonical);
     }
     Ok(value)
+}
+
+/// A bincode writer that accepts only the bytes of `expected`, in order,
+/// consuming them; the first difference is an error.
+struct MatchingWriter<'a> {
+    expected: &'a [u8],
+}
+
+impl bincode::enc::write::Writer for MatchingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        // Most writes are a few bytes (integers, and byte arrays, which
+        // serde writes one byte at a time): compared inline, not through a
+        // memcmp call each.
+        let equal = |head: &[u8]| {
+            if bytes.len() <= 16 {
+                head.iter().zip(bytes).all(|(a, b)| a == b)
+            } else {
+                head == bytes
+            }
+        };
+        match self.expected.split_at_checked(bytes.len()) {
+            Some((head, tail)) if equal(head) => {
+                self.expected = tail;
+                Ok(())
+            }
+            _ => Err(EncodeError::Other("the re-encoding differs from the input")),
+        }
+    }
 }
 
 /// Picks the allocation tier for `limit_bytes` and decodes with it.

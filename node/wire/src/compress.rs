@@ -53,6 +53,25 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
     compress_uncached(data)
 }
 
+/// [`compress`] of the bytes `content` produces, for callers that can name
+/// those bytes more cheaply than by hashing them: with the `memo` feature
+/// the result is remembered under `identity`, and `content` runs only when
+/// it is not. The caller guarantees that equal identities mean equal
+/// content (e.g. a block's header hash, which commits to its body, with its
+/// proofs). Without the feature this is `compress(&content())`.
+pub fn compress_named(identity: &[&[u8]], content: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    #[cfg(feature = "memo")]
+    {
+        let id = hm_env::memo::memo_id("hm/memo/compress-named", identity);
+        memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(&content()))
+    }
+    #[cfg(not(feature = "memo"))]
+    {
+        let _ = identity;
+        compress_uncached(&content())
+    }
+}
+
 fn compress_uncached(data: &[u8]) -> Vec<u8> {
     let params = brotli::enc::BrotliEncoderParams {
         quality: COMPRESS_QUALITY,
@@ -181,6 +200,26 @@ mod tests {
         assert_eq!(decompress(&stream, 100), Err(WireError::TrailingBytes));
         let stream = compress(&[7u8; 10_000]);
         assert!(decompress(&stream[..stream.len() - 1], 20_000).is_err());
+    }
+
+    #[test]
+    fn named_content_compresses_like_its_bytes_and_is_produced_at_most_once() {
+        let content = b"named named named content".repeat(50);
+        let mut produced = 0;
+        let packed = compress_named(&[b"test/named", b"1"], || {
+            produced += 1;
+            content.clone()
+        });
+        assert_eq!(produced, 1);
+        assert_eq!(packed, compress(&content));
+        let again = compress_named(&[b"test/named", b"1"], || {
+            produced += 1;
+            content.clone()
+        });
+        assert_eq!(decompress(&again, content.len()), Ok(content.clone()));
+        // With the memo the second call reuses the first; without it, it
+        // produces the content again.
+        assert_eq!(produced, if cfg!(feature = "memo") { 1 } else { 2 });
     }
 
     proptest! {

@@ -18,6 +18,8 @@
     clippy::unwrap_used
 )] // a test driving real processes
 
+mod common;
+
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,26 +75,6 @@ impl Drop for Node {
     }
 }
 
-fn hm_node(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_hm-node"))
-        .args(args)
-        .output()
-        .expect("run hm-node");
-    assert!(
-        output.status.success(),
-        "hm-node {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn field<'a>(output: &'a str, name: &str) -> &'a str {
-    output
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("`{name}` missing from {output:?}"))
-}
-
 /// A port free for UDP and TCP on [::1] right now, from a per-process
 /// range (as `chain_cluster` picks), skipping taken ones.
 fn free_port(next: &mut u16) -> u16 {
@@ -113,29 +95,7 @@ fn local(port: u16) -> SocketAddrV6 {
 
 fn setup(dir: &Path) -> Vec<Node> {
     let mut next_port = 20_000 + (std::process::id() % 10_000) as u16 * 4;
-    let mut ids = Vec::new();
-    let mut keys = Vec::new();
-    for index in 0..VALIDATORS {
-        let data_dir = dir.join(format!("node{index}"));
-        let out = hm_node(&["init", "--data-dir", data_dir.to_str().unwrap()]);
-        ids.push(field(&out, "node_id").to_string());
-        keys.push(format!("{}:10", field(&out, "public_key")));
-    }
-    let genesis = dir.join("genesis.bin");
-    let mut args = vec![
-        "genesis",
-        "--out",
-        genesis.to_str().unwrap(),
-        "--chain-name",
-        "trust-cluster-test",
-        "--params",
-        "simulation",
-    ];
-    for key in &keys {
-        args.push("--validator");
-        args.push(key);
-    }
-    hm_node(&args);
+    let ids = common::init_validators(dir, VALIDATORS, "trust-cluster-test");
     let ports: Vec<(u16, u16)> = (0..VALIDATORS)
         .map(|_| (free_port(&mut next_port), free_port(&mut next_port)))
         .collect();

@@ -5,9 +5,9 @@
 //! is still replaying its disk — and restarted, at least 50 times.
 //! After every restart the victim must still hold, unchanged, every block
 //! it had reported committed before the kill, and agree with the others;
-//! at the end no equivocation evidence may exist anywhere (a validator
-//! that forgot what it signed would vote twice in one round, and its
-//! peers would put the pair on chain).
+//! no node may ever commit equivocation evidence (a validator that forgot
+//! what it signed would vote twice in one round, and its peers would put
+//! the pair on chain).
 //!
 //! `HM_KILLS` raises the number of kills, `HM_KILL_SEED` picks another
 //! sequence of victims and moments (the seed is printed).
@@ -75,12 +75,25 @@ fn validators_killed_at_random_moments_under_load_lose_no_block_and_never_double
     });
     let started = Instant::now();
     let mut blocks_checked = 0;
+    // A node's counters cover what it committed since it last started
+    // (blocks replayed from its own disk are not counted again), so each
+    // node's are summed over its lives: read before every kill, and at the
+    // end. The ≤ 0.5 s a status file trails is covered by the other three
+    // nodes, which commit the same blocks while the victim is down.
+    let mut evidence_seen = [0u64; VALIDATORS];
+    let mut transactions_seen = [0u64; VALIDATORS];
+    let count =
+        |status: &serde_json::Value, field: &str| status["chain"][field].as_u64().unwrap_or(0);
     for kill in 0..kills {
         let victim = rng.below(VALIDATORS as u64) as usize;
         std::thread::sleep(Duration::from_millis(rng.below(KILL_DELAY_MS_MAX)));
         // What the victim has reported committed: it may have committed
         // more since (the report trails), never less.
         let reported = nodes[victim].committed();
+        if let Some(status) = nodes[victim].status() {
+            evidence_seen[victim] += count(&status, "evidence_committed");
+            transactions_seen[victim] += count(&status, "transactions_committed");
+        }
         nodes[victim].kill();
         nodes[victim].start();
         if kill % DOUBLE_KILL_EVERY == DOUBLE_KILL_EVERY - 1 {
@@ -116,20 +129,20 @@ fn validators_killed_at_random_moments_under_load_lose_no_block_and_never_double
     assert_agreement(&nodes);
     for (index, node) in nodes.iter().enumerate() {
         let status = node.status().unwrap();
+        evidence_seen[index] += count(&status, "evidence_committed");
+        transactions_seen[index] += count(&status, "transactions_committed");
         assert_eq!(
-            status["chain"]["evidence_committed"].as_u64(),
-            Some(0),
+            evidence_seen[index], 0,
             "validator {index} committed equivocation evidence: someone signed twice"
         );
-        assert!(
-            status["chain"]["transactions_committed"]
-                .as_u64()
-                .is_some_and(|committed| committed > 0),
-            "validator {index} committed no transaction: there was no write load"
-        );
     }
+    let transactions = transactions_seen.iter().max().copied().unwrap_or(0);
+    assert!(
+        transactions >= kills as u64,
+        "only {transactions} transactions committed under a write load of 200/s"
+    );
     eprintln!(
-        "kill loop: {kills} kills in {:.0?}, {blocks_checked} reported blocks re-checked after restarts, final height {}",
+        "kill loop: {kills} kills in {:.0?}, {blocks_checked} reported blocks re-checked after restarts, final height {}, {transactions} transactions committed, no evidence",
         started.elapsed(),
         height_of(&nodes, 0)
     );

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod dns;
 pub mod entropy;
 pub mod hardware;
+pub mod http;
 pub mod net;
 
 use std::path::{Path, PathBuf};

@@ -35,16 +35,73 @@ fn setup(dir: &std::path::Path) -> Vec<Node> {
     )
 }
 
+/// A TCP port on [::1] free right now.
+fn free_tcp_port() -> String {
+    let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The HTTP API refuses requests without the token, serves status and
+/// Prometheus metrics with it — checked by `promtool check metrics` too
+/// when promtool is installed.
+fn check_http_api(api: &str, token_file: &std::path::Path) {
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let (code, body) = common::http_get(api, "/metrics", None).expect("the API answers");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+    let (code, body) = common::http_get(api, "/v1/chain/head", Some(token.trim())).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let head: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(head["height"].as_u64().unwrap() >= 1, "{body}");
+    let (code, metrics) = common::http_get(api, "/metrics", Some(token.trim())).unwrap();
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.contains("hm_chain_height "), "{metrics}");
+    assert!(metrics.contains("hm_up 1"), "{metrics}");
+    if let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let output = promtool.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool refused /metrics: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    } else {
+        eprintln!("promtool not installed: /metrics checked by format only");
+    }
+}
+
 #[test]
 fn four_validators_commit_survive_crashes_and_stop_safely_without_quorum() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = setup(dir.path());
+    // Node 0 also serves the HTTP API.
+    let api = free_tcp_port();
+    let config = std::fs::read_to_string(&nodes[0].config).unwrap();
+    std::fs::write(
+        &nodes[0].config,
+        format!("api_listen = \"{api}\"\n{config}"),
+    )
+    .unwrap();
     for node in &mut nodes {
         node.start();
     }
     wait_until(&nodes, "all four commit a block", |nodes| {
         (0..VALIDATORS).all(|index| height_of(nodes, index) >= 1)
     });
+    check_http_api(&api, &dir.path().join("node0").join("api-token"));
     nodes[1].submit("phase=all-up", 40);
     wait_until(
         &nodes,

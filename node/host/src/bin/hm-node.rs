@@ -268,6 +268,11 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
     let public = key.verifying_key();
     println!("node_id {}", public.fingerprint().to_hex());
     println!("public_key {}", hex_encode(public.as_bytes()));
+    hm_host::http::load_or_create_token(data_dir)?;
+    println!(
+        "api_token_file {}",
+        data_dir.join(hm_host::http::TOKEN_FILE).display()
+    );
     Ok(())
 }
 
@@ -386,6 +391,7 @@ struct LoadedConfig {
     status_file: PathBuf,
     log: Option<String>,
     dns: Option<DnsFrontEnd>,
+    api_listen: Option<SocketAddrV6>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +410,11 @@ struct FileConfig {
     /// Log filter, e.g. "info" or "hm_node=debug" (default "info"; HM_LOG overrides).
     #[serde(default)]
     log: Option<String>,
+    /// Serve the local HTTP API (JSON under /v1, Prometheus /metrics) on
+    /// this IPv6 TCP address, e.g. "[::1]:8080"; none by default. Requests
+    /// need the bearer token in <data_dir>/api-token.
+    #[serde(default)]
+    api_listen: Option<String>,
     /// Run a chain (see `ChainFileConfig`).
     #[serde(default)]
     chain: Option<ChainFileConfig>,
@@ -469,12 +480,28 @@ fn load_config(path: &Path) -> anyhow::Result<LoadedConfig> {
             );
         }
     }
+    let api_listen = file
+        .api_listen
+        .as_deref()
+        .map(|text| parse_v6("api_listen", text))
+        .transpose()?;
+    if let (Some(api), Some(dns)) = (api_listen, &dns)
+        && api.port() == dns.listen.port()
+        && (api.ip() == dns.listen.ip()
+            || api.ip().is_unspecified()
+            || dns.listen.ip().is_unspecified())
+    {
+        bail!(
+            "`api_listen` = \"{api}\" takes the DNS front-end's TCP port (`chain.trust.dns_listen`); pick another port"
+        );
+    }
     Ok(LoadedConfig {
         node: config,
         data_dir: file.data_dir,
         status_file,
         log: file.log,
         dns,
+        api_listen,
     })
 }
 
@@ -639,6 +666,7 @@ fn run(config_path: &Path) -> ExitCode {
         status_file,
         log,
         dns,
+        api_listen,
     } = match load_config(config_path) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -685,6 +713,9 @@ fn run(config_path: &Path) -> ExitCode {
         if let Some(dns) = &dns {
             serve_dns(dns, status.clone())?;
         }
+        if let Some(listen) = api_listen {
+            serve_http(listen, &data_dir, status.clone()).await?;
+        }
         tokio::select! {
             result = hm_node::run(env, config, status.clone()) => result.context("the node stopped"),
             _ = tokio::signal::ctrl_c() => {
@@ -704,6 +735,27 @@ fn run(config_path: &Path) -> ExitCode {
 
 /// The log filter when neither `log` nor `HM_LOG` gives one.
 const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn,hickory_net=warn";
+
+/// Starts the HTTP API on `listen` (token from the data dir, made if
+/// missing); it runs as long as the runtime.
+async fn serve_http(
+    listen: SocketAddrV6,
+    data_dir: &Path,
+    status: StatusHandle,
+) -> anyhow::Result<()> {
+    let token = hm_host::http::load_or_create_token(data_dir)?;
+    let router = hm_host::http::router(status, &token, data_dir);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot serve the HTTP API on `api_listen` = \"{listen}\"; pick a free port or remove api_listen")
+    })?;
+    tracing::info!(%listen, "serving the HTTP API (JSON under /v1, /metrics)");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the HTTP API stopped; the node runs on without it");
+        }
+    });
+    Ok(())
+}
 
 /// Starts the DNS front-end on `dns.listen`, answering from the node's
 /// committed state (through `status`); it runs as long as the runtime.
@@ -780,5 +832,37 @@ mod tests {
         assert!(error("dns_listen = \"127.0.0.1:53\"").contains("IPv6-only"));
         assert!(error("dns_listen = \"nowhere\"").contains("`chain.trust.dns_listen`"));
         assert!(error("dns_port = 53").contains("unknown field `dns_port`"));
+    }
+
+    fn config(text: &str) -> anyhow::Result<LoadedConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text)?;
+        load_config(&path)
+    }
+
+    #[test]
+    fn api_listen_is_an_ipv6_address_apart_from_dns() {
+        let base = "data_dir = \"d\"\nlisten = \"[::1]:7000\"\n";
+        assert_eq!(config(base).expect("valid").api_listen, None);
+        let loaded = config(&format!("{base}api_listen = \"[::1]:8080\"\n")).expect("valid");
+        assert_eq!(loaded.api_listen.map(|addr| addr.port()), Some(8080));
+        let ipv4 = format!(
+            "{:#}",
+            config(&format!("{base}api_listen = \"127.0.0.1:8080\"\n"))
+                .err()
+                .expect("refused")
+        );
+        assert!(
+            ipv4.contains("`api_listen`") && ipv4.contains("IPv6-only"),
+            "{ipv4}"
+        );
+        let junk = format!(
+            "{:#}",
+            config(&format!("{base}api_listen = \"web\"\n"))
+                .err()
+                .expect("refused")
+        );
+        assert!(junk.contains("`api_listen`"), "{junk}");
     }
 }

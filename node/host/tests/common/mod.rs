@@ -137,6 +137,29 @@ pub fn field<'a>(output: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{name}` missing from {output:?}"))
 }
 
+/// One HTTP/1.1 GET to `addr` (e.g. "[::1]:8080"), with `Authorization:
+/// Bearer <token>` when given; returns the status code and the body.
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let auth = token.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
 /// Polls `done` until it holds; after `timeout` panics with `what`, every
 /// node's height and the log tail of each node that is not up.
 pub fn wait_until(

@@ -7,6 +7,8 @@
 //! hm-node submit --to [::1]:7001 --put KEY=VALUE [--random N]   # through the node's API
 //! hm-node get --to [::1]:7001 --key KEY  # committed key-value state
 //! hm-node head --to [::1]:7001           # committed height and head hash
+//! hm-node devnet --nodes 4 [--detach]     # a dev cluster on [::1], up to phase 3
+//! hm-node devnet --stop                  # stop a detached one
 //! ```
 //!
 //! The config names the data dir, the IPv6 listen address and the seed list,
@@ -19,6 +21,8 @@
 //! integration tests and, for now, operators read.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a binary on the real OS
 
+mod devnet;
+
 use std::net::{SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use hm_env::Env as _;
 use hm_host::HostEnv;
 use hm_host::dns::{DnsServer, ZoneAuthority};
 use hm_host::entropy::OsEntropy;
@@ -48,6 +53,10 @@ struct Cli {
     /// The node's TOML config file (runs the node).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// How a running node writes its log to stderr: `human` (colored on a
+    /// terminal) or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -107,6 +116,37 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// A development cluster on [::1]: N validators with a fresh genesis,
+    /// each its own process; waits for bootstrap phase 3 and prints every
+    /// node's addresses. Node i uses STOQ port BASE+i, HTTP API BASE+100+i,
+    /// DNS BASE+200+i. A directory holding a devnet starts it again.
+    Devnet {
+        /// Validators to run (1 to 16).
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Where the genesis, configs, data dirs and logs live.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// First port of the three port ranges.
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// Return once every node is in phase 3 and leave the nodes running
+        /// (stop them with --stop); without it devnet runs until Ctrl-C.
+        #[arg(long)]
+        detach: bool,
+        /// Stop the nodes of the devnet in --dir (SIGTERM, then SIGKILL after 10 s).
+        #[arg(long, conflicts_with = "detach")]
+        stop: bool,
+        /// Give up (and stop the nodes) when phase 3 is not reached in this long.
+        #[arg(long, default_value_t = 180)]
+        timeout_s: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Validators a genesis command line may list.
@@ -262,18 +302,33 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn init(data_dir: &Path) -> anyhow::Result<()> {
-    let env = HostEnv::open(data_dir, hm_node::COLUMN_FAMILIES)
-        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
-    let key = hm_node::load_or_create_identity(&env)?;
-    let public = key.verifying_key();
-    println!("node_id {}", public.fingerprint().to_hex());
-    println!("public_key {}", hex_encode(public.as_bytes()));
-    hm_host::http::load_or_create_token(data_dir)?;
+    let identity = create_identity(data_dir)?;
+    println!("node_id {}", identity.node_id);
+    println!("public_key {}", identity.public_key);
     println!(
         "api_token_file {}",
         data_dir.join(hm_host::http::TOKEN_FILE).display()
     );
     Ok(())
+}
+
+/// A node's identity as `init` prints it (hex).
+struct Identity {
+    node_id: String,
+    public_key: String,
+}
+
+/// Creates (or loads) the node identity in `data_dir` and its API token.
+fn create_identity(data_dir: &Path) -> anyhow::Result<Identity> {
+    let env = HostEnv::open(data_dir, hm_node::COLUMN_FAMILIES)
+        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+    let key = hm_node::load_or_create_identity(&env)?;
+    let public = key.verifying_key();
+    hm_host::http::load_or_create_token(data_dir)?;
+    Ok(Identity {
+        node_id: public.fingerprint().to_hex(),
+        public_key: hex_encode(public.as_bytes()),
+    })
 }
 
 fn genesis(
@@ -307,17 +362,28 @@ fn genesis(
             Ok((key, stake))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let chain_id = write_genesis(out, chain_name, &members, params)?;
+    println!("chain_id {chain_id}");
+    Ok(())
+}
+
+/// Plots, checks and writes a genesis; its chain id (hex).
+fn write_genesis(
+    out: &Path,
+    chain_name: &str,
+    members: &[(VerifyingKey, u64)],
+    params: ProofParams,
+) -> anyhow::Result<String> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0);
-    let (genesis, _) = Genesis::with_plots(chain_name, now_ms, &members, params)
+    let (genesis, _) = Genesis::with_plots(chain_name, now_ms, members, params)
         .context("cannot plot a validator's space")?;
     genesis.check().context("the genesis is invalid")?;
     std::fs::write(out, hm_wire::encode(&genesis))
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!("chain_id {}", genesis.chain_id().to_hex());
-    Ok(())
+    Ok(genesis.chain_id().to_hex())
 }
 
 fn load_chain(
@@ -516,6 +582,7 @@ fn write_status(path: &Path, status: &StatusHandle) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     let config_path = match (cli.command, cli.config) {
         (Some(Command::Init { data_dir }), _) => return report(init(&data_dir)),
         (
@@ -534,6 +601,35 @@ fn main() -> ExitCode {
             return report(client(&to, |client| get(client, key)));
         }
         (Some(Command::Head { to }), _) => return report(client(&to, head)),
+        (
+            Some(Command::Devnet {
+                dir, stop: true, ..
+            }),
+            _,
+        ) => return report(devnet::stop(&dir)),
+        (
+            Some(Command::Devnet {
+                nodes,
+                dir,
+                base_port,
+                detach,
+                timeout_s,
+                stop: false,
+            }),
+            _,
+        ) => {
+            return report(devnet::devnet(&devnet::DevnetArgs {
+                nodes,
+                dir,
+                base_port,
+                detach,
+                timeout_s,
+                log_format: match log_format {
+                    LogFormat::Human => "human",
+                    LogFormat::Json => "json",
+                },
+            }));
+        }
         (Some(Command::Run { config }), _) | (None, Some(config)) => config,
         (None, None) => {
             eprintln!(
@@ -542,7 +638,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    run(&config_path)
+    run(&config_path, log_format)
 }
 
 /// Connects to the API at `to` with a throwaway identity and runs `work`.
@@ -659,7 +755,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn run(config_path: &Path) -> ExitCode {
+fn run(config_path: &Path, log_format: LogFormat) -> ExitCode {
     let LoadedConfig {
         node: config,
         data_dir,
@@ -679,10 +775,15 @@ fn run(config_path: &Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(log.as_deref().unwrap_or(DEFAULT_LOG_FILTER))
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -716,13 +817,27 @@ fn run(config_path: &Path) -> ExitCode {
         if let Some(listen) = api_listen {
             serve_http(listen, &data_dir, status.clone()).await?;
         }
-        tokio::select! {
-            result = hm_node::run(env, config, status.clone()) => result.context("the node stopped"),
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; stopping");
-                Ok(())
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot listen for SIGTERM")?;
+        let signal = tokio::select! {
+            result = hm_node::run(env.clone(), config, status.clone()) => {
+                return result.context("the node stopped");
             }
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        // The node's work stopped with its future; make everything it wrote
+        // durable before the runtime and the database close.
+        tracing::info!(signal, "stopping: flushing and syncing the database");
+        env.disk()
+            .flush_all()
+            .context("cannot flush the database on the way out; the next start replays its log")?;
+        if let Err(error) = write_status(&status_file, &status) {
+            tracing::warn!(path = %status_file.display(), %error, "cannot write the last status");
         }
+        tracing::info!(signal, "stopped cleanly");
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -297,6 +297,12 @@ impl ChainChecker {
         self.resumed_at_ms.is_some() && self.min_height >= scenario.properties.chain_min_height
     }
 
+    /// When every live honest node had committed above the height held
+    /// when the faults stopped.
+    pub fn resumed_at_ms(&self) -> Option<u64> {
+        self.resumed_at_ms
+    }
+
     pub fn max_height(&self) -> u64 {
         self.max_height
     }

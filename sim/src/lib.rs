@@ -9,6 +9,8 @@ pub mod html;
 #[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]
+pub mod real;
+#[cfg(madsim)]
 pub mod report;
 #[cfg(madsim)]
 pub mod runner;

@@ -58,6 +58,19 @@ mod cli {
             /// No progress line on stderr.
             #[arg(long)]
             no_progress: bool,
+            /// Run the scenario's faults against real `hm-node` processes in
+            /// network namespaces instead of the simulator (root; small
+            /// scenarios only: the run says what it cannot do).
+            #[arg(long, conflicts_with_all = ["check_determinism", "report_html"])]
+            real: bool,
+            /// The hm-node binary for --real (default: $HM_NODE, or the one
+            /// `cargo sim run --real` builds).
+            #[arg(long, requires = "real")]
+            hm_node: Option<PathBuf>,
+            /// Where --real keeps data dirs, configs and node logs (default:
+            /// a new directory under the system's temp dir).
+            #[arg(long, requires = "real")]
+            work_dir: Option<PathBuf>,
         },
         /// Run scenarios over a range of seeds, several processes at once.
         Sweep {
@@ -141,6 +154,62 @@ mod cli {
         })
     }
 
+    /// `hm-sim run --real`: exit 0 on pass or skip (the reason printed),
+    /// 1 on a failed property, 2 when the run could not be set up.
+    fn run_real(
+        scenario: &Scenario,
+        shown: &str,
+        seed: u64,
+        hm_node: Option<PathBuf>,
+        work_dir: Option<PathBuf>,
+        json: bool,
+        progress: bool,
+    ) -> ExitCode {
+        use hm_sim::real::{RealOutcome, real_summary, run_real};
+        let hm_node = hm_node
+            .or_else(|| std::env::var_os("HM_NODE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("hm-node"));
+        let work_dir = work_dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "hm-real-{}-seed{seed}-{}",
+                scenario.name,
+                std::process::id()
+            ))
+        });
+        match run_real(
+            scenario,
+            shown,
+            seed,
+            &hm_node,
+            &work_dir,
+            progress && !json,
+        ) {
+            Ok(RealOutcome::Skipped(reason)) => {
+                println!("hm-sim --real · {} · SKIPPED: {reason}", scenario.name);
+                ExitCode::SUCCESS
+            }
+            Ok(RealOutcome::Ran(report)) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", real_summary(&report));
+                }
+                if report.passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(error) => {
+                eprintln!("error: hm-sim --real: {error}");
+                ExitCode::from(2)
+            }
+        }
+    }
+
     fn load(path: &std::path::Path) -> Result<Scenario, ExitCode> {
         Scenario::load(path).map_err(|error| {
             eprintln!("error: {error}");
@@ -167,6 +236,9 @@ mod cli {
                 report_html,
                 check_determinism,
                 no_progress,
+                real,
+                hm_node,
+                work_dir,
             } => {
                 let loaded = match load(&scenario) {
                     Ok(loaded) => loaded,
@@ -174,6 +246,9 @@ mod cli {
                 };
                 let seed = seed.unwrap_or(loaded.seed);
                 let shown = scenario.display().to_string();
+                if real {
+                    return run_real(&loaded, &shown, seed, hm_node, work_dir, json, !no_progress);
+                }
                 let outcome = run(&loaded, &shown, seed, !no_progress && !json);
                 let report = serde_json::to_string_pretty(&outcome).unwrap_or_default();
                 if json {

@@ -92,7 +92,7 @@ pub struct Traffic {
 
 /// One scheduled change to the universe.
 #[derive(Debug, Clone)]
-enum Action {
+pub(crate) enum Action {
     SetPartition(Option<Partition>),
     SetLink(LinkModel),
     Kill(u32),
@@ -115,7 +115,7 @@ struct SimNode {
     unwelcome: bool,
 }
 
-fn seconds_to_ms(seconds: f64) -> u64 {
+pub(crate) fn seconds_to_ms(seconds: f64) -> u64 {
     (seconds * 1000.0).round().max(0.0) as u64
 }
 
@@ -144,7 +144,7 @@ fn pick_nodes(n: u32, fraction: f64) -> Vec<u32> {
 }
 
 /// Expands the fault list into timed actions, choosing nodes with the seed.
-fn timeline(scenario: &Scenario) -> Vec<(u64, Action)> {
+pub(crate) fn timeline(scenario: &Scenario) -> Vec<(u64, Action)> {
     let n = scenario.nodes.count;
     let base_link = link_of(scenario);
     let mut actions = Vec::new();

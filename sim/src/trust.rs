@@ -265,20 +265,12 @@ impl TrustChecker {
         }
     }
 
-    /// The trust properties, judged against TrustChain's state rebuilt from
-    /// an honest node's chain.
-    pub fn properties(
-        &self,
-        scenario: &Scenario,
-        nodes: &[TrustView<'_>],
-        audited: Result<&SharedTrust, String>,
-        held: Result<&SharedTrust, String>,
-        byzantine_authorities: &[(usize, Hash)],
-    ) -> Vec<PropertyResult> {
-        let mut properties = Vec::new();
+    /// Every live honest node in phase 3 within the scenario's bound, and
+    /// still there at the end.
+    pub fn phase3_property(&self, scenario: &Scenario) -> PropertyResult {
         let bound_s = scenario.properties.phase3_within_s;
         let reached = self.all_phase3_at_ms.map(|at| at as f64 / 1000.0);
-        properties.push(PropertyResult {
+        PropertyResult {
             name: "phase-3".into(),
             passed: reached.is_some_and(|at| at <= bound_s) && self.behind.is_empty(),
             detail: match (reached, self.behind.is_empty()) {
@@ -294,7 +286,21 @@ impl TrustChecker {
                     self.behind.join(", ")
                 ),
             },
-        });
+        }
+    }
+
+    /// The trust properties, judged against TrustChain's state rebuilt from
+    /// an honest node's chain.
+    pub fn properties(
+        &self,
+        scenario: &Scenario,
+        nodes: &[TrustView<'_>],
+        audited: Result<&SharedTrust, String>,
+        held: Result<&SharedTrust, String>,
+        byzantine_authorities: &[(usize, Hash)],
+    ) -> Vec<PropertyResult> {
+        let mut properties = Vec::new();
+        properties.push(self.phase3_property(scenario));
         let trust = match audited {
             Ok(trust) => trust,
             Err(error) => {

@@ -8,7 +8,7 @@ use crate::app::SharedTrust;
 use crate::membership::NodeId;
 
 /// A snapshot of a node, refreshed by the node a few times a second.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     /// True between a successful boot and the node stopping.
     pub running: bool,
@@ -40,7 +40,7 @@ pub struct NodeStatus {
 }
 
 /// What the chain service reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainStatus {
     pub enabled: bool,
     pub validator: bool,
@@ -75,7 +75,7 @@ pub struct ChainStatus {
 }
 
 /// What the TrustChain agent and certificate validator report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrustStatus {
     pub enabled: bool,
     /// Bootstrap phase 0..=3.

@@ -114,6 +114,26 @@ fn build(root: &Path) -> Result<PathBuf, ExitCode> {
     Ok(sim_target_dir(root).join(PROFILE).join("hm-sim"))
 }
 
+/// `--real` runs the production node: build it the ordinary way (no
+/// `--cfg madsim`, the normal target dir).
+fn build_hm_node(root: &Path) -> Result<PathBuf, ExitCode> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "hm-host", "--bin", "hm-node"])
+        .current_dir(root)
+        .env_remove("RUSTFLAGS")
+        .status();
+    let code = status_code(status, "cargo build --bin hm-node");
+    if code != ExitCode::SUCCESS {
+        eprintln!("cargo sim: building hm-node for --real failed (see the errors above)");
+        return Err(code);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join("hm-node"))
+}
+
 fn main() -> ExitCode {
     let root = workspace_root();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -161,10 +181,24 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         _ => match build(&root) {
-            Ok(binary) => status_code(
-                Command::new(&binary).args(&args).status(),
-                &binary.display().to_string(),
-            ),
+            Ok(binary) => {
+                let mut args = args;
+                if args.iter().any(|arg| arg == "--real")
+                    && !args.iter().any(|arg| arg.starts_with("--hm-node"))
+                {
+                    match build_hm_node(&root) {
+                        Ok(hm_node) => {
+                            args.push("--hm-node".into());
+                            args.push(hm_node.display().to_string());
+                        }
+                        Err(code) => return code,
+                    }
+                }
+                status_code(
+                    Command::new(&binary).args(&args).status(),
+                    &binary.display().to_string(),
+                )
+            }
             Err(code) => code,
         },
     }

@@ -308,22 +308,29 @@ impl RealNet {
         Ok(net)
     }
 
-    fn set_partition(&mut self, partition: Option<&Partition>) -> Result<(), String> {
+    /// Adds or deletes the rule that drops, in `receiver`'s namespace,
+    /// everything from `sender`.
+    fn blackhole(&self, add_or_del: &str, receiver: usize, sender: usize) -> Result<(), String> {
         let pref = PARTITION_RULE_PREF.to_string();
+        let from = self.addr(sender).to_string();
+        let namespace = self.namespace(receiver);
+        ip(&[
+            "-n",
+            &namespace,
+            "-6",
+            "rule",
+            add_or_del,
+            "pref",
+            &pref,
+            "from",
+            &from,
+            "blackhole",
+        ])
+    }
+
+    fn set_partition(&mut self, partition: Option<&Partition>) -> Result<(), String> {
         for (receiver, sender) in std::mem::take(&mut self.rules) {
-            let from = self.addr(sender).to_string();
-            ip(&[
-                "-n",
-                &self.namespace(receiver),
-                "-6",
-                "rule",
-                "del",
-                "pref",
-                &pref,
-                "from",
-                &from,
-                "blackhole",
-            ])?;
+            self.blackhole("del", receiver, sender)?;
         }
         let Some(partition) = partition else {
             return Ok(());
@@ -338,19 +345,7 @@ impl RealNet {
                 if sender == receiver || !cut {
                     continue;
                 }
-                let from = self.addr(sender).to_string();
-                ip(&[
-                    "-n",
-                    &self.namespace(receiver),
-                    "-6",
-                    "rule",
-                    "add",
-                    "pref",
-                    &pref,
-                    "from",
-                    &from,
-                    "blackhole",
-                ])?;
+                self.blackhole("add", receiver, sender)?;
                 self.rules.push((receiver, sender));
             }
         }

@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hm_node::StatusHandle;
+use hm_env::Entropy as _;
+use hm_node::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
 use hm_trustchain::name::DnsName;
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +54,6 @@ pub enum TokenError {
     },
     #[error("the API token {path} is not {} hex digits; delete it and run `hm-node init` again", TOKEN_BYTES * 2)]
     Malformed { path: PathBuf },
-    #[error("no randomness for the API token: {0}")]
-    Entropy(String),
 }
 
 /// Reads `<data_dir>/api-token`, creating it (0600) when missing.
@@ -70,7 +69,7 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, TokenError> {
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; TOKEN_BYTES];
-            getrandom::fill(&mut bytes).map_err(|error| TokenError::Entropy(error.to_string()))?;
+            crate::entropy::OsEntropy.fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
             write_private(&path, token.as_bytes())
                 .map_err(|source| TokenError::Write { path, source })?;
@@ -271,7 +270,7 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-async fn metrics(State(state): State<ApiState>, _headers: HeaderMap) -> Response {
+async fn metrics(State(state): State<ApiState>) -> Response {
     let data_dir = state.data_dir.clone();
     // Walking the data dir touches the filesystem: off the async threads.
     let disk_bytes = tokio::task::spawn_blocking(move || dir_bytes(&data_dir))
@@ -317,6 +316,31 @@ impl Family<'_> {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// A summary without quantiles: its `_sum` (from milliseconds to
+    /// seconds) and `_count`.
+    fn summary(&mut self, name: &str, help: &str, sum_ms: u64, count: u64) {
+        self.header(name, "summary", help);
+        self.sample(&format!("{name}_sum"), &[], sum_ms as f64 / 1000.0);
+        self.sample(&format!("{name}_count"), &[], count as f64);
+    }
+
+    /// A histogram over [`COMMIT_LATENCY_BUCKETS_MS`] from per-bucket
+    /// (not cumulative) counts; a node that has not counted yet shows zeros.
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[u64], sum_ms: u64, count: u64) {
+        self.header(name, "histogram", help);
+        let bucket_name = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (index, bound_ms) in COMMIT_LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += buckets.get(index).copied().unwrap_or(0);
+            let le = (*bound_ms as f64 / 1000.0).to_string();
+            self.sample(&bucket_name, &[("le", &le)], cumulative as f64);
+        }
+        // +Inf is the count itself, whatever the buckets say.
+        self.sample(&bucket_name, &[("le", "+Inf")], count as f64);
+        self.sample(&format!("{name}_sum"), &[], sum_ms as f64 / 1000.0);
+        self.sample(&format!("{name}_count"), &[], count as f64);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -471,35 +495,18 @@ pub fn render_metrics(status: &hm_node::NodeStatus, disk_bytes: u64) -> String {
             *bytes as f64,
         );
     }
-    family.header(
+    family.histogram(
         "hm_chain_own_commit_latency_seconds",
-        "summary",
         "From deciding to propose a block to committing it, for this validator's own blocks.",
+        &chain.own_commit_latency_buckets,
+        chain.own_commit_latency_ms_total,
+        chain.own_commits,
     );
-    family.sample(
-        "hm_chain_own_commit_latency_seconds_sum",
-        &[],
-        chain.own_commit_latency_ms_total as f64 / 1000.0,
-    );
-    family.sample(
-        "hm_chain_own_commit_latency_seconds_count",
-        &[],
-        chain.own_commits as f64,
-    );
-    family.header(
+    family.summary(
         "hm_chain_commit_interval_seconds",
-        "summary",
         "Time between consecutive commits seen live.",
-    );
-    family.sample(
-        "hm_chain_commit_interval_seconds_sum",
-        &[],
-        chain.commit_interval_ms_total as f64 / 1000.0,
-    );
-    family.sample(
-        "hm_chain_commit_interval_seconds_count",
-        &[],
-        chain.commit_intervals as f64,
+        chain.commit_interval_ms_total,
+        chain.commit_intervals,
     );
     family.single(
         "hm_disk_bytes",
@@ -541,6 +548,7 @@ pub const OPENAPI_JSON: &str = r##"{
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::HeaderMap;
     use axum::http::Request as HttpRequest;
     use tower::ServiceExt;
 
@@ -552,6 +560,14 @@ mod tests {
             status.running = true;
             status.chain.height = 7;
             status.chain.sent_by_kind = vec![("vote".into(), 3, 300), ("blocks".into(), 2, 2_000)];
+            // Two commits within 5 ms, one within 50 ms, one beyond every bound.
+            let mut buckets = vec![0; COMMIT_LATENCY_BUCKETS_MS.len() + 1];
+            buckets[0] = 2;
+            buckets[3] = 1;
+            buckets[COMMIT_LATENCY_BUCKETS_MS.len()] = 1;
+            status.chain.own_commit_latency_buckets = buckets;
+            status.chain.own_commits = 4;
+            status.chain.own_commit_latency_ms_total = 60_046;
         });
         router(status, TOKEN, Path::new("/nonexistent-data-dir"))
     }
@@ -691,7 +707,10 @@ mod tests {
                 let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
                 let last = families.last_mut().expect("TYPE before HELP");
                 assert_eq!(last.0, name, "TYPE for another family than HELP");
-                assert!(["gauge", "counter", "summary"].contains(&kind), "{kind}");
+                assert!(
+                    ["gauge", "counter", "summary", "histogram"].contains(&kind),
+                    "{kind}"
+                );
                 last.1 = kind.to_string();
             } else {
                 let (series, value) = line.rsplit_once(' ').expect("series value");
@@ -702,9 +721,13 @@ mod tests {
                     "{name}"
                 );
                 let (family, kind) = families.last().expect("sample before HELP");
+                let sum_or_count =
+                    name == format!("{family}_sum") || name == format!("{family}_count");
                 let suffix_ok = name == family
-                    || (kind == "summary"
-                        && (name == format!("{family}_sum") || name == format!("{family}_count")));
+                    || (kind == "summary" && sum_or_count)
+                    || (kind == "histogram"
+                        && (sum_or_count
+                            || (name == format!("{family}_bucket") && series.contains("le=\""))));
                 assert!(suffix_ok, "{name} outside its family {family}");
                 if kind == "counter" {
                     assert!(
@@ -728,6 +751,18 @@ mod tests {
         assert!(text.contains("hm_chain_height 7\n"), "{text}");
         assert!(text.contains("hm_chain_bytes_sent_total{kind=\"blocks\"} 2000\n"));
         assert!(text.contains("hm_up 1\n"));
+        // The histogram is cumulative, ends in +Inf = count, sums in seconds.
+        let latency = "hm_chain_own_commit_latency_seconds";
+        assert!(
+            text.contains(&format!("{latency}_bucket{{le=\"0.005\"}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{latency}_bucket{{le=\"0.025\"}} 2\n")));
+        assert!(text.contains(&format!("{latency}_bucket{{le=\"0.05\"}} 3\n")));
+        assert!(text.contains(&format!("{latency}_bucket{{le=\"30\"}} 3\n")));
+        assert!(text.contains(&format!("{latency}_bucket{{le=\"+Inf\"}} 4\n")));
+        assert!(text.contains(&format!("{latency}_sum 60.046\n")));
+        assert!(text.contains(&format!("{latency}_count 4\n")));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::app::{NodeApp, kv_tx, trust_tx};
 use crate::bootstrap::Phase;
 use crate::link::Link;
 use crate::node::NodeError;
-use crate::status::StatusHandle;
+use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
 use crate::trust::{AgentNow, TrustAction, TrustAgent, TrustSettings, TrustShared};
 
 /// ALPN id of chain connections.
@@ -163,6 +163,8 @@ struct ChainCounters {
     messages_dropped: u64,
     own_commits: u64,
     own_commit_latency_ms_total: u64,
+    /// See `ChainStatus::own_commit_latency_buckets`.
+    own_commit_latency_buckets: [u64; COMMIT_LATENCY_BUCKETS_MS.len() + 1],
     commit_intervals: u64,
     commit_interval_ms_total: u64,
     /// When the previous commit happened (ms since the shell started).
@@ -238,6 +240,9 @@ impl<E: Env> ChainShell<E> {
                     if let Some(latency_ms) = proposal_to_commit_ms {
                         self.counters.own_commits += 1;
                         self.counters.own_commit_latency_ms_total += latency_ms;
+                        let bucket =
+                            COMMIT_LATENCY_BUCKETS_MS.partition_point(|bound| *bound < latency_ms);
+                        self.counters.own_commit_latency_buckets[bucket] += 1;
                     }
                     debug_assert_eq!(height as usize, self.committed.len() + 1);
                     if self.committed.len() < STATUS_COMMITTED_MAX {
@@ -980,6 +985,7 @@ impl<E: Env> ChainShell<E> {
             chain.messages_dropped = counters.messages_dropped;
             chain.own_commits = counters.own_commits;
             chain.own_commit_latency_ms_total = counters.own_commit_latency_ms_total;
+            chain.own_commit_latency_buckets = counters.own_commit_latency_buckets.to_vec();
             chain.commit_intervals = counters.commit_intervals;
             chain.commit_interval_ms_total = counters.commit_interval_ms_total;
             chain.sent_by_kind = counters

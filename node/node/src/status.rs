@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::app::SharedTrust;
 use crate::membership::NodeId;
 
+/// Upper bounds (ms) of the own-commit latency histogram's buckets.
+pub const COMMIT_LATENCY_BUCKETS_MS: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+];
+
 /// A snapshot of a node, refreshed by the node a few times a second.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
@@ -68,6 +73,11 @@ pub struct ChainStatus {
     /// propose each to committing it (consensus latency).
     pub own_commits: u64,
     pub own_commit_latency_ms_total: u64,
+    /// The same own commits by latency: entry `i` counts those at most
+    /// [`COMMIT_LATENCY_BUCKETS_MS`]`[i]` and above the bound before it;
+    /// one last entry counts the slower ones (not cumulative).
+    #[serde(default)]
+    pub own_commit_latency_buckets: Vec<u64>,
     /// Intervals between consecutive commits seen live (not while catching
     /// up from disk), and their sum: the commit rate.
     pub commit_intervals: u64,

@@ -295,9 +295,13 @@ pub fn encode_stored(block: &Block) -> Vec<u8> {
 fn stored_parts(block: &Block, checked: bool) -> (Vec<u8>, Vec<u8>) {
     let content = || hm_wire::encode(&(&block.header, &block.body, &block.proof));
     let compressed = if checked {
-        let header_hash = block.header.hash();
-        let proof = hm_wire::encode(&block.proof);
-        hm_wire::compress::compress_named(&[header_hash.as_bytes(), &proof], content)
+        let name = || {
+            vec![
+                block.header.hash().as_bytes().to_vec(),
+                hm_wire::encode(&block.proof),
+            ]
+        };
+        hm_wire::compress::compress_named(name, content)
     } else {
         hm_wire::compress::compress(&content())
     };

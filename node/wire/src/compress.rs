@@ -55,18 +55,25 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 
 /// [`compress`] of the bytes `content` produces, for callers that can name
 /// those bytes more cheaply than by hashing them: with the `memo` feature
-/// the result is remembered under `identity`, and `content` runs only when
-/// it is not. The caller guarantees that equal identities mean equal
-/// content (e.g. a block's header hash, which commits to its body, with its
-/// proofs). Without the feature this is `compress(&content())`.
-pub fn compress_named(identity: &[&[u8]], content: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+/// the result is remembered under the parts `identity` returns, and
+/// `content` runs only when it is not. The caller guarantees that equal
+/// identities mean equal content (e.g. a block's header hash, which commits
+/// to its body, with its proofs). Without the feature this is
+/// `compress(&content())` and `identity` never runs.
+pub fn compress_named(
+    identity: impl FnOnce() -> Vec<Vec<u8>>,
+    content: impl FnOnce() -> Vec<u8>,
+) -> Vec<u8> {
     #[cfg(feature = "memo")]
     {
-        let id = hm_env::memo::memo_id("hm/memo/compress-named", identity);
+        let parts = identity();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let id = hm_env::memo::memo_id("hm/memo/compress-named", &parts);
         memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(&content()))
     }
     #[cfg(not(feature = "memo"))]
     {
+        // Without the memo nothing needs the name: it is never computed.
         let _ = identity;
         compress_uncached(&content())
     }
@@ -206,16 +213,22 @@ mod tests {
     fn named_content_compresses_like_its_bytes_and_is_produced_at_most_once() {
         let content = b"named named named content".repeat(50);
         let mut produced = 0;
-        let packed = compress_named(&[b"test/named", b"1"], || {
-            produced += 1;
-            content.clone()
-        });
+        let packed = compress_named(
+            || vec![b"test/named".to_vec(), b"1".to_vec()],
+            || {
+                produced += 1;
+                content.clone()
+            },
+        );
         assert_eq!(produced, 1);
         assert_eq!(packed, compress(&content));
-        let again = compress_named(&[b"test/named", b"1"], || {
-            produced += 1;
-            content.clone()
-        });
+        let again = compress_named(
+            || vec![b"test/named".to_vec(), b"1".to_vec()],
+            || {
+                produced += 1;
+                content.clone()
+            },
+        );
         assert_eq!(decompress(&again, content.len()), Ok(content.clone()));
         // With the memo the second call reuses the first; without it, it
         // produces the content again.

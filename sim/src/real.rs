@@ -925,16 +925,14 @@ pub fn run_real(
 /// The one-screen summary of a real run.
 pub fn real_summary(report: &RealReport) -> String {
     let mut out = String::new();
-    let verdict = if report.passed { "PASS" } else { "FAIL" };
-    let _ = writeln!(
-        out,
-        "hm-sim --real · {} · seed {} · {verdict}",
-        report.scenario, report.seed
+    crate::report::verdict_lines(
+        &mut out,
+        "hm-sim --real",
+        &report.scenario,
+        report.seed,
+        report.passed,
+        &report.properties,
     );
-    for property in &report.properties {
-        let mark = if property.passed { "pass" } else { "FAIL" };
-        let _ = writeln!(out, "  {mark}  {:<24} {}", property.name, property.detail);
-    }
     let show = |value: Option<f64>, unit: &str| {
         value.map_or("-".to_string(), |value| format!("{value:.1} {unit}"))
     };

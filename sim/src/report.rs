@@ -26,18 +26,34 @@ pub fn reproduce_command(outcome: &RunOutcome) -> String {
     )
 }
 
-pub fn summary(outcome: &RunOutcome) -> String {
-    let mut out = String::new();
-    let verdict = if outcome.passed { "PASS" } else { "FAIL" };
-    let _ = writeln!(
-        out,
-        "hm-sim · {} · seed {} · {verdict}",
-        outcome.scenario, outcome.seed
-    );
-    for property in &outcome.properties {
+/// The first lines of a run's summary: the verdict, then one line per
+/// property. `mode` names the world ("hm-sim" or "hm-sim --real").
+pub fn verdict_lines(
+    out: &mut String,
+    mode: &str,
+    scenario: &str,
+    seed: u64,
+    passed: bool,
+    properties: &[crate::runner::PropertyResult],
+) {
+    let verdict = if passed { "PASS" } else { "FAIL" };
+    let _ = writeln!(out, "{mode} · {scenario} · seed {seed} · {verdict}");
+    for property in properties {
         let mark = if property.passed { "pass" } else { "FAIL" };
         let _ = writeln!(out, "  {mark}  {:<22} {}", property.name, property.detail);
     }
+}
+
+pub fn summary(outcome: &RunOutcome) -> String {
+    let mut out = String::new();
+    verdict_lines(
+        &mut out,
+        "hm-sim",
+        &outcome.scenario,
+        outcome.seed,
+        outcome.passed,
+        &outcome.properties,
+    );
     let speedup = outcome.simulated_s / outcome.wall_s.max(1e-9);
     let _ = writeln!(
         out,

@@ -7,61 +7,17 @@
     clippy::unwrap_used
 )] // a test driving real processes
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Node;
 
 /// How long the cluster gets to converge after each change.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often status files are read while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-
-struct Node {
-    config: PathBuf,
-    status: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hm-node"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("HM_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start hm-node");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap(); // SIGKILL on unix
-            child.wait().unwrap();
-        }
-        // A dead process cannot update its status file: remove it, so a
-        // stale snapshot is never mistaken for the restarted node's.
-        let _ = std::fs::remove_file(&self.status);
-    }
-
-    fn status(&self) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(&self.status).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn node_id(&self) -> Option<serde_json::Value> {
-        self.status().map(|status| status["node_id"].clone())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn free_port_base() -> u16 {
     // Spread concurrent test runs apart; the test checks binding succeeded.
@@ -137,12 +93,8 @@ fn four_nodes_converge_lose_a_killed_node_and_take_it_back() {
     let mut nodes: Vec<Node> = (0..4)
         .map(|index| {
             let (config, status) = write_config(&dir, index, base);
-            Node {
-                config,
-                status,
-                child: None,
-                log: dir.join(format!("node{index}.log")),
-            }
+            let addr = format!("[::1]:{}", base + index as u16);
+            Node::new(addr, config, status, dir.join(format!("node{index}.log")))
         })
         .collect();
     for node in &mut nodes {

@@ -21,8 +21,8 @@
 mod common;
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hm_host::dns::{RecordType, ResponseCode, ask};
@@ -35,44 +35,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 const VALIDATORS: usize = 4;
 
+/// A validator of this test: the shared process handle plus its addresses.
 struct Node {
+    process: common::Node,
     /// API (STOQ listen) address.
     addr: SocketAddrV6,
     dns: SocketAddrV6,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hm-node"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("HM_LOG", "info,hickory_server=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start hm-node");
-        self.child = Some(child);
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-}
-
-/// Kills the node on every exit path, panics included.
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A port free for UDP and TCP on [::1] right now, from a per-process
@@ -141,11 +109,14 @@ dns_listen = "[::1]:{dns_port}"
             )
             .unwrap();
             Node {
+                process: common::Node::new(
+                    local(port).to_string(),
+                    config,
+                    data_dir.join("status.json"),
+                    dir.join(format!("node{index}.log")),
+                ),
                 addr: local(port),
                 dns: local(dns_port),
-                config,
-                log: dir.join(format!("node{index}.log")),
-                child: None,
             }
         })
         .collect()
@@ -213,7 +184,7 @@ fn wait_for_phase3(nodes: &[Node]) -> Vec<NodeSummary> {
         Err(last) => {
             let logs: Vec<String> = nodes
                 .iter()
-                .map(|node| format!("--- {}:\n{}", node.addr, node.log_tail()))
+                .map(|node| format!("--- {}:\n{}", node.addr, node.process.log_tail()))
                 .collect();
             panic!(
                 "not all nodes reached phase 3 with every name within {PHASE3_TIMEOUT:?}:\n{last}\n{}",
@@ -261,7 +232,7 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = setup(dir.path());
     for node in &mut nodes {
-        node.start();
+        node.process.start();
     }
     let summaries = wait_for_phase3(&nodes);
     eprintln!("phase 3 everywhere after {:?}", started.elapsed());

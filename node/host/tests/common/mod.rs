@@ -24,6 +24,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node not started yet; its log is appended to across restarts.
+    pub fn new(addr: String, config: PathBuf, status: PathBuf, log: PathBuf) -> Node {
+        Node {
+            addr,
+            config,
+            status,
+            log,
+            child: None,
+        }
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::File::options()
             .create(true)
@@ -33,7 +44,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_hm-node"))
             .arg("--config")
             .arg(&self.config)
-            .env("HM_LOG", "info")
+            .env("HM_LOG", "info,hickory_server=warn,hickory_net=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -58,6 +69,10 @@ impl Node {
     pub fn status(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(&self.status).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    pub fn node_id(&self) -> Option<serde_json::Value> {
+        self.status().map(|status| status["node_id"].clone())
     }
 
     pub fn height(&self) -> Option<u64> {

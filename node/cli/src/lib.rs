@@ -13,6 +13,8 @@ use hm_trustchain::name::DnsName;
 use hm_wire::Hash;
 use serde::Serialize;
 
+mod ops;
+
 /// Nodes one `hm status` may ask (each gets its own connection).
 pub const STATUS_NODES_MAX: usize = 256;
 /// Hex characters shown of a node id or fingerprint.
@@ -46,6 +48,79 @@ enum Command {
         #[command(subcommand)]
         command: DnsCommand,
     },
+    /// The peers a node knows: membership, overlay neighbours, chain links.
+    Peers {
+        /// The node to ask, e.g. "[::1]:7000".
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The committed chain.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// Transactions.
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
+    },
+    /// Certificates in the node's committed transparency log.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// The committed height and head hash.
+    Head {
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A committed block's header at a glance.
+    Block {
+        /// The height, from 1.
+        height: u64,
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TxCommand {
+    /// Submit key-value puts; the node admits them and passes them on to
+    /// the validators (printed: each transaction's id, or why it was refused).
+    Submit {
+        /// `KEY=VALUE` (repeatable).
+        #[arg(long = "put", value_name = "KEY=VALUE", required = true)]
+        puts: Vec<String>,
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A certificate: names, validity, issuer, log index, revocation.
+    Show {
+        /// The certificate's fingerprint (default: the node's own current one).
+        #[arg(long)]
+        fingerprint: Option<String>,
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +150,8 @@ pub enum CliError {
     BadAddress { flag: &'static str, text: String },
     #[error("{count} nodes given; `hm status` asks at most {STATUS_NODES_MAX} at once")]
     TooManyNodes { count: usize },
+    #[error("{0}")]
+    Arguments(String),
     #[error("{name:?} is not a DNS name ({reason}); write it like \"node2.mesh\"")]
     BadName { name: String, reason: String },
     #[error("{addr} refused: {reason}")]
@@ -118,10 +195,28 @@ where
         Command::Dns {
             command: DnsCommand::Resolve { name, to, json },
         } => resolve(&name, &to, json, out),
+        Command::Peers { to, json } => ops::peers(&to, json, out),
+        Command::Chain {
+            command: ChainCommand::Head { to, json },
+        } => ops::chain_head(&to, json, out),
+        Command::Chain {
+            command: ChainCommand::Block { height, to, json },
+        } => ops::chain_block(height, &to, json, out),
+        Command::Tx {
+            command: TxCommand::Submit { puts, to, json },
+        } => ops::tx_submit(&puts, &to, json, out),
+        Command::Cert {
+            command:
+                CertCommand::Show {
+                    fingerprint,
+                    to,
+                    json,
+                },
+        } => ops::cert_show(fingerprint.as_deref(), &to, json, out),
     }
 }
 
-fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddrV6, CliError> {
+pub(crate) fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddrV6, CliError> {
     match text.trim().parse::<SocketAddr>() {
         Ok(SocketAddr::V6(addr)) if addr.ip().to_ipv4_mapped().is_none() => Ok(addr),
         _ => Err(CliError::BadAddress {
@@ -131,14 +226,14 @@ fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddrV6, CliError> 
     }
 }
 
-fn short(hash: &Hash) -> String {
+pub(crate) fn short(hash: &Hash) -> String {
     let mut hex = hash.to_hex();
     hex.truncate(SHORT_HEX);
     hex
 }
 
 /// The name of an answer's kind, for errors.
-fn kind(response: &ApiResponse) -> &'static str {
+pub(crate) fn kind(response: &ApiResponse) -> &'static str {
     match response {
         ApiResponse::Submitted(_) => "a submit receipt",
         ApiResponse::Value { .. } => "a value",
@@ -149,11 +244,14 @@ fn kind(response: &ApiResponse) -> &'static str {
         ApiResponse::TreeHead(_) => "a tree head",
         ApiResponse::Status(_) => "a status",
         ApiResponse::Error(_) => "an error",
+        ApiResponse::Block(_) => "a block",
+        ApiResponse::Peers(_) => "a peer list",
+        ApiResponse::CertificateInfo(_) => "a certificate summary",
     }
 }
 
 /// One request to the node at `addr` on its own connection.
-async fn ask(
+pub(crate) async fn ask(
     endpoint: &ApiEndpoint,
     addr: SocketAddrV6,
     request: &ApiRequest,
@@ -274,7 +372,7 @@ fn row_without_summary(addr: SocketAddrV6, note: String) -> Vec<String> {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
@@ -432,6 +530,40 @@ mod tests {
         let error = result.expect_err("bad name").to_string();
         assert!(error.contains("not a DNS name"), "{error}");
         let (result, _) = run_text(&["hm", "status"]);
+        assert!(matches!(result, Err(CliError::Usage(_))));
+        // The newer commands check their own arguments the same way.
+        for (args, expected) in [
+            (
+                &["hm", "tx", "submit", "--put", "nokey", "--to", "[::1]:1"][..],
+                "has no `=`",
+            ),
+            (
+                &["hm", "tx", "submit", "--put", "=v", "--to", "[::1]:1"][..],
+                "empty key",
+            ),
+            (
+                &[
+                    "hm",
+                    "cert",
+                    "show",
+                    "--fingerprint",
+                    "zz",
+                    "--to",
+                    "[::1]:1",
+                ][..],
+                "not 64 hex digits",
+            ),
+            (&["hm", "peers", "--to", "localhost"][..], "[::1]:7000"),
+            (
+                &["hm", "chain", "head", "--to", "10.0.0.1:1"][..],
+                "[::1]:7000",
+            ),
+        ] {
+            let (result, _) = run_text(args);
+            let error = result.expect_err("refused before the network").to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+        let (result, _) = run_text(&["hm", "chain", "block", "x", "--to", "[::1]:1"]);
         assert!(matches!(result, Err(CliError::Usage(_))));
     }
 

@@ -287,6 +287,45 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
     let (ok, _, error) = hm(&["dns", "resolve", "node9.mesh", "--to", &addrs[0]]);
     assert!(!ok && error.contains("has no committed record"), "{error}");
 
+    // The one-node commands, against node 0.
+    let (ok, out, error) = hm(&["peers", "--to", &addrs[0], "--json"]);
+    assert!(ok, "hm peers: {error}");
+    let peers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let peers = peers.as_array().unwrap();
+    assert_eq!(peers.len(), VALIDATORS - 1, "{out}");
+    assert!(
+        peers
+            .iter()
+            .all(|peer| peer["validator"] == true && peer["member"] == true),
+        "{out}"
+    );
+    let (ok, out, error) = hm(&["chain", "head", "--to", &addrs[0], "--json"]);
+    assert!(ok, "hm chain head: {error}");
+    let head: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(head["height"].as_u64().unwrap() >= 1, "{out}");
+    let (ok, out, error) = hm(&["chain", "block", "1", "--to", &addrs[1], "--json"]);
+    assert!(ok, "hm chain block: {error}");
+    let block: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(block["height"], 1, "{out}");
+    assert_eq!(block["hash"].as_str().unwrap().len(), 64, "{out}");
+    let (ok, _, error) = hm(&["chain", "block", "100000000", "--to", &addrs[0]]);
+    assert!(!ok && error.contains("no block at height"), "{error}");
+    let (ok, out, error) = hm(&["tx", "submit", "--put", "cli=yes", "--to", &addrs[2]]);
+    assert!(
+        ok && out.starts_with("submitted "),
+        "hm tx submit: {error}\n{out}"
+    );
+    let (ok, out, error) = hm(&["cert", "show", "--to", &addrs[3], "--json"]);
+    assert!(ok, "hm cert show: {error}");
+    let certificate: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(certificate["names"][0], "node3.mesh", "{out}");
+    assert_eq!(certificate["subject"], json[3]["node_id"], "{out}");
+    assert!(
+        certificate["issued_at_height"].as_u64().is_some(),
+        "chain-issued: {out}"
+    );
+    assert_eq!(certificate["revoked"], false, "{out}");
+
     // Standard DNS on every node's `dns_listen`.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -52,6 +52,64 @@ pub enum ApiRequest {
     TreeHead,
     /// The node's bootstrap phase, certificate and chain position.
     Status,
+    /// A committed block's header at a glance.
+    Block { height: Height },
+    /// The peers this node knows: members, overlay neighbours, chain links.
+    Peers,
+    /// A logged certificate and where it stands; `None`: the node's own
+    /// current one.
+    CertificateInfo { fingerprint: Option<Hash> },
+}
+
+/// Most peers one `Peers` answer lists.
+pub const API_PEERS_MAX: usize = 1024;
+
+/// What `Block` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSummary {
+    pub height: Height,
+    pub hash: Hash,
+    pub round: u32,
+    pub previous_hash: Hash,
+    /// The proposer's clock, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub transactions: u64,
+    pub evidence: u64,
+    pub state_root: Hash,
+    /// Certificates in the transparency log after this block.
+    pub log_size: u64,
+    /// Encoded size of the whole block (header, body, proofs, commit).
+    pub encoded_bytes: u64,
+}
+
+/// One peer of `Peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    pub node_id: Hash,
+    /// In this node's membership view.
+    pub member: bool,
+    /// An active overlay neighbour (gossip).
+    pub overlay: bool,
+    /// A chain link (blocks, votes, sync).
+    pub chain_link: bool,
+    pub validator: bool,
+}
+
+/// What `CertificateInfo` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateSummary {
+    pub fingerprint: Hash,
+    pub subject: Hash,
+    pub names: Vec<String>,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    /// `Some(id)`: issued by that genesis authority; `None`: by the chain.
+    pub authority: Option<Hash>,
+    /// For chain-issued certificates, the height of the issuing block.
+    pub issued_at_height: Option<Height>,
+    pub log_index: u64,
+    pub revoked: bool,
+    pub issuer_revoked: bool,
 }
 
 /// What `Status` answers: one node at a glance.
@@ -91,6 +149,9 @@ pub enum ApiResponse {
     TreeHead(Box<hm_trustchain::log::SignedTreeHead>),
     Status(Box<NodeSummary>),
     Error(String),
+    Block(Box<BlockSummary>),
+    Peers(Vec<PeerSummary>),
+    CertificateInfo(Box<CertificateSummary>),
 }
 
 impl ApiRequest {

@@ -25,7 +25,10 @@ use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiCall, ApiClient, ApiRequest, ApiResponse, NodeSummary};
+use crate::api::{
+    API_PEERS_MAX, ApiCall, ApiClient, ApiRequest, ApiResponse, BlockSummary, CertificateSummary,
+    NodeSummary, PeerSummary,
+};
 use crate::app::{NodeApp, kv_tx, trust_tx};
 use crate::bootstrap::Phase;
 use crate::link::Link;
@@ -906,7 +909,103 @@ impl<E: Env> ChainShell<E> {
                 head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
                 validator: self.replica.is_validator(),
             },
+            ApiRequest::Block { height } => self.block_summary(height),
+            ApiRequest::Peers => ApiResponse::Peers(self.peer_summaries()),
+            ApiRequest::CertificateInfo { fingerprint } => self.certificate_summary(fingerprint),
         }
+    }
+
+    fn block_summary(&self, height: hm_kernel::block::Height) -> ApiResponse {
+        let top = self.replica.height();
+        if height == 0 || height > top {
+            return ApiResponse::Error(format!(
+                "no block at height {height}; committed heights are 1..={top}"
+            ));
+        }
+        match self.replica.store().block(height) {
+            Ok(Some(block)) => ApiResponse::Block(Box::new(BlockSummary {
+                height,
+                hash: block.header.hash(),
+                round: block.header.round,
+                previous_hash: block.header.previous_hash,
+                timestamp_ms: block.header.timestamp_ms,
+                transactions: block.body.transactions.len() as u64,
+                evidence: block.body.evidence.len() as u64,
+                state_root: block.header.state_root,
+                log_size: block.header.log_head.size,
+                encoded_bytes: hm_wire::encoded_len(&block) as u64,
+            })),
+            Ok(None) => ApiResponse::Error(format!(
+                "block {height} is not stored on this node (pruned or not yet synced)"
+            )),
+            Err(error) => ApiResponse::Error(format!("cannot read block {height}: {error}")),
+        }
+    }
+
+    fn peer_summaries(&self) -> Vec<PeerSummary> {
+        let (members, overlay) = self.status.with(|status| {
+            let ids = |list: &[crate::membership::NodeId]| -> BTreeSet<Hash> {
+                list.iter().map(|id| Hash::from(id.0)).collect()
+            };
+            (ids(&status.alive_members), ids(&status.active_peers))
+        });
+        let mut peers: BTreeSet<Hash> = members.union(&overlay).copied().collect();
+        peers.extend(self.links.keys().copied());
+        peers.remove(&self.me);
+        peers
+            .into_iter()
+            .take(API_PEERS_MAX)
+            .map(|node_id| PeerSummary {
+                node_id,
+                member: members.contains(&node_id),
+                overlay: overlay.contains(&node_id),
+                chain_link: self.links.contains_key(&node_id),
+                validator: self.validators.contains(&node_id),
+            })
+            .collect()
+    }
+
+    fn certificate_summary(&self, fingerprint: Option<Hash>) -> ApiResponse {
+        let fingerprint = match fingerprint {
+            Some(fingerprint) => fingerprint,
+            None => match self
+                .agent
+                .as_ref()
+                .and_then(|agent| agent.status().certificate)
+            {
+                Some(fingerprint) => fingerprint,
+                None => {
+                    return ApiResponse::Error(
+                        "this node holds no logged certificate yet (bootstrap phase 0); ask again once it reaches phase 1".into(),
+                    );
+                }
+            },
+        };
+        let Some((certificate, status)) = self.trust.trust.read().certificate(&fingerprint) else {
+            return ApiResponse::Error(format!(
+                "no certificate {fingerprint} in this node's committed log"
+            ));
+        };
+        let (authority, issued_at_height) = match certificate.issuer {
+            hm_trustchain::cert::Issuer::Authority(id) => (Some(id), None),
+            hm_trustchain::cert::Issuer::Chain { height } => (None, Some(height)),
+        };
+        ApiResponse::CertificateInfo(Box::new(CertificateSummary {
+            fingerprint,
+            subject: certificate.subject(),
+            names: certificate
+                .dns_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            not_before_ms: certificate.not_before_ms,
+            not_after_ms: certificate.not_after_ms,
+            authority,
+            issued_at_height,
+            log_index: status.log_index,
+            revoked: status.revoked,
+            issuer_revoked: status.issuer_revoked,
+        }))
     }
 
     /// Shows new commits in the status at once (the full status follows

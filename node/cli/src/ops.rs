@@ -8,7 +8,7 @@ use hm_env::Entropy as _;
 use hm_host::client::with_api_endpoint;
 use hm_host::entropy::OsEntropy;
 use hm_kernel::app::{KvOp, KvTx};
-use hm_node::api::{API_SUBMIT_TRANSACTIONS_MAX, BlockSummary, CertificateSummary};
+use hm_node::api::API_SUBMIT_TRANSACTIONS_MAX;
 use hm_node::{ApiRequest, ApiResponse};
 use hm_wire::Hash;
 use serde::Serialize;
@@ -53,25 +53,7 @@ pub fn peers(to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> 
         other => Err(other),
     })?;
     if json {
-        #[derive(Serialize)]
-        struct PeerJson {
-            node_id: String,
-            validator: bool,
-            member: bool,
-            overlay: bool,
-            chain_link: bool,
-        }
-        let rows: Vec<PeerJson> = peers
-            .iter()
-            .map(|peer| PeerJson {
-                node_id: peer.node_id.to_hex(),
-                validator: peer.validator,
-                member: peer.member,
-                overlay: peer.overlay,
-                chain_link: peer.chain_link,
-            })
-            .collect();
-        return write_json(out, &rows);
+        return write_json(out, &peers);
     }
     let mut rows = vec![
         ["NODE", "ROLE", "MEMBER", "OVERLAY", "CHAIN LINK"]
@@ -135,46 +117,7 @@ pub fn chain_block(height: u64, to: &str, json: bool, out: &mut dyn Write) -> Re
         other => Err(other),
     })?;
     if json {
-        #[derive(Serialize)]
-        struct BlockJson {
-            height: u64,
-            hash: String,
-            round: u32,
-            previous_hash: String,
-            timestamp_ms: u64,
-            transactions: u64,
-            evidence: u64,
-            state_root: String,
-            log_size: u64,
-            encoded_bytes: u64,
-        }
-        let BlockSummary {
-            height,
-            hash,
-            round,
-            previous_hash,
-            timestamp_ms,
-            transactions,
-            evidence,
-            state_root,
-            log_size,
-            encoded_bytes,
-        } = block;
-        return write_json(
-            out,
-            &BlockJson {
-                height,
-                hash: hash.to_hex(),
-                round,
-                previous_hash: previous_hash.to_hex(),
-                timestamp_ms,
-                transactions,
-                evidence,
-                state_root: state_root.to_hex(),
-                log_size,
-                encoded_bytes,
-            },
-        );
+        return write_json(out, &block);
     }
     writeln!(out, "height {}  round {}", block.height, block.round)?;
     writeln!(out, "hash {}", block.hash.to_hex())?;
@@ -310,46 +253,7 @@ pub fn cert_show(
             },
         )?;
     if json {
-        #[derive(Serialize)]
-        struct CertificateJson<'a> {
-            fingerprint: String,
-            subject: String,
-            names: &'a [String],
-            not_before_ms: u64,
-            not_after_ms: u64,
-            authority: Option<String>,
-            issued_at_height: Option<u64>,
-            log_index: u64,
-            revoked: bool,
-            issuer_revoked: bool,
-        }
-        let CertificateSummary {
-            fingerprint,
-            subject,
-            names,
-            not_before_ms,
-            not_after_ms,
-            authority,
-            issued_at_height,
-            log_index,
-            revoked,
-            issuer_revoked,
-        } = &certificate;
-        return write_json(
-            out,
-            &CertificateJson {
-                fingerprint: fingerprint.to_hex(),
-                subject: subject.to_hex(),
-                names,
-                not_before_ms: *not_before_ms,
-                not_after_ms: *not_after_ms,
-                authority: authority.map(|id| id.to_hex()),
-                issued_at_height: *issued_at_height,
-                log_index: *log_index,
-                revoked: *revoked,
-                issuer_revoked: *issuer_revoked,
-            },
-        );
+        return write_json(out, &certificate);
     }
     let issuer = match (&certificate.authority, certificate.issued_at_height) {
         (Some(authority), _) => format!("authority {}", short(authority)),

@@ -91,6 +91,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+mod chain;
+
+pub use chain::{Put, SubmitOutcome, SubmitRequest};
+
 #[derive(Clone)]
 struct ApiState {
     status: StatusHandle,
@@ -111,6 +115,11 @@ pub fn router(status: StatusHandle, token: &str, data_dir: &Path) -> Router {
         .route("/v1/chain/head", get(chain_head))
         .route("/v1/dns/{name}", get(dns_get))
         .route("/v1/dns/resolve", post(dns_resolve))
+        .route("/v1/peers", get(chain::peers))
+        .route("/v1/chain/block/{height}", get(chain::block))
+        .route("/v1/cert", get(chain::own_certificate))
+        .route("/v1/cert/{fingerprint}", get(chain::certificate))
+        .route("/v1/tx", post(chain::submit))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -249,21 +258,25 @@ async fn dns_resolve(
 ) -> Response {
     match body {
         Ok(Json(request)) => resolve(&state, &request.name),
-        Err(rejection) => {
-            let status = match rejection {
-                JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error(
-                status,
-                format!(
-                    "{}; send a JSON object like {{\"name\": \"node1.mesh\"}} with Content-Type: application/json, at most {BODY_BYTES_MAX} bytes",
-                    rejection.body_text()
-                ),
-            )
-        }
+        Err(rejection) => rejected(&rejection, r#"{"name": "node1.mesh"}"#),
     }
+}
+
+/// A JSON body axum could not take: 415 without the JSON content type,
+/// 413 over [`BODY_BYTES_MAX`], 400 otherwise; the message shows `example`.
+fn rejected(rejection: &JsonRejection, example: &str) -> Response {
+    let status = match rejection {
+        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(
+        status,
+        format!(
+            "{}; send a JSON object like {example} with Content-Type: application/json, at most {BODY_BYTES_MAX} bytes",
+            rejection.body_text()
+        ),
+    )
 }
 
 async fn openapi() -> Response {
@@ -527,10 +540,18 @@ pub const OPENAPI_JSON: &str = r##"{
       "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
       "Head": {"type": "object", "required": ["height"], "properties": {"height": {"type": "integer"}, "head": {"type": ["string", "null"]}}},
       "NameRecord": {"type": "object", "properties": {"name": {"type": "string"}, "owner": {"type": "string"}, "addrs": {"type": "array", "items": {"type": "string"}}, "certificate": {"type": "string"}, "sequence": {"type": "integer"}, "updated_height": {"type": "integer"}}},
-      "ResolveRequest": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+      "ResolveRequest": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+      "Peer": {"type": "object", "properties": {"node_id": {"type": "string"}, "member": {"type": "boolean"}, "overlay": {"type": "boolean"}, "chain_link": {"type": "boolean"}, "validator": {"type": "boolean"}}},
+      "Block": {"type": "object", "properties": {"height": {"type": "integer"}, "hash": {"type": "string"}, "round": {"type": "integer"}, "previous_hash": {"type": "string"}, "timestamp_ms": {"type": "integer"}, "transactions": {"type": "integer"}, "evidence": {"type": "integer"}, "state_root": {"type": "string"}, "log_size": {"type": "integer"}, "encoded_bytes": {"type": "integer"}}},
+      "Certificate": {"type": "object", "properties": {"fingerprint": {"type": "string"}, "subject": {"type": "string"}, "names": {"type": "array", "items": {"type": "string"}}, "not_before_ms": {"type": "integer"}, "not_after_ms": {"type": "integer"}, "authority": {"type": ["string", "null"]}, "issued_at_height": {"type": ["integer", "null"]}, "log_index": {"type": "integer"}, "revoked": {"type": "boolean"}, "issuer_revoked": {"type": "boolean"}}},
+      "SubmitRequest": {"type": "object", "required": ["puts"], "properties": {"puts": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["key", "value"], "properties": {"key": {"type": "string", "minLength": 1}, "value": {"type": "string"}}}}}},
+      "SubmitOutcome": {"type": "object", "properties": {"key": {"type": "string"}, "id": {"type": ["string", "null"]}, "refused": {"type": ["string", "null"]}}}
     },
     "responses": {
-      "Unauthorized": {"description": "No or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+      "Unauthorized": {"description": "No or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "BadRequest": {"description": "Malformed path parameter or body; the error says what to send", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "NotFound": {"description": "No such block or certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "Unavailable": {"description": "The chain service is starting, busy or absent; retry", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     }
   },
   "security": [{"token": []}],
@@ -539,6 +560,11 @@ pub const OPENAPI_JSON: &str = r##"{
     "/v1/chain/head": {"get": {"summary": "Committed height and head hash", "responses": {"200": {"description": "Head", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Head"}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}}}},
     "/v1/dns/{name}": {"get": {"summary": "A name's committed DNS record", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": {"200": {"description": "Record", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NameRecord"}}}}, "400": {"description": "Not a DNS name"}, "404": {"description": "Not registered"}, "503": {"description": "No TrustChain state yet"}, "401": {"$ref": "#/components/responses/Unauthorized"}}}},
     "/v1/dns/resolve": {"post": {"summary": "A name's committed DNS record (JSON body)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResolveRequest"}}}}, "responses": {"200": {"description": "Record", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NameRecord"}}}}, "400": {"description": "Malformed JSON or not a DNS name"}, "404": {"description": "Not registered"}, "413": {"description": "Body over 64 KiB"}, "415": {"description": "Not application/json"}, "401": {"$ref": "#/components/responses/Unauthorized"}}}},
+    "/v1/peers": {"get": {"summary": "Known peers: membership, overlay neighbours, chain links", "responses": {"200": {"description": "Peers", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
+    "/v1/chain/block/{height}": {"get": {"summary": "A committed block's header at a glance", "parameters": [{"name": "height", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}], "responses": {"200": {"description": "Block", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Block"}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
+    "/v1/cert": {"get": {"summary": "The node's own current certificate", "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
+    "/v1/cert/{fingerprint}": {"get": {"summary": "A logged certificate by fingerprint", "parameters": [{"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}], "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
+    "/v1/tx": {"post": {"summary": "Submit key-value puts (admitted to the mempool, passed to the validators)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}}, "responses": {"200": {"description": "Per put: its transaction id or why it was refused", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/SubmitOutcome"}}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "413": {"$ref": "#/components/responses/BadRequest"}, "415": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     "/metrics": {"get": {"summary": "Prometheus text format 0.0.4", "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}, "401": {"$ref": "#/components/responses/Unauthorized"}}}}
   }
@@ -614,6 +640,9 @@ mod tests {
         for path in [
             "/v1/status",
             "/v1/chain/head",
+            "/v1/peers",
+            "/v1/chain/block/1",
+            "/v1/cert",
             "/metrics",
             "/v1/openapi.json",
             "/nope",
@@ -788,6 +817,11 @@ mod tests {
             "/v1/chain/head",
             "/v1/dns/{name}",
             "/v1/dns/resolve",
+            "/v1/peers",
+            "/v1/chain/block/{height}",
+            "/v1/cert",
+            "/v1/cert/{fingerprint}",
+            "/v1/tx",
             "/v1/openapi.json",
             "/metrics",
         ] {
@@ -823,5 +857,51 @@ mod tests {
         std::fs::write(dir.path().join("sub/b"), [0u8; 23]).expect("write");
         assert_eq!(dir_bytes(dir.path()), 123);
         assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+    }
+
+    #[tokio::test]
+    async fn chain_paths_check_their_input_and_say_when_no_chain_answers() {
+        // Malformed input is refused before the chain service is asked.
+        let (status, _, body) = call(authorized("/v1/chain/block/x")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_text(&body).contains("not a block height"));
+        let (status, _, body) = call(authorized("/v1/cert/abc")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_text(&body).contains("64 hex digits"));
+        let (status, _, body) = call(post_json(
+            "/v1/tx",
+            "application/json",
+            b"{\"puts\": []}".to_vec(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_text(&body).contains("1 to"), "{}", error_text(&body));
+        let empty_key = br#"{"puts": [{"key": "", "value": "v"}]}"#.to_vec();
+        let (status, _, body) = call(post_json("/v1/tx", "application/json", empty_key)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_text(&body).contains("empty key"));
+        let (status, _, body) = call(post_json("/v1/tx", "application/json", b"{".to_vec())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            error_text(&body).contains("\"puts\""),
+            "the example body is shown"
+        );
+        let (status, _, _) = call(post_json("/v1/tx", "text/plain", b"{}".to_vec())).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // Well-formed, but this router's status has no chain service.
+        for request in [
+            authorized("/v1/peers"),
+            authorized("/v1/chain/block/1"),
+            authorized("/v1/cert"),
+            post_json(
+                "/v1/tx",
+                "application/json",
+                br#"{"puts": [{"key": "k", "value": "v"}]}"#.to_vec(),
+            ),
+        ] {
+            let (status, _, body) = call(request).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(error_text(&body).contains("runs no chain"));
+        }
     }
 }

@@ -101,7 +101,44 @@ fn four_validators_commit_survive_crashes_and_stop_safely_without_quorum() {
     wait_until(&nodes, "all four commit a block", |nodes| {
         (0..VALIDATORS).all(|index| height_of(nodes, index) >= 1)
     });
-    check_http_api(&api, &dir.path().join("node0").join("api-token"));
+    let token_file = dir.path().join("node0").join("api-token");
+    check_http_api(&api, &token_file);
+    // Writes and chain reads through HTTP: a put, committed everywhere.
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let (code, body) = common::http_post(
+        &api,
+        "/v1/tx",
+        token.trim(),
+        r#"{"puts": [{"key": "via", "value": "http"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let outcomes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcomes[0]["id"].as_str().map(str::len), Some(64), "{body}");
+    wait_until(
+        &nodes,
+        "the put sent over HTTP is committed everywhere",
+        |nodes| {
+            nodes
+                .iter()
+                .all(|node| node.get("via").as_deref() == Some("http"))
+        },
+    );
+    let (code, body) = common::http_get(&api, "/v1/chain/block/1", Some(token.trim())).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let block: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(block["height"], 1, "{body}");
+    let (code, body) = common::http_get(&api, "/v1/peers", Some(token.trim())).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let peers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        peers.as_array().map(Vec::len),
+        Some(VALIDATORS - 1),
+        "{body}"
+    );
+    let (code, body) =
+        common::http_get(&api, "/v1/chain/block/99999999", Some(token.trim())).unwrap();
+    assert_eq!(code, 404, "{body}");
     nodes[1].submit("phase=all-up", 40);
     wait_until(
         &nodes,

@@ -225,7 +225,10 @@ impl Drop for Slot {
     }
 }
 
-async fn call(calls: Option<&mpsc::Sender<ApiCall>>, request: ApiRequest) -> ApiResponse {
+pub(crate) async fn call(
+    calls: Option<&mpsc::Sender<ApiCall>>,
+    request: ApiRequest,
+) -> ApiResponse {
     let Some(calls) = calls else {
         return ApiResponse::Error("this node runs no chain (no [chain] in its config)".into());
     };

@@ -512,6 +512,9 @@ pub async fn run<E: Env>(
     let overlay = OverlayPeers::default();
     let (chain_accepted, chain_inbox) = mpsc::channel(CHAIN_ACCEPT_QUEUE_MAX);
     let (api_calls, api_inbox) = mpsc::channel(API_CALL_QUEUE_MAX);
+    if config.chain.is_some() {
+        status.set_api(api_calls.clone());
+    }
     let api = ApiServer::new(config.chain.is_some().then_some(api_calls));
     {
         let endpoint = endpoint.clone();

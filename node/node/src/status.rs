@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddrV6;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::api::{ApiCall, ApiRequest, ApiResponse};
 use crate::app::SharedTrust;
 use crate::membership::NodeId;
 
@@ -123,6 +124,9 @@ pub struct TrustStatus {
 pub struct StatusHandle(
     Arc<Mutex<NodeStatus>>,
     Arc<std::sync::OnceLock<SharedTrust>>,
+    /// The chain service's API queue, for in-process callers (the host's
+    /// HTTP API) that would otherwise dial the node's own STOQ port.
+    Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<ApiCall>>>,
 );
 
 impl std::fmt::Debug for StatusHandle {
@@ -148,6 +152,16 @@ impl StatusHandle {
         // Set once per node life; a restarted node in the same process
         // (the simulator) keeps the first, which it never reads.
         let _ = self.1.set(trust);
+    }
+
+    pub(crate) fn set_api(&self, calls: tokio::sync::mpsc::Sender<ApiCall>) {
+        let _ = self.2.set(calls);
+    }
+
+    /// Asks the node's chain service, in process, what a client would ask
+    /// over the STOQ API; the same answers, the same queue and limits.
+    pub async fn call_api(&self, request: ApiRequest) -> ApiResponse {
+        crate::api::call(self.2.get(), request).await
     }
 
     pub fn snapshot(&self) -> NodeStatus {

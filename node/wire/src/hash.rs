@@ -27,9 +27,32 @@ pub const DOMAIN_BYTES_MAX: usize = 255;
 const DOMAIN_HASH_MARKER: u8 = 0xFF;
 
 /// A SHA-256 digest. Encodes on the wire as its 32 bytes (no length prefix).
-/// `Debug` and `Display` print lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+/// `Debug` and `Display` print lowercase hex, and so do human-readable
+/// formats (JSON status files, API answers, reports): 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash(pub [u8; 32]);
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            // The same bytes a derived newtype gives under bincode.
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Hash, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+            Hash::from_hex(&text).map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(deserializer).map(Hash)
+        }
+    }
+}
 
 impl Hash {
     /// Number of bytes in a digest.
@@ -248,5 +271,18 @@ mod tests {
             let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             prop_assert_eq!(hash_parts(&domain, &slices), reference(&domain, &slices));
         }
+    }
+
+    #[test]
+    fn json_shows_hex_and_the_wire_keeps_32_bytes() {
+        let hash = super::hash("hm/test", b"hm");
+        let json = serde_json::to_string(&hash).expect("json");
+        assert_eq!(json, format!("\"{}\"", hash.to_hex()));
+        let back: Hash = serde_json::from_str(&json).expect("back");
+        assert_eq!(back, hash);
+        assert!(serde_json::from_str::<Hash>("\"zz\"").is_err());
+        let wire = crate::encode(&hash);
+        assert_eq!(wire, hash.0.to_vec());
+        assert_eq!(crate::decode::<Hash>(&wire, 32).expect("decode"), hash);
     }
 }

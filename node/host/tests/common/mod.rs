@@ -155,6 +155,21 @@ pub fn field<'a>(output: &'a str, name: &str) -> &'a str {
 /// One HTTP/1.1 GET to `addr` (e.g. "[::1]:8080"), with `Authorization:
 /// Bearer <token>` when given; returns the status code and the body.
 pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, token, None)
+}
+
+/// POSTs `json` (Content-Type: application/json).
+pub fn http_post(addr: &str, path: &str, token: &str, json: &str) -> Option<(u16, String)> {
+    http_request(addr, "POST", path, Some(token), Some(json))
+}
+
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream
@@ -163,9 +178,16 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, Str
     let auth = token.map_or(String::new(), |token| {
         format!("Authorization: Bearer {token}\r\n")
     });
+    let body = json.map_or(String::new(), |json| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        )
+    });
+    let end = if json.is_some() { "" } else { "\r\n" };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n{body}{end}"
     )
     .ok()?;
     let mut response = String::new();

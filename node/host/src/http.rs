@@ -24,6 +24,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hm_env::Entropy as _;
 use hm_node::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
+
+use crate::net::{NetTraffic, TrafficTotals};
 use hm_trustchain::name::DnsName;
 use serde::{Deserialize, Serialize};
 
@@ -98,15 +100,18 @@ pub use chain::{Put, SubmitOutcome, SubmitRequest};
 #[derive(Clone)]
 struct ApiState {
     status: StatusHandle,
+    /// The node's UDP traffic (STOQ on the wire), for `/metrics`.
+    traffic: NetTraffic,
     token: Arc<str>,
     data_dir: Arc<Path>,
 }
 
 /// The API's routes over `status`, guarded by `token`; `data_dir` is
 /// measured for `/metrics`.
-pub fn router(status: StatusHandle, token: &str, data_dir: &Path) -> Router {
+pub fn router(status: StatusHandle, token: &str, data_dir: &Path, traffic: NetTraffic) -> Router {
     let state = ApiState {
         status,
+        traffic,
         token: Arc::from(token),
         data_dir: Arc::from(data_dir),
     };
@@ -291,7 +296,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .unwrap_or(0);
     let text = state
         .status
-        .with(|status| render_metrics(status, disk_bytes));
+        .with(|status| render_metrics(status, disk_bytes, state.traffic.totals()));
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
@@ -385,7 +390,11 @@ fn escape_label(value: &str) -> String {
 }
 
 /// The node's metrics in Prometheus text format (version 0.0.4).
-pub fn render_metrics(status: &hm_node::NodeStatus, disk_bytes: u64) -> String {
+pub fn render_metrics(
+    status: &hm_node::NodeStatus,
+    disk_bytes: u64,
+    traffic: TrafficTotals,
+) -> String {
     let mut out = String::new();
     let mut family = Family { out: &mut out };
     let flag = |value: bool| if value { 1.0 } else { 0.0 };
@@ -521,6 +530,30 @@ pub fn render_metrics(status: &hm_node::NodeStatus, disk_bytes: u64) -> String {
         chain.commit_interval_ms_total,
         chain.commit_intervals,
     );
+    for (name, help, value) in [
+        (
+            "hm_stoq_datagrams_sent_total",
+            "UDP datagrams the node's STOQ endpoint sent (QUIC packets, retransmissions included).",
+            traffic.datagrams_sent,
+        ),
+        (
+            "hm_stoq_bytes_sent_total",
+            "UDP payload bytes the node's STOQ endpoint sent.",
+            traffic.bytes_sent,
+        ),
+        (
+            "hm_stoq_datagrams_received_total",
+            "UDP datagrams the node's STOQ endpoint received.",
+            traffic.datagrams_received,
+        ),
+        (
+            "hm_stoq_bytes_received_total",
+            "UDP payload bytes the node's STOQ endpoint received.",
+            traffic.bytes_received,
+        ),
+    ] {
+        family.single(name, "counter", help, value as f64);
+    }
     family.single(
         "hm_disk_bytes",
         "gauge",
@@ -595,7 +628,12 @@ mod tests {
             status.chain.own_commits = 4;
             status.chain.own_commit_latency_ms_total = 60_046;
         });
-        router(status, TOKEN, Path::new("/nonexistent-data-dir"))
+        router(
+            status,
+            TOKEN,
+            Path::new("/nonexistent-data-dir"),
+            NetTraffic::default(),
+        )
     }
 
     async fn call(request: HttpRequest<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
@@ -798,7 +836,7 @@ mod tests {
     fn label_values_are_escaped() {
         let mut status = hm_node::NodeStatus::default();
         status.chain.sent_by_kind = vec![("a\"b\\c\nd".into(), 1, 1)];
-        let text = render_metrics(&status, 0);
+        let text = render_metrics(&status, 0, TrafficTotals::default());
         assert!(
             text.contains(r#"hm_chain_messages_sent_total{kind="a\"b\\c\nd"} 1"#),
             "{text}"

@@ -25,7 +25,7 @@ use hm_env::{DiskError, Env, RuntimeClock};
 pub use disk::RocksDisk;
 pub use entropy::OsEntropy;
 pub use hardware::HostHardware;
-pub use net::{HostNet, HostSocket};
+pub use net::{HostNet, HostSocket, NetTraffic, TrafficTotals};
 
 /// The subdirectory of the data dir that RocksDB owns; the rest of the data
 /// dir is free for other files (configuration, keys).
@@ -70,7 +70,7 @@ impl HostEnv {
         Ok(Self {
             inner: Arc::new(Backends {
                 clock: RuntimeClock,
-                net: HostNet,
+                net: HostNet::default(),
                 disk,
                 hardware: HostHardware::new(data_dir),
                 entropy: OsEntropy,

@@ -4,6 +4,8 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use hm_env::{DatagramSocket, Net, RecvMeta, Transmit};
@@ -15,16 +17,71 @@ pub const RECV_BATCH_MAX: usize = quinn_udp::BATCH_SIZE;
 
 /// Opens real UDP sockets. IPv6 only: HyperMesh has no IPv4 addresses, and a
 /// dual-stack socket would hand the node IPv4-mapped peers it cannot name.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostNet;
+#[derive(Debug, Clone, Default)]
+pub struct HostNet {
+    traffic: NetTraffic,
+}
+
+/// UDP traffic of every socket one [`HostNet`] bound: what STOQ put on the
+/// wire and took off it (QUIC headers, handshakes and retransmissions
+/// included), for `/metrics`. Cheap to clone; clones share the counters.
+#[derive(Debug, Clone, Default)]
+pub struct NetTraffic(Arc<TrafficCounters>);
+
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    datagrams_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    datagrams_received: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+/// A reading of [`NetTraffic`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+}
+
+impl NetTraffic {
+    pub fn totals(&self) -> TrafficTotals {
+        let counters = &self.0;
+        TrafficTotals {
+            datagrams_sent: counters.datagrams_sent.load(Ordering::Relaxed),
+            bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
+            datagrams_received: counters.datagrams_received.load(Ordering::Relaxed),
+            bytes_received: counters.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `bytes` in buffers of `stride`-byte datagrams (GSO/GRO batches).
+    fn count(&self, sent: bool, bytes: usize, stride: usize) {
+        let datagrams = bytes.div_ceil(stride.max(1)) as u64;
+        let counters = &self.0;
+        let (count, total) = if sent {
+            (&counters.datagrams_sent, &counters.bytes_sent)
+        } else {
+            (&counters.datagrams_received, &counters.bytes_received)
+        };
+        count.fetch_add(datagrams, Ordering::Relaxed);
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
 
 impl HostNet {
+    /// The traffic counters of every socket this `HostNet` binds.
+    pub fn traffic(&self) -> NetTraffic {
+        self.traffic.clone()
+    }
+
     /// Binds `addr` given in either family, for callers that parse a
     /// configuration; an IPv4 address is rejected with
     /// `ErrorKind::InvalidInput`.
     pub fn bind_socket_addr(&self, addr: SocketAddr) -> io::Result<HostSocket> {
         match addr {
-            SocketAddr::V6(addr) => HostSocket::bind(addr),
+            SocketAddr::V6(addr) => HostSocket::bind(addr, self.traffic.clone()),
             SocketAddr::V4(addr) => Err(ipv4_rejected(&addr.to_string())),
         }
     }
@@ -37,7 +94,7 @@ impl Net for HostNet {
     /// specific address; port 0 picks a free port). Must be called inside a
     /// tokio runtime, which then drives the socket's readiness.
     fn bind(&self, addr: SocketAddrV6) -> io::Result<HostSocket> {
-        HostSocket::bind(addr)
+        HostSocket::bind(addr, self.traffic.clone())
     }
 }
 
@@ -57,10 +114,11 @@ pub struct HostSocket {
     io: tokio::net::UdpSocket,
     state: quinn_udp::UdpSocketState,
     local_addr: SocketAddrV6,
+    traffic: NetTraffic,
 }
 
 impl HostSocket {
-    fn bind(addr: SocketAddrV6) -> io::Result<Self> {
+    fn bind(addr: SocketAddrV6, traffic: NetTraffic) -> io::Result<Self> {
         if addr.ip().to_ipv4_mapped().is_some() {
             return Err(ipv4_rejected(&addr.to_string()));
         }
@@ -101,6 +159,7 @@ impl HostSocket {
             io,
             state,
             local_addr,
+            traffic,
         })
     }
 
@@ -167,7 +226,10 @@ impl DatagramSocket for HostSocket {
         };
         self.io.try_io(Interest::WRITABLE, || {
             self.state.send((&self.io).into(), &transmit)
-        })
+        })?;
+        let stride = transmit.segment_size.unwrap_or(transmit.contents.len());
+        self.traffic.count(true, transmit.contents.len(), stride);
+        Ok(())
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -200,6 +262,9 @@ impl DatagramSocket for HostSocket {
             match received {
                 Ok(count) => {
                     assert!(count <= batch, "recvmmsg filled more buffers than given");
+                    for raw in &raw[..count] {
+                        self.traffic.count(false, raw.len, raw.stride);
+                    }
                     for (out, raw) in meta.iter_mut().zip(&raw[..count]) {
                         *out = RecvMeta {
                             source: to_v6(raw.addr),
@@ -243,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_datagram_sent_on_loopback_arrives_intact_with_its_source() {
-        let net = HostNet;
+        let net = HostNet::default();
         let a = net.bind(loopback(0)).expect("bind a");
         let b = net.bind(loopback(0)).expect("bind b");
         send_to(&a, b.local_addr(), b"hello over ::1")
@@ -253,11 +318,19 @@ mod tests {
         let (len, source) = recv_from(&b, &mut buf).await.expect("recv");
         assert_eq!(&buf[..len], b"hello over ::1");
         assert_eq!(source, a.local_addr());
+        // Both sockets came from `net`: one datagram each way counted.
+        let totals = net.traffic().totals();
+        assert_eq!((totals.datagrams_sent, totals.bytes_sent), (1, 14));
+        assert_eq!((totals.datagrams_received, totals.bytes_received), (1, 14));
+        assert_eq!(
+            HostNet::default().traffic().totals(),
+            TrafficTotals::default()
+        );
     }
 
     #[tokio::test]
     async fn port_zero_picks_a_distinct_free_port() {
-        let net = HostNet;
+        let net = HostNet::default();
         let a = net.bind(loopback(0)).expect("bind a");
         let b = net.bind(loopback(0)).expect("bind b");
         assert_ne!(a.local_addr().port(), 0);
@@ -273,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn unspecified_address_binds_and_receives_from_loopback() {
-        let net = HostNet;
+        let net = HostNet::default();
         let any = net
             .bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
             .expect("bind [::]");
@@ -288,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn ipv4_addresses_are_rejected() {
-        let net = HostNet;
+        let net = HostNet::default();
         let v4 = net.bind_socket_addr(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)));
         let error = v4.expect_err("IPv4 must be rejected");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
@@ -304,7 +377,9 @@ mod tests {
 
     #[test]
     fn binding_outside_a_runtime_is_an_error_not_a_panic() {
-        let error = HostNet.bind(loopback(0)).expect_err("no runtime");
+        let error = HostNet::default()
+            .bind(loopback(0))
+            .expect_err("no runtime");
         assert!(error.to_string().contains("runtime"), "{error}");
     }
 
@@ -351,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_segmented_transmit_arrives_as_that_many_datagrams() {
-        let net = HostNet;
+        let net = HostNet::default();
         let a = net.bind(loopback(0)).expect("bind a");
         let b = net.bind(loopback(0)).expect("bind b");
         let segment_bytes = 1200;
@@ -384,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn gso_is_available_on_linux_loopback() {
-        let a = HostNet.bind(loopback(0)).expect("bind");
+        let a = HostNet::default().bind(loopback(0)).expect("bind");
         // Linux ≥ 4.18 has UDP GSO; if this fails the fast path is off and
         // QUIC throughput will drop, which deserves a loud test failure here.
         assert!(
@@ -397,7 +472,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_transmits_are_rejected_before_the_kernel() {
-        let a = HostNet.bind(loopback(0)).expect("bind");
+        let a = HostNet::default().bind(loopback(0)).expect("bind");
         let contents = vec![0u8; 100];
         let zero = Transmit {
             destination: loopback(9),
@@ -422,8 +497,8 @@ mod tests {
 
     #[tokio::test]
     async fn many_datagrams_arrive_in_batches_without_loss_on_loopback() {
-        let a = HostNet.bind(loopback(0)).expect("bind a");
-        let b = HostNet.bind(loopback(0)).expect("bind b");
+        let a = HostNet::default().bind(loopback(0)).expect("bind a");
+        let b = HostNet::default().bind(loopback(0)).expect("bind b");
         // Small enough to fit the default receive buffer: this checks batching
         // and order, not the kernel's drop policy.
         let count: u32 = 64;

@@ -57,6 +57,14 @@ fn check_http_api(api: &str, token_file: &std::path::Path) {
     assert_eq!(code, 200, "{metrics}");
     assert!(metrics.contains("hm_chain_height "), "{metrics}");
     assert!(metrics.contains("hm_up 1"), "{metrics}");
+    let stoq_bytes_sent = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("hm_stoq_bytes_sent_total "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        stoq_bytes_sent.is_some_and(|bytes| bytes > 0.0),
+        "a committing validator has sent STOQ bytes: {metrics}"
+    );
     if let Ok(mut promtool) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

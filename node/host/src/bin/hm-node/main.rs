@@ -815,7 +815,7 @@ fn run(config_path: &Path, log_format: LogFormat) -> ExitCode {
             serve_dns(dns, status.clone())?;
         }
         if let Some(listen) = api_listen {
-            serve_http(listen, &data_dir, status.clone()).await?;
+            serve_http(listen, &data_dir, status.clone(), env.net().traffic()).await?;
         }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -857,9 +857,10 @@ async fn serve_http(
     listen: SocketAddrV6,
     data_dir: &Path,
     status: StatusHandle,
+    traffic: hm_host::NetTraffic,
 ) -> anyhow::Result<()> {
     let token = hm_host::http::load_or_create_token(data_dir)?;
-    let router = hm_host::http::router(status, &token, data_dir);
+    let router = hm_host::http::router(status, &token, data_dir, traffic);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot serve the HTTP API on `api_listen` = \"{listen}\"; pick a free port or remove api_listen")
     })?;

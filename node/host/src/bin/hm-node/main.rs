@@ -68,6 +68,13 @@ enum Command {
     Init {
         #[arg(long)]
         data_dir: PathBuf,
+        /// Also write a commented config for this node here (refused if
+        /// the file exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The IPv6 address the written config listens on.
+        #[arg(long, default_value = "[::1]:7000", requires = "config")]
+        listen: String,
     },
     /// Write a genesis file from the validators' public keys and stakes.
     Genesis {
@@ -301,7 +308,7 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn init(data_dir: &Path) -> anyhow::Result<()> {
+fn init(data_dir: &Path, config: Option<&Path>, listen: &str) -> anyhow::Result<()> {
     let identity = create_identity(data_dir)?;
     println!("node_id {}", identity.node_id);
     println!("public_key {}", identity.public_key);
@@ -309,7 +316,72 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
         "api_token_file {}",
         data_dir.join(hm_host::http::TOKEN_FILE).display()
     );
+    if let Some(config) = config {
+        let listen = parse_v6("--listen", listen)?;
+        let text = config_template(data_dir, listen);
+        // The template must itself be a valid config.
+        toml::from_str::<FileConfig>(&text).context("the config template does not parse")?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(config)
+            .with_context(|| {
+                format!(
+                    "cannot create {} (it must not exist yet; init never overwrites a config)",
+                    config.display()
+                )
+            })?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        println!("config {}", config.display());
+    }
     Ok(())
+}
+
+/// A config for a node listening on `listen`, every key explained; the
+/// chain sections are there, commented out, to fill in from a genesis.
+fn config_template(data_dir: &Path, listen: SocketAddrV6) -> String {
+    let api_port = listen.port().wrapping_add(100);
+    let dns_port = listen.port().wrapping_add(200);
+    let ip = listen.ip();
+    format!(
+        r#"# hm-node config (hm-node run --config THIS_FILE). Every key is checked at
+# start; an unknown key or a bad value stops the node with the key's name.
+
+# Where the node keeps its database (RocksDB), identity, API token and status.
+data_dir = "{data_dir}"
+# IPv6 address and UDP port for STOQ (QUIC): peers, chain, API clients.
+listen = "{listen}"
+# Phase-0 peers to join through, e.g. ["[2001:db8::1]:7000"]; empty for the first node.
+seeds = []
+# Local HTTP API (JSON under /v1, Prometheus /metrics, bearer token in
+# <data_dir>/api-token); remove to switch it off.
+api_listen = "[{ip}]:{api_port}"
+# Log filter (HM_LOG overrides), e.g. "info" or "info,hm_node=debug".
+# log = "info"
+# Status snapshot (JSON, every 500 ms); default <data_dir>/status.json.
+# status_file = "{data_dir}/status.json"
+
+# A chain: validators and followers need the network's genesis (from
+# `hm-node genesis`) and every genesis validator's id and address.
+# [chain]
+# genesis = "genesis.bin"            # relative to this file
+# validators = [{{ id = "<node id hex>", addr = "[2001:db8::1]:7000" }}]
+# block_interval_ms = 500            # pause after a commit before the next proposal
+# propose_timeout_ms = 1000          # consensus step timeout (grows per round)
+# workload_interval_ms = 0           # test load: a key-value transaction every N ms
+
+# TrustChain: bootstrap phases 0-3, certificates, a name, DNS.
+# [chain.trust]
+# zone = "mesh"                      # the same on every node
+# name = "node0.mesh"                # this node's name under the zone
+# certificate_validity_s = 86400     # at most 30 days; renewed at renew_at of it
+# renew_at = 0.5
+# chain_live_window_s = 30           # the chain is live while its last commit is this recent
+# dns_listen = "[{ip}]:{dns_port}"   # standard DNS for the zone (UDP and TCP)
+"#,
+        data_dir = data_dir.display(),
+    )
 }
 
 /// A node's identity as `init` prints it (hex).
@@ -584,7 +656,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
     let config_path = match (cli.command, cli.config) {
-        (Some(Command::Init { data_dir }), _) => return report(init(&data_dir)),
+        (
+            Some(Command::Init {
+                data_dir,
+                config,
+                listen,
+            }),
+            _,
+        ) => return report(init(&data_dir, config.as_deref(), &listen)),
         (
             Some(Command::Genesis {
                 out,
@@ -955,6 +1034,50 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(&path, text)?;
         load_config(&path)
+    }
+
+    #[test]
+    fn the_init_template_is_a_valid_commented_config() {
+        let listen: SocketAddrV6 = "[::1]:7000".parse().expect("addr");
+        let text = config_template(Path::new("/var/lib/hm/node0"), listen);
+        let file: FileConfig = toml::from_str(&text).expect("the template parses");
+        assert_eq!(file.listen, "[::1]:7000");
+        assert_eq!(file.api_listen.as_deref(), Some("[::1]:7100"));
+        assert!(file.chain.is_none());
+        // Uncommenting the chain sections gives a config that parses too.
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                let key_or_table = line.trim_start_matches("# ");
+                let starts = |prefix: &str| key_or_table.starts_with(prefix);
+                if line.starts_with("# ")
+                    && (starts("[chain")
+                        || [
+                            "genesis",
+                            "validators",
+                            "block_",
+                            "propose_",
+                            "workload_",
+                            "zone",
+                            "name ",
+                            "certificate_",
+                            "renew_at",
+                            "chain_live",
+                            "dns_listen",
+                        ]
+                        .iter()
+                        .any(|key| starts(key)))
+                {
+                    key_or_table.to_string()
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&uncommented).expect("the chain sections parse");
+        let chain = file.chain.expect("a chain section");
+        assert!(chain.trust.is_some(), "{uncommented}");
     }
 
     #[test]

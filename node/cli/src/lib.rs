@@ -111,6 +111,14 @@ enum TxCommand {
 
 #[derive(Subcommand)]
 enum CertCommand {
+    /// Renew the node's certificate through the chain now (from bootstrap
+    /// phase 2); `hm cert show` shows the new one once it is committed.
+    Renew {
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// A certificate: names, validity, issuer, log index, revocation.
     Show {
         /// The certificate's fingerprint (default: the node's own current one).
@@ -213,6 +221,9 @@ where
                     json,
                 },
         } => ops::cert_show(fingerprint.as_deref(), &to, json, out),
+        Command::Cert {
+            command: CertCommand::Renew { to, json },
+        } => ops::cert_renew(&to, json, out),
     }
 }
 
@@ -247,6 +258,7 @@ pub(crate) fn kind(response: &ApiResponse) -> &'static str {
         ApiResponse::Block(_) => "a block",
         ApiResponse::Peers(_) => "a peer list",
         ApiResponse::CertificateInfo(_) => "a certificate summary",
+        ApiResponse::Renewing { .. } => "a renewal receipt",
     }
 }
 

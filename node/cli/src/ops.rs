@@ -1,5 +1,5 @@
 //! The commands that ask one node about one thing: `hm peers`,
-//! `hm chain head|block N`, `hm tx submit`, `hm cert show`.
+//! `hm chain head|block N`, `hm tx submit`, `hm cert show|renew`.
 
 use std::io::Write;
 use std::net::SocketAddrV6;
@@ -282,6 +282,27 @@ pub fn cert_show(
         out,
         "issuer {issuer}  log_index {}  status {state}",
         certificate.log_index
+    )?;
+    Ok(())
+}
+
+/// `hm cert renew`.
+pub fn cert_renew(to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let (_, replacing) = ask_one(to, ApiRequest::RenewCertificate, |answer| match answer {
+        ApiResponse::Renewing { replacing } => Ok(replacing),
+        other => Err(other),
+    })?;
+    if json {
+        #[derive(Serialize)]
+        struct RenewJson {
+            replacing: Hash,
+        }
+        return write_json(out, &RenewJson { replacing });
+    }
+    writeln!(
+        out,
+        "renewing: {} will be replaced once the chain commits the new certificate (see `hm cert show`)",
+        replacing.to_hex()
     )?;
     Ok(())
 }

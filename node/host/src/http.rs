@@ -95,7 +95,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 mod chain;
 
-pub use chain::{Put, SubmitOutcome, SubmitRequest};
+pub use chain::{Put, Renewing, SubmitOutcome, SubmitRequest};
 
 #[derive(Clone)]
 struct ApiState {
@@ -124,6 +124,7 @@ pub fn router(status: StatusHandle, token: &str, data_dir: &Path, traffic: NetTr
         .route("/v1/chain/block/{height}", get(chain::block))
         .route("/v1/cert", get(chain::own_certificate))
         .route("/v1/cert/{fingerprint}", get(chain::certificate))
+        .route("/v1/cert/renew", post(chain::renew))
         .route("/v1/tx", post(chain::submit))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -597,6 +598,7 @@ pub const OPENAPI_JSON: &str = r##"{
     "/v1/chain/block/{height}": {"get": {"summary": "A committed block's header at a glance", "parameters": [{"name": "height", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}], "responses": {"200": {"description": "Block", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Block"}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
     "/v1/cert": {"get": {"summary": "The node's own current certificate", "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
     "/v1/cert/{fingerprint}": {"get": {"summary": "A logged certificate by fingerprint", "parameters": [{"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}], "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
+    "/v1/cert/renew": {"post": {"summary": "Renew the node's certificate through the chain now (from bootstrap phase 2)", "responses": {"200": {"description": "The fingerprint being replaced", "content": {"application/json": {"schema": {"type": "object", "properties": {"replacing": {"type": "string"}}}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "409": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
     "/v1/tx": {"post": {"summary": "Submit key-value puts (admitted to the mempool, passed to the validators)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}}, "responses": {"200": {"description": "Per put: its transaction id or why it was refused", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/SubmitOutcome"}}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "413": {"$ref": "#/components/responses/BadRequest"}, "415": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     "/metrics": {"get": {"summary": "Prometheus text format 0.0.4", "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}, "401": {"$ref": "#/components/responses/Unauthorized"}}}}
@@ -859,6 +861,7 @@ mod tests {
             "/v1/chain/block/{height}",
             "/v1/cert",
             "/v1/cert/{fingerprint}",
+            "/v1/cert/renew",
             "/v1/tx",
             "/v1/openapi.json",
             "/metrics",
@@ -931,6 +934,7 @@ mod tests {
             authorized("/v1/peers"),
             authorized("/v1/chain/block/1"),
             authorized("/v1/cert"),
+            post_json("/v1/cert/renew", "application/json", Vec::new()),
             post_json(
                 "/v1/tx",
                 "application/json",

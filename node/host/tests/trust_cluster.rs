@@ -325,6 +325,30 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
         "chain-issued: {out}"
     );
     assert_eq!(certificate["revoked"], false, "{out}");
+    // An operator's renewal: the chain replaces node 3's certificate.
+    let (ok, out, error) = hm(&["cert", "renew", "--to", &addrs[3], "--json"]);
+    assert!(ok, "hm cert renew: {error}");
+    let renewal: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(renewal["replacing"], certificate["fingerprint"], "{out}");
+    let deadline = Instant::now() + PHASE3_TIMEOUT;
+    let renewed = loop {
+        let (ok, out, error) = hm(&["cert", "show", "--to", &addrs[3], "--json"]);
+        assert!(ok, "hm cert show: {error}");
+        let current: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if current["fingerprint"] != certificate["fingerprint"] {
+            break current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewal did not land within {PHASE3_TIMEOUT:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    assert_eq!(renewed["names"][0], "node3.mesh", "{renewed}");
+    assert!(
+        renewed["issued_at_height"].as_u64() > certificate["issued_at_height"].as_u64(),
+        "the renewal was issued by a later block: {renewed}"
+    );
 
     // Standard DNS on every node's `dns_listen`.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -59,6 +59,9 @@ pub enum ApiRequest {
     /// A logged certificate and where it stands; `None`: the node's own
     /// current one.
     CertificateInfo { fingerprint: Option<Hash> },
+    /// Renew the node's certificate through the chain now, whatever its
+    /// renewal point.
+    RenewCertificate,
 }
 
 /// Most peers one `Peers` answer lists.
@@ -152,6 +155,10 @@ pub enum ApiResponse {
     Block(Box<BlockSummary>),
     Peers(Vec<PeerSummary>),
     CertificateInfo(Box<CertificateSummary>),
+    /// A renewal is under way; this certificate will be replaced.
+    Renewing {
+        replacing: Hash,
+    },
 }
 
 impl ApiRequest {

@@ -912,6 +912,15 @@ impl<E: Env> ChainShell<E> {
             ApiRequest::Block { height } => self.block_summary(height),
             ApiRequest::Peers => ApiResponse::Peers(self.peer_summaries()),
             ApiRequest::CertificateInfo { fingerprint } => self.certificate_summary(fingerprint),
+            ApiRequest::RenewCertificate => match self.agent.as_mut() {
+                None => ApiResponse::Error(
+                    "this node runs no TrustChain agent (no [chain.trust] in its config)".into(),
+                ),
+                Some(agent) => match agent.renew_now() {
+                    Ok(replacing) => ApiResponse::Renewing { replacing },
+                    Err(reason) => ApiResponse::Error(reason.into()),
+                },
+            },
         }
     }
 

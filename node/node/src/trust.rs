@@ -457,6 +457,9 @@ pub struct TrustAgent<E: Entropy> {
     /// Reports submitted whose finding is not on chain yet: (report,
     /// offender, last submitted, attempts).
     pending_reports: Vec<(hm_trustchain::tx::Report, Hash, u64, u32)>,
+    /// An operator asked to renew the certificate with this fingerprint
+    /// now (`hm cert renew`); done once another one is current.
+    renew_requested_for: Option<Hash>,
     status: AgentStatus,
 }
 
@@ -504,6 +507,7 @@ impl<E: Entropy> TrustAgent<E> {
             unlogged: Vec::new(),
             next_head_audit_ms: HEAD_AUDIT_INTERVAL_MS,
             head_audit_turn: usize::from(me.0[0]),
+            renew_requested_for: None,
             status: AgentStatus {
                 phase: persisted,
                 ..AgentStatus::default()
@@ -513,6 +517,23 @@ impl<E: Entropy> TrustAgent<E> {
 
     pub fn phase(&self) -> Phase {
         self.machine.phase()
+    }
+
+    /// Renews the current certificate through the chain at the next tick,
+    /// whatever its renewal point (an operator's `hm cert renew`); returns
+    /// the fingerprint to be replaced.
+    pub fn renew_now(&mut self) -> Result<Hash, &'static str> {
+        if self.machine.phase() < Phase::PartialFederation {
+            return Err(
+                "renewal goes through the chain, from bootstrap phase 2 on; wait until the node reaches it",
+            );
+        }
+        let current = self
+            .status
+            .certificate
+            .ok_or("this node holds no certificate yet; it will get one without being asked")?;
+        self.renew_requested_for = Some(current);
+        Ok(current)
     }
 
     pub fn status(&self) -> AgentStatus {
@@ -724,7 +745,16 @@ impl<E: Entropy> TrustAgent<E> {
                 let renew_at = certificate.not_before_ms.saturating_add(
                     lifetime.saturating_mul(self.settings.renew_at_per_mille) / 1_000,
                 );
-                let due = !chain_issued || now.wall_ms >= renew_at;
+                // Hashing the certificate only when an operator asked.
+                let asked = match self.renew_requested_for {
+                    Some(asked) if asked == certificate.fingerprint() => true,
+                    Some(_) => {
+                        self.renew_requested_for = None;
+                        false
+                    }
+                    None => false,
+                };
+                let due = !chain_issued || now.wall_ms >= renew_at || asked;
                 if due {
                     self.request_from_chain(now, &mut actions);
                 } else {

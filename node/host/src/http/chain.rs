@@ -92,6 +92,25 @@ pub(super) async fn certificate(
     }
 }
 
+/// What `POST /v1/cert/renew` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Renewing {
+    /// The certificate the renewal replaces once committed.
+    pub replacing: Hash,
+}
+
+pub(super) async fn renew(State(state): State<ApiState>) -> Response {
+    match state.status.call_api(ApiRequest::RenewCertificate).await {
+        ApiResponse::Renewing { replacing } => Json(Renewing { replacing }).into_response(),
+        // A node not yet in phase 2, or without a certificate: not now.
+        ApiResponse::Error(message) if !message.contains("runs no chain") => {
+            error(StatusCode::CONFLICT, message)
+        }
+        ApiResponse::Error(message) => refused(message),
+        other => unexpected(&other),
+    }
+}
+
 /// `POST /v1/tx`: key-value puts.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SubmitRequest {

@@ -96,6 +96,10 @@ pub struct Figures {
     pub phase3_s: Option<f64>,
     /// Validators' own proposals: mean time from deciding to propose to commit.
     pub commit_latency_ms: Option<f64>,
+    /// The same by histogram bucket (`hm_node::COMMIT_LATENCY_BUCKETS_MS`),
+    /// summed over nodes; the median's bucket bound.
+    pub commit_latency_buckets: Vec<u64>,
+    pub commit_latency_median_ms: Option<u64>,
     /// Mean time between commits seen by a node.
     pub commit_interval_ms: Option<f64>,
     /// From the end of the last fault until every live node committed above
@@ -375,6 +379,9 @@ struct RealNode {
     alive: bool,
     /// Exited without being told to; the log tail says why.
     died: Option<String>,
+    /// Whether `/v1/status` ever answered, and why it last did not.
+    answered: bool,
+    last_poll_error: Option<String>,
     status: StatusHandle,
 }
 
@@ -445,13 +452,17 @@ impl RealNode {
 
     /// Reads `/v1/status` into the status handle; false when the node did
     /// not answer (booting, restarting, or unreachable).
-    fn poll(&self) -> bool {
+    fn poll(&mut self) -> bool {
         match get_status(self.api(), &self.token) {
             Ok(status) => {
                 self.status.update(|held| *held = status);
+                self.answered = true;
                 true
             }
-            Err(_) => false,
+            Err(error) => {
+                self.last_poll_error = Some(error);
+                false
+            }
         }
     }
 }
@@ -628,6 +639,8 @@ fn prepare(
             child: None,
             alive: false,
             died: None,
+            answered: false,
+            last_poll_error: None,
             status: StatusHandle::default(),
         });
     }
@@ -641,9 +654,9 @@ fn prepare(
 
 /// Every live node's committed height, read now (the last one held for a
 /// node that does not answer).
-fn fresh_heights(nodes: &[RealNode]) -> Vec<u64> {
+fn fresh_heights(nodes: &mut [RealNode]) -> Vec<u64> {
     nodes
-        .iter()
+        .iter_mut()
         .map(|node| {
             if node.alive {
                 node.poll();
@@ -874,11 +887,19 @@ pub fn run_real(
     }
     let died: Vec<String> = nodes.iter().filter_map(|node| node.died.clone()).collect();
     errors.extend(died);
+    // A node whose API never answered leaves every checker blind: say why.
+    for node in nodes.iter().filter(|node| !node.answered) {
+        errors.push(format!(
+            "n{} never answered /v1/status ({}); is --hm-node the same version as hm-sim?",
+            node.index,
+            node.last_poll_error.as_deref().unwrap_or("never polled")
+        ));
+    }
     properties.push(PropertyResult {
         name: "processes".into(),
         passed: errors.is_empty(),
         detail: if errors.is_empty() {
-            format!("all {count} hm-node processes ran as scheduled (crashes only when the scenario said)")
+            format!("all {count} hm-node processes ran as scheduled (crashes only when the scenario said) and answered /v1/status")
         } else {
             errors.join("\n")
         },
@@ -900,6 +921,10 @@ pub fn run_real(
             figures.chain_messages_sent += status.chain.messages_sent;
             own_commits += status.chain.own_commits;
             latency_total += status.chain.own_commit_latency_ms_total;
+            crate::runner::add_buckets(
+                &mut figures.commit_latency_buckets,
+                &status.chain.own_commit_latency_buckets,
+            );
             intervals += status.chain.commit_intervals;
             interval_total += status.chain.commit_interval_ms_total;
         });
@@ -907,6 +932,8 @@ pub fn run_real(
     figures.commit_latency_ms =
         (own_commits > 0).then(|| latency_total as f64 / own_commits as f64);
     figures.commit_interval_ms = (intervals > 0).then(|| interval_total as f64 / intervals as f64);
+    figures.commit_latency_median_ms =
+        hm_node::latency_quantile_ms(&figures.commit_latency_buckets, 0.5);
     drop(processes);
     drop(net);
     Ok(RealOutcome::Ran(Box::new(RealReport {
@@ -939,11 +966,12 @@ pub fn real_summary(report: &RealReport) -> String {
     let figures = &report.figures;
     let _ = writeln!(
         out,
-        "  {} hm-node processes · {:.1} s wall · phase 3 at {} · commit latency {} · commit interval {} · resumed {} after the last fault · height {} · messages sent: membership {}, chain {}",
+        "  {} hm-node processes · {:.1} s wall · phase 3 at {} · commit latency {} mean (median {}) · commit interval {} · resumed {} after the last fault · height {} · messages sent: membership {}, chain {}",
         report.nodes,
         report.wall_s,
         show(figures.phase3_s, "s"),
         show(figures.commit_latency_ms, "ms"),
+        crate::report::bucket_bound(figures.commit_latency_median_ms),
         show(figures.commit_interval_ms, "ms"),
         show(figures.resumed_after_faults_s, "s"),
         figures.height_max,

@@ -44,6 +44,15 @@ pub fn verdict_lines(
     }
 }
 
+/// A histogram bucket's bound as text: "≤ 5 ms", "> 30 s", or "-".
+pub fn bucket_bound(bound_ms: Option<u64>) -> String {
+    match bound_ms {
+        None => "-".into(),
+        Some(u64::MAX) => "> 30 s".into(),
+        Some(bound) => format!("≤ {bound} ms"),
+    }
+}
+
 pub fn summary(outcome: &RunOutcome) -> String {
     let mut out = String::new();
     verdict_lines(
@@ -99,8 +108,12 @@ pub fn summary(outcome: &RunOutcome) -> String {
         let latency_ms = traffic.own_commit_latency_ms_total as f64 / traffic.own_commits as f64;
         let _ = writeln!(
             out,
-            "  chain speed (validators): a commit every {interval_ms:.0} ms ({:.2} commits/s) · own proposal to commit {latency_ms:.1} ms = {:.1} one-way delays of {} ms",
+            "  chain speed (validators): a commit every {interval_ms:.0} ms ({:.2} commits/s) · own proposal to commit {latency_ms:.1} ms mean (median {}) = {:.1} one-way delays of {} ms",
             1000.0 / interval_ms.max(f64::MIN_POSITIVE),
+            bucket_bound(hm_node::latency_quantile_ms(
+                &traffic.own_commit_latency_buckets,
+                0.5
+            )),
             latency_ms / outcome.network_latency_ms.max(f64::MIN_POSITIVE),
             outcome.network_latency_ms,
         );

@@ -83,6 +83,9 @@ pub struct Traffic {
     pub own_commits: u64,
     #[serde(default)]
     pub own_commit_latency_ms_total: u64,
+    /// The same own commits by latency bucket (`hm_node::COMMIT_LATENCY_BUCKETS_MS`).
+    #[serde(default)]
+    pub own_commit_latency_buckets: Vec<u64>,
     /// Intervals between consecutive commits at validators, and their sum.
     #[serde(default)]
     pub commit_intervals: u64,
@@ -113,6 +116,16 @@ struct SimNode {
     /// Presents a forged certificate: a real identity, but nodes in phase 3
     /// refuse it as a member, so the converged views leave it out.
     unwelcome: bool,
+}
+
+/// Adds per-bucket counts into `total`, growing it as needed.
+pub(crate) fn add_buckets(total: &mut Vec<u64>, buckets: &[u64]) {
+    if total.len() < buckets.len() {
+        total.resize(buckets.len(), 0);
+    }
+    for (sum, count) in total.iter_mut().zip(buckets) {
+        *sum += count;
+    }
 }
 
 pub(crate) fn seconds_to_ms(seconds: f64) -> u64 {
@@ -949,6 +962,10 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             if status.chain.validator {
                 traffic.own_commits += status.chain.own_commits;
                 traffic.own_commit_latency_ms_total += status.chain.own_commit_latency_ms_total;
+                add_buckets(
+                    &mut traffic.own_commit_latency_buckets,
+                    &status.chain.own_commit_latency_buckets,
+                );
                 traffic.commit_intervals += status.chain.commit_intervals;
                 traffic.commit_interval_ms_total += status.chain.commit_interval_ms_total;
             }

@@ -17,4 +17,7 @@ pub use node::{
     COLUMN_FAMILIES, DEFAULT_ZONE, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig,
     NodeError, load_or_create_identity, provision_identity, run,
 };
-pub use status::{COMMIT_LATENCY_BUCKETS_MS, ChainStatus, NodeStatus, StatusHandle, TrustStatus};
+pub use status::{
+    COMMIT_LATENCY_BUCKETS_MS, ChainStatus, NodeStatus, StatusHandle, TrustStatus,
+    latency_quantile_ms,
+};

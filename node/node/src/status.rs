@@ -13,6 +13,31 @@ pub const COMMIT_LATENCY_BUCKETS_MS: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
 ];
 
+/// The upper bound (ms) of the latency bucket holding quantile `q` (0..=1)
+/// of per-bucket counts laid out as `own_commit_latency_buckets`; `None`
+/// without counts, `u64::MAX` when it falls beyond the last bound.
+pub fn latency_quantile_ms(buckets: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The rank of the quantile, 1-based: the median of 4 is the 2nd.
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (index, count) in buckets.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(
+                COMMIT_LATENCY_BUCKETS_MS
+                    .get(index)
+                    .copied()
+                    .unwrap_or(u64::MAX),
+            );
+        }
+    }
+    Some(u64::MAX)
+}
+
 /// A snapshot of a node, refreshed by the node a few times a second.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
@@ -192,5 +217,23 @@ impl StatusHandle {
             status.running = false;
             status.error = Some(error);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_come_from_the_bucket_bounds() {
+        let mut buckets = vec![0; COMMIT_LATENCY_BUCKETS_MS.len() + 1];
+        assert_eq!(latency_quantile_ms(&buckets, 0.5), None);
+        buckets[0] = 2; // <= 5 ms
+        buckets[2] = 1; // <= 25 ms
+        buckets[COMMIT_LATENCY_BUCKETS_MS.len()] = 1; // beyond 30 s
+        assert_eq!(latency_quantile_ms(&buckets, 0.5), Some(5));
+        assert_eq!(latency_quantile_ms(&buckets, 0.75), Some(25));
+        assert_eq!(latency_quantile_ms(&buckets, 1.0), Some(u64::MAX));
+        assert_eq!(latency_quantile_ms(&buckets, 0.0), Some(5));
     }
 }

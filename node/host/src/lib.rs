@@ -33,7 +33,9 @@ pub const DB_DIR_NAME: &str = "db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot create the data dir {path}: {source}; check the path and its permissions")]
+    #[error(
+        "cannot create the data dir {path} or make it private (0700): {source}; check the path and that this user owns it"
+    )]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
@@ -59,13 +61,19 @@ struct Backends {
 }
 
 impl HostEnv {
-    /// Creates `data_dir` if needed and opens the database in
-    /// `data_dir/`[`DB_DIR_NAME`] with `column_families`.
+    /// Creates `data_dir` if needed, makes it private to its owner (mode
+    /// 0700: the database holds the node's identity key), and opens the
+    /// database in `data_dir/`[`DB_DIR_NAME`] with `column_families`.
     pub fn open(data_dir: &Path, column_families: &[&'static str]) -> Result<Self, HostError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| HostError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(data_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|source| HostError::DataDir {
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
         let disk = RocksDisk::open(&data_dir.join(DB_DIR_NAME), column_families)?;
         Ok(Self {
             inner: Arc::new(Backends {
@@ -174,5 +182,20 @@ mod tests {
         std::fs::write(&file, b"x").expect("write");
         let error = HostEnv::open(&file.join("sub"), &["meta"]).expect_err("parent is a file");
         assert!(matches!(error, HostError::DataDir { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_data_dir_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("node");
+        std::fs::create_dir(&data_dir).expect("mkdir");
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let _env = HostEnv::open(&data_dir, &["meta"]).expect("open");
+        let mode = std::fs::metadata(&data_dir)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     }
 }

@@ -274,12 +274,11 @@ impl RealNet {
 
     fn create(nodes: usize) -> Result<RealNet, String> {
         Self::remove_stale();
-        let net = RealNet {
+        let mut net = RealNet {
             pid: std::process::id(),
             nodes: 0,
             rules: Vec::new(),
         };
-        let mut net = net;
         ip(&["link", "add", &net.bridge(), "type", "bridge"])?;
         ip(&["link", "set", &net.bridge(), "up"])?;
         let bridge_addr = format!(

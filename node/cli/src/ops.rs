@@ -7,7 +7,6 @@ use std::net::SocketAddrV6;
 use hm_env::Entropy as _;
 use hm_host::client::with_api_endpoint;
 use hm_host::entropy::OsEntropy;
-use hm_kernel::app::{KvOp, KvTx};
 use hm_node::api::API_SUBMIT_TRANSACTIONS_MAX;
 use hm_node::{ApiRequest, ApiResponse};
 use hm_wire::Hash;
@@ -164,14 +163,11 @@ pub fn tx_submit(
         }
         let mut nonce = [0u8; 8];
         OsEntropy.fill_bytes(&mut nonce);
-        let tx = KvTx {
-            op: KvOp::Put {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-            },
-            nonce: u64::from_le_bytes(nonce),
-        };
-        transactions.push(hm_node::app::kv_tx(tx.to_transaction()));
+        transactions.push(hm_node::app::kv_put(
+            key.as_bytes(),
+            value.as_bytes(),
+            u64::from_le_bytes(nonce),
+        ));
     }
     let addr = parse_addr("--to", to)?;
     let outcomes: Vec<Result<Hash, String>> = with_api_endpoint(|endpoint| async move {

@@ -100,6 +100,19 @@ pub fn kv_tx(tx: Transaction) -> Transaction {
     module_tx(MODULE_KV, tx.0)
 }
 
+/// A key-value put as the node's chain expects it. `nonce` keeps two puts
+/// of the same pair apart (the chain drops a transaction it has seen).
+pub fn kv_put(key: &[u8], value: &[u8], nonce: u64) -> Transaction {
+    let tx = hm_kernel::app::KvTx {
+        op: hm_kernel::app::KvOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        },
+        nonce,
+    };
+    kv_tx(tx.to_transaction())
+}
+
 /// A TrustChain transaction as the node's chain expects it.
 pub fn trust_tx(tx: &hm_trustchain::tx::TrustTx) -> Transaction {
     module_tx(MODULE_TRUST, tx.encode())

@@ -9,7 +9,6 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hm_env::Entropy as _;
-use hm_kernel::app::{KvOp, KvTx};
 use hm_node::api::API_SUBMIT_TRANSACTIONS_MAX;
 use hm_node::{ApiRequest, ApiResponse};
 use hm_wire::Hash;
@@ -168,14 +167,11 @@ pub(super) async fn submit(
         .map(|put| {
             let mut nonce = [0u8; 8];
             crate::entropy::OsEntropy.fill_bytes(&mut nonce);
-            let tx = KvTx {
-                op: KvOp::Put {
-                    key: put.key.as_bytes().to_vec(),
-                    value: put.value.as_bytes().to_vec(),
-                },
-                nonce: u64::from_le_bytes(nonce),
-            };
-            hm_node::app::kv_tx(tx.to_transaction())
+            hm_node::app::kv_put(
+                put.key.as_bytes(),
+                put.value.as_bytes(),
+                u64::from_le_bytes(nonce),
+            )
         })
         .collect();
     match state

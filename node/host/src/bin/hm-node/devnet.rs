@@ -121,16 +121,18 @@ impl NodeFiles {
 }
 
 fn read_bounded(path: &Path) -> anyhow::Result<String> {
-    let metadata =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if metadata.len() > FILE_BYTES_MAX {
-        // Logs grow without bound: read only their end.
-        let text =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let start = text.len().saturating_sub(FILE_BYTES_MAX as usize);
-        return Ok(String::from_utf8_lossy(&text[start..]).into_owned());
-    }
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    use std::io::{Read, Seek, SeekFrom};
+    let cannot = || format!("cannot read {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(cannot)?;
+    let len = file.metadata().with_context(cannot)?.len();
+    // Logs grow without bound: read only their last FILE_BYTES_MAX.
+    file.seek(SeekFrom::Start(len.saturating_sub(FILE_BYTES_MAX)))
+        .with_context(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(FILE_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn nodes_of(dir: &Path, manifest: &Manifest) -> Vec<NodeFiles> {

@@ -34,7 +34,7 @@ use hm_env::Env as _;
 use hm_host::HostEnv;
 use hm_host::dns::{DnsServer, ZoneAuthority};
 use hm_host::entropy::OsEntropy;
-use hm_kernel::app::{KvOp, KvTx, KvWorkload};
+use hm_kernel::app::KvWorkload;
 use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
 use hm_node::trust::TrustSettings;
 use hm_node::{ApiClient, ApiRequest, ApiResponse, ChainConfig, NodeConfig, StatusHandle};
@@ -740,14 +740,11 @@ async fn submit(client: ApiClient, puts: Vec<String>, random: usize) -> anyhow::
         let (key, value) = put
             .split_once('=')
             .with_context(|| format!("--put {put:?}: write KEY=VALUE"))?;
-        let tx = KvTx {
-            op: KvOp::Put {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-            },
-            nonce: base.wrapping_add(index as u64),
-        };
-        transactions.push(hm_node::app::kv_tx(tx.to_transaction()));
+        transactions.push(hm_node::app::kv_put(
+            key.as_bytes(),
+            value.as_bytes(),
+            base.wrapping_add(index as u64),
+        ));
     }
     let mut workload = KvWorkload::new(1_024, 32, base ^ 0x5eed);
     for _ in 0..random {

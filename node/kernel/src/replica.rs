@@ -166,6 +166,14 @@ pub enum Destination {
     /// each other's commits through consensus, so news meant for block
     /// sync skips them.
     Followers,
+    /// The `Followers` not known to hold `height` yet: news of a commit
+    /// skips the peers that announced it (or more) to us first. On a link
+    /// between two followers only the one that got there first speaks,
+    /// instead of both, once per height.
+    FollowersBehind { height: Height },
+    /// The `Peers` not known to hold `height` yet (the periodic
+    /// announcement, for peers that missed the news).
+    PeersBehind { height: Height },
     /// One node.
     Peer(Hash),
 }
@@ -434,6 +442,14 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
     }
 
     /// Committed height.
+    /// Whether `peer` announced `height` or more (and has not failed to
+    /// serve since): it needs no news of that height from us.
+    pub fn peer_holds(&self, peer: &Hash, height: Height) -> bool {
+        self.peer_heights
+            .get(peer)
+            .is_some_and(|announced| *announced >= height)
+    }
+
     pub fn height(&self) -> Height {
         self.store.height()
     }
@@ -616,11 +632,10 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         }
         if now.mono_ms >= self.next_status_ms {
             self.next_status_ms = now.mono_ms + self.config.status_interval_ms;
+            let height = self.height();
             self.emit(ReplicaOutput::Send {
-                to: Destination::Peers,
-                message: ChainMessage::Status {
-                    height: self.height(),
-                },
+                to: Destination::PeersBehind { height },
+                message: ChainMessage::Status { height },
             });
             // Evidence is gossiped once when learned, and later offences of
             // the same validator are not gossiped at all: re-send what is
@@ -1233,7 +1248,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         }
         self.recent.push_back((block, encoded_len));
         self.emit(ReplicaOutput::Send {
-            to: Destination::Followers,
+            to: Destination::FollowersBehind { height },
             message: ChainMessage::Status { height },
         });
         // Proposals that arrived early for this height can be judged now.

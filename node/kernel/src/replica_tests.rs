@@ -177,6 +177,25 @@ impl Net {
                             .map(|m| m.id)
                             .filter(|id| !self.validator_ids.contains(id))
                             .collect(),
+                        Destination::PeersBehind { height } => {
+                            let sender = self.members[index].replica.as_ref();
+                            self.members
+                                .iter()
+                                .map(|m| m.id)
+                                .filter(|id| !sender.is_some_and(|r| r.peer_holds(id, height)))
+                                .collect()
+                        }
+                        Destination::FollowersBehind { height } => {
+                            let sender = self.members[index].replica.as_ref();
+                            self.members
+                                .iter()
+                                .map(|m| m.id)
+                                .filter(|id| {
+                                    !self.validator_ids.contains(id)
+                                        && !sender.is_some_and(|r| r.peer_holds(id, height))
+                                })
+                                .collect()
+                        }
                         Destination::Peer(id) => vec![id],
                     };
                     *self.sent.entry(message.kind()).or_default() += targets.len();
@@ -624,4 +643,32 @@ fn a_repeat_equivocator_is_put_on_record_once() {
         .evidence_pool
         .len();
     assert_eq!(pooled, 0, "no redundant evidence left pooled");
+}
+
+#[test]
+fn commit_news_skips_peers_that_announced_the_height_first() {
+    let mut net = Net::new(4, 2, 11);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 3));
+    let peer = net.members[5].id;
+    let stranger = hm_wire::hash("follower", b"never seen");
+    let now = net.now();
+    let follower = net.members[4].replica.as_mut().expect("running");
+    let height = follower.height();
+    follower.handle_message(now, peer, ChainMessage::Status { height: height + 2 });
+    assert!(follower.peer_holds(&peer, height + 2));
+    assert!(follower.peer_holds(&peer, height + 1));
+    assert!(!follower.peer_holds(&peer, height + 3));
+    assert!(
+        !follower.peer_holds(&stranger, 1),
+        "unknown peers get the news"
+    );
+    // The follower asks that peer for the blocks; a peer that serves nothing
+    // usable is forgotten, and hears our commits again.
+    follower.handle_message(now, peer, ChainMessage::Blocks(Vec::new()));
+    assert!(!follower.peer_holds(&peer, height + 1));
+    net.drain(4);
+    // Followers still reach the validators' height with news cut this way.
+    let target = net.heights().into_iter().max().unwrap_or(0) + 3;
+    net.run_until(|net| net.heights().iter().all(|height| *height >= target));
+    net.assert_agreement();
 }

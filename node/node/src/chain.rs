@@ -199,8 +199,8 @@ struct ChainShell<E: Env> {
     status: StatusHandle,
     next_link_id: u64,
     committed: Vec<Hash>,
-    /// How many of `committed` the status shows.
-    published_commits: usize,
+    /// The height the status shows.
+    published_height: hm_kernel::block::Height,
     counters: ChainCounters,
     workload: KvWorkload,
     /// This node's key (authority signatures, certificate requests).
@@ -308,6 +308,20 @@ impl<E: Env> ChainShell<E> {
                 .links
                 .keys()
                 .filter(|peer| !self.validators.contains(peer))
+                .copied()
+                .collect(),
+            Destination::PeersBehind { height } => self
+                .links
+                .keys()
+                .filter(|peer| !self.replica.peer_holds(peer, height))
+                .copied()
+                .collect(),
+            Destination::FollowersBehind { height } => self
+                .links
+                .keys()
+                .filter(|peer| {
+                    !self.validators.contains(peer) && !self.replica.peer_holds(peer, height)
+                })
                 .copied()
                 .collect(),
             Destination::Validators | Destination::TowardValidators { .. } => {
@@ -1022,28 +1036,28 @@ impl<E: Env> ChainShell<E> {
     /// up to half a second misleads operators, and a checker deciding
     /// which side of a partition committed what.
     fn publish_new_commits(&mut self) {
-        if self.published_commits >= self.committed.len() {
+        let height = self.replica.height();
+        if self.published_height == height {
             return;
         }
-        let replica = &self.replica;
+        let head = (height > 0).then(|| self.replica.head_hash());
         let committed = &self.committed;
         self.status.update(|status| {
             let chain = &mut status.chain;
-            chain.height = replica.height();
-            chain.head = (replica.height() > 0).then(|| replica.head_hash());
+            chain.height = height;
+            chain.head = head;
             let known = chain.committed.len();
             if known < committed.len() {
                 chain.committed.extend_from_slice(&committed[known..]);
             }
         });
-        self.published_commits = self.committed.len();
+        self.published_height = height;
     }
 
     fn publish_status(&mut self) {
-        self.published_commits = self.committed.len();
+        self.publish_new_commits();
         let replica = &self.replica;
         let counters = &self.counters;
-        let committed = &self.committed;
         let links = self.links.len();
         let agent = self.agent.as_ref().map(TrustAgent::status);
         let record = self.trust.record();
@@ -1080,8 +1094,6 @@ impl<E: Env> ChainShell<E> {
             let chain = &mut status.chain;
             chain.enabled = true;
             chain.validator = replica.is_validator();
-            chain.height = replica.height();
-            chain.head = (replica.height() > 0).then(|| replica.head_hash());
             chain.round = replica.round();
             chain.mempool = replica.mempool_len();
             chain.links = links;
@@ -1101,10 +1113,6 @@ impl<E: Env> ChainShell<E> {
                 .iter()
                 .map(|(kind, (messages, bytes))| (kind.to_string(), *messages, *bytes))
                 .collect();
-            let known = chain.committed.len();
-            if known < committed.len() {
-                chain.committed.extend_from_slice(&committed[known..]);
-            }
         });
     }
 }
@@ -1246,7 +1254,7 @@ pub(crate) async fn run_chain<E: Env>(
         status,
         next_link_id: 0,
         committed: Vec::new(),
-        published_commits: 0,
+        published_height: 0,
         counters: ChainCounters::default(),
         workload: KvWorkload::new(64, 32, nonce_base),
         key,

@@ -218,6 +218,7 @@ mod cli {
     }
 
     pub fn main() -> ExitCode {
+        hm_sim::wall::tune_allocator();
         // Logging only on request: madsim opens a span per node and task, and
         // with a subscriber installed every one of them costs a registry entry.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("HM_LOG") {

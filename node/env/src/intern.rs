@@ -12,7 +12,7 @@
 //! dead entries are swept every [`SWEEP_EVERY_INSERTS`] insertions.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 
@@ -22,13 +22,47 @@ pub const INTERN_BYTES_MIN: usize = 256;
 /// How often dead entries are removed from the pool.
 pub const SWEEP_EVERY_INSERTS: usize = 4_096;
 
-#[derive(Default)]
-struct Pool {
-    by_digest: BTreeMap<[u8; 32], Weak<[u8]>>,
+/// Shared values by key. A key only finds candidates: a hit is used only
+/// when its bytes are equal, so a key collision costs sharing, never
+/// correctness.
+struct Pool<K> {
+    by_key: BTreeMap<K, Weak<[u8]>>,
     inserts_since_sweep: usize,
 }
 
-static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::default()));
+impl<K: Ord> Pool<K> {
+    const fn new() -> Self {
+        Self {
+            by_key: BTreeMap::new(),
+            inserts_since_sweep: 0,
+        }
+    }
+
+    fn share(&mut self, key: K, bytes: &[u8]) -> Arc<[u8]> {
+        if let Some(shared) = self.by_key.get(&key).and_then(Weak::upgrade)
+            && *shared == *bytes
+        {
+            return shared;
+        }
+        let shared: Arc<[u8]> = Arc::from(bytes);
+        self.by_key.insert(key, Arc::downgrade(&shared));
+        self.inserts_since_sweep += 1;
+        if self.inserts_since_sweep >= SWEEP_EVERY_INSERTS {
+            self.inserts_since_sweep = 0;
+            self.by_key.retain(|_, weak| weak.strong_count() > 0);
+        }
+        shared
+    }
+}
+
+/// Values by SHA-256, for callers that need the digest anyway.
+static POOL: Mutex<Pool<[u8; 32]>> = Mutex::new(Pool::new());
+/// Values by [`checksum`], for callers that only need sharing and a check.
+static CHECKSUM_POOL: Mutex<Pool<u64>> = Mutex::new(Pool::new());
+
+fn locked<K>(pool: &Mutex<Pool<K>>) -> std::sync::MutexGuard<'_, Pool<K>> {
+    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The SHA-256 of `bytes` and a shared allocation holding them.
 pub fn intern_with_digest(bytes: &[u8]) -> (Arc<[u8]>, [u8; 32]) {
@@ -36,20 +70,30 @@ pub fn intern_with_digest(bytes: &[u8]) -> (Arc<[u8]>, [u8; 32]) {
     if bytes.len() < INTERN_BYTES_MIN {
         return (Arc::from(bytes), digest);
     }
-    let mut pool = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(shared) = pool.by_digest.get(&digest).and_then(Weak::upgrade)
-        && *shared == *bytes
-    {
-        return (shared, digest);
+    (locked(&POOL).share(digest, bytes), digest)
+}
+
+/// A shared allocation holding `bytes`, and their [`checksum`]: for stores
+/// that keep values and must notice when one changed (the simulated
+/// disk), at a fraction of SHA-256's cost per byte.
+pub fn intern_with_checksum(bytes: &[u8]) -> (Arc<[u8]>, u64) {
+    let checksum = checksum(bytes);
+    if bytes.len() < INTERN_BYTES_MIN {
+        return (Arc::from(bytes), checksum);
     }
-    let shared: Arc<[u8]> = Arc::from(bytes);
-    pool.by_digest.insert(digest, Arc::downgrade(&shared));
-    pool.inserts_since_sweep += 1;
-    if pool.inserts_since_sweep >= SWEEP_EVERY_INSERTS {
-        pool.inserts_since_sweep = 0;
-        pool.by_digest.retain(|_, weak| weak.strong_count() > 0);
-    }
-    (shared, digest)
+    (locked(&CHECKSUM_POOL).share(checksum, bytes), checksum)
+}
+
+/// A fast 64-bit hash of `bytes` (rustc-hash's, fixed seeds, so the same
+/// in every process). Not collision resistant against an adversary: a
+/// checksum against accidental change (a flipped bit) and a pool key,
+/// never an identity.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(bytes);
+    hasher.write_usize(bytes.len());
+    hasher.finish()
 }
 
 /// A shared allocation holding `bytes`.
@@ -65,11 +109,9 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// Live distinct values in the pool (for tests and statistics).
 pub fn pooled_values() -> usize {
-    let pool = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    pool.by_digest
-        .values()
-        .filter(|weak| weak.strong_count() > 0)
-        .count()
+    let live = |weak: &&Weak<[u8]>| weak.strong_count() > 0;
+    locked(&POOL).by_key.values().filter(live).count()
+        + locked(&CHECKSUM_POOL).by_key.values().filter(live).count()
 }
 
 #[cfg(test)]
@@ -87,6 +129,23 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &other));
         let small = [1u8; 16];
         assert!(!Arc::ptr_eq(&intern(&small), &intern(&small)));
+    }
+
+    #[test]
+    fn checksummed_values_share_and_a_flipped_bit_changes_the_checksum() {
+        let value = vec![9u8; 4096];
+        let (first, sum) = intern_with_checksum(&value);
+        let (second, again) = intern_with_checksum(&value.clone());
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(sum, again);
+        for index in [0, 1, 7, 8, 15, 16, 2048, 4095] {
+            let mut flipped = value.clone();
+            flipped[index] ^= 0x01;
+            assert_ne!(checksum(&flipped), sum, "bit flip at {index}");
+            let (other, _) = intern_with_checksum(&flipped);
+            assert!(!Arc::ptr_eq(&other, &first));
+        }
+        assert_ne!(checksum(&[]), checksum(&[0]), "the length counts");
     }
 
     #[test]

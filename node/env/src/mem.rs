@@ -33,27 +33,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredValue {
     bytes: Arc<[u8]>,
-    checksum: [u8; 8],
+    checksum: u64,
+    /// Untouched since written: the bytes are the ones checksummed (shared
+    /// values are immutable, and [`MemDisk::corrupt`] clears this), so a
+    /// read need not hash them again.
+    pristine: bool,
 }
 
 impl StoredValue {
     fn new(bytes: &[u8]) -> Self {
-        let (bytes, digest) = crate::intern::intern_with_digest(bytes);
-        let mut checksum = [0u8; 8];
-        checksum.copy_from_slice(&digest[..8]);
-        Self { bytes, checksum }
+        let (bytes, checksum) = crate::intern::intern_with_checksum(bytes);
+        Self {
+            bytes,
+            checksum,
+            pristine: true,
+        }
     }
 
     fn is_intact(&self) -> bool {
-        checksum(&self.bytes) == self.checksum
+        self.pristine || crate::intern::checksum(&self.bytes) == self.checksum
     }
-}
-
-fn checksum(bytes: &[u8]) -> [u8; 8] {
-    let digest = Sha256::digest(bytes);
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
 }
 
 type Table = BTreeMap<(&'static str, Vec<u8>), StoredValue>;
@@ -149,8 +148,9 @@ impl MemDisk {
         let state = &mut *state;
         for table in [&mut state.durable, &mut state.current] {
             if let Some(value) = table.get_mut(&(cf, key.to_vec())) {
+                value.pristine = false;
                 if value.bytes.is_empty() {
-                    value.checksum[0] ^= 1;
+                    value.checksum ^= 1;
                 } else {
                     // Copy on write: other holders of these bytes keep
                     // theirs intact.

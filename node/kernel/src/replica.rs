@@ -9,8 +9,9 @@
 //! block's commit certificate, proofs and execution before appending it.
 //!
 //! Block propagation is announce-then-pull: a node that commits or appends a
-//! block tells its peers its height (`Status`), and peers behind ask for the
-//! blocks they miss (`GetBlocks`), one request at a time. Nodes never push
+//! block tells its height (`Status`) to the peers not known to hold it, and
+//! peers behind ask for the blocks they miss (`GetBlocks`), one request at a
+//! time. Nodes never push
 //! whole blocks unasked, so a block crosses each link at most once.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -441,7 +442,6 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         self.core.is_some()
     }
 
-    /// Committed height.
     /// Whether `peer` announced `height` or more (and has not failed to
     /// serve since): it needs no news of that height from us.
     pub fn peer_holds(&self, peer: &Hash, height: Height) -> bool {
@@ -450,6 +450,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .is_some_and(|announced| *announced >= height)
     }
 
+    /// Committed height.
     pub fn height(&self) -> Height {
         self.store.height()
     }

@@ -34,9 +34,14 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// `HM_SIM_FEATURES`: extra hm-sim features (e.g. `broken-skip-lock-check`),
-/// built in a target dir of their own so switching does not rebuild the
-/// normal simulator.
+/// `HM_SIM_FEATURES`: extra hm-sim features (e.g. `broken-skip-lock-check`).
+/// They share the simulator's target dir: a feature changes the hash of the
+/// crates it touches, so both variants stay cached side by side (switching
+/// rebuilds nothing, and the dependencies — quinn, rustls, aws-lc — are
+/// built once, not once per feature set: a cold CI run saves a whole
+/// simulator build). Cargo links the variant it just built to
+/// `<target>/madsim/sim/hm-sim` on every build, fresh or not, so each
+/// `cargo sim run` runs the build it asked for.
 fn sim_features() -> Option<String> {
     std::env::var("HM_SIM_FEATURES")
         .ok()
@@ -45,19 +50,10 @@ fn sim_features() -> Option<String> {
 }
 
 fn sim_target_dir(root: &Path) -> PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_DIR")
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    match sim_features() {
-        Some(features) => {
-            let tag: String = features
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
-            base.join(format!("madsim-{tag}"))
-        }
-        None => base.join("madsim"),
-    }
+        .unwrap_or_else(|| root.join("target"))
+        .join("madsim")
 }
 
 fn cargo(root: &Path, subcommand: &str) -> Command {

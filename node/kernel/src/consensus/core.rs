@@ -66,12 +66,21 @@ pub struct Core<S: ConsensusSigner> {
     /// Offences already reported: (height, validator, round, step), for the
     /// current and the previous height of kept rounds.
     evidence_reported: BTreeSet<(Height, ValidatorIndex, Round, Step)>,
+    /// What this validator signed in `round` before a restart (from the
+    /// signer), taken by `start`: the round resumes after those steps and
+    /// the statements go out again.
+    resumed: Vec<ConsensusMessage>,
 }
 
 impl<S: ConsensusSigner> Core<S> {
     /// A core for `height`, not yet started. A validator restarting within a
-    /// height resumes at the round it last signed in, with the lock it
-    /// persisted (the signer refuses anything it already signed anyway).
+    /// height resumes in the round it last signed in, past the steps it
+    /// signed, with the lock it persisted, and sends what it signed there
+    /// again (its peers may never have got it, and may need it for the
+    /// round's quorum). When the signer cannot give back everything signed
+    /// in that round (a state written before it kept statements), the core
+    /// starts the next round instead: it cannot take part in the old one,
+    /// and waiting there would stall the peers that wait for it.
     pub fn new(
         chain_id: Hash,
         validators: ValidatorSet,
@@ -86,9 +95,14 @@ impl<S: ConsensusSigner> Core<S> {
         let locked = signer
             .lock(height)
             .map(|lock| (lock.round, lock.block_hash));
-        let round = match signer.last_signed() {
-            Some((last_height, last_round, _)) if last_height == height => last_round,
-            _ => 0,
+        let (round, resumed) = match signer.signed_in_round(height) {
+            Some((round, statements)) => (round, statements),
+            None => match signer.last_signed() {
+                Some((last_height, last_round, _)) if last_height == height => {
+                    (last_round.saturating_add(1), Vec::new())
+                }
+                _ => (0, Vec::new()),
+            },
         };
         Ok(Core {
             chain_id,
@@ -109,19 +123,59 @@ impl<S: ConsensusSigner> Core<S> {
             future: Vec::new(),
             told_behind: BTreeSet::new(),
             evidence_reported: BTreeSet::new(),
+            resumed,
         })
     }
 
-    /// Line 10: `upon start do StartRound(0)` (or the resumed round).
+    /// Line 10: `upon start do StartRound(0)`, or the resumed round (see
+    /// [`Core::new`]).
     pub fn start(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
         if self.started {
             return out;
         }
         self.started = true;
-        self.start_round(self.round, &mut out);
+        let resumed = std::mem::take(&mut self.resumed);
+        if resumed.is_empty() {
+            self.start_round(self.round, &mut out);
+        } else {
+            self.resume_round(resumed, &mut out);
+        }
         self.run_rules(&mut out);
         out
+    }
+
+    /// Re-enters `self.round` after a restart, at the step after the last
+    /// statement signed in it: those statements are counted and sent again,
+    /// nothing is proposed or voted anew for steps already signed.
+    fn resume_round(&mut self, statements: Vec<ConsensusMessage>, out: &mut Vec<Output>) {
+        let step = statements
+            .iter()
+            .map(|message| match message {
+                ConsensusMessage::Proposal(_) => Step::Propose,
+                ConsensusMessage::Vote(signed) => step_of(signed.vote.kind),
+            })
+            .max()
+            .unwrap_or(Step::Propose);
+        self.step = step;
+        if step == Step::Propose {
+            self.schedule(TimeoutKind::Propose, out);
+        }
+        self.schedule(TimeoutKind::Rebroadcast, out);
+        let stake = self.stake_of(self.me).unwrap_or(0);
+        for message in statements {
+            debug_assert!(
+                sender_and_height(&message) == (self.me, self.height),
+                "the signer hands back only this validator's statements at this height"
+            );
+            match &message {
+                ConsensusMessage::Proposal(signed) => {
+                    self.record_proposal(signed.clone(), true, stake, out)
+                }
+                ConsensusMessage::Vote(signed) => self.record_vote(signed.clone(), stake, false),
+            }
+            out.push(Output::Broadcast(message));
+        }
     }
 
     pub fn handle(&mut self, input: Input) -> Vec<Output> {
@@ -562,11 +616,7 @@ impl<S: ConsensusSigner> Core<S> {
             }
             Some(pol_round) => {
                 debug_assert!(pol_round < self.round, "intake rejects pol_round >= round");
-                let polka = self.rounds.get(&pol_round).is_some_and(|state| {
-                    self.validators
-                        .is_quorum(state.prevotes.stake_for(&Some(value)))
-                });
-                if !polka {
+                if !self.holds_polka(pol_round, value) {
                     return false;
                 }
                 // Line 29: valid(v) ∧ (lockedRound ≤ vr ∨ lockedValue = v).
@@ -685,9 +735,18 @@ impl<S: ConsensusSigner> Core<S> {
         self.schedule(TimeoutKind::Rebroadcast, out);
         if proposer(&self.chain_id, &self.validators, self.height, round) == self.me {
             match self.valid {
-                // Lines 15–16: re-propose the valid value with its round.
+                // Lines 15–16: re-propose the valid value with its round —
+                // when we still hold its proof of lock. After a restart the
+                // round's prevotes are gone; a proposal naming a round whose
+                // polka nobody can show would be ignored by every validator
+                // (line 28), and a committee locked on the value would never
+                // move. Proposed as a fresh value instead (validRound −1, as
+                // any proposer may), it gets the prevotes of those locked on
+                // it and of the unlocked ones (line 23); safety never rests
+                // on what a proposer proposes.
                 Some((valid_round, value)) => {
-                    self.broadcast_proposal(value, Some(valid_round), out)
+                    let pol_round = self.holds_polka(valid_round, value).then_some(valid_round);
+                    self.broadcast_proposal(value, pol_round, out)
                 }
                 // Line 18: getValue() is the driver's.
                 None => out.push(Output::BuildProposal {
@@ -923,6 +982,14 @@ impl<S: ConsensusSigner> Core<S> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether round `round`'s tally holds 2f+1 prevotes for `block`.
+    fn holds_polka(&self, round: Round, block: Hash) -> bool {
+        self.rounds.get(&round).is_some_and(|state| {
+            self.validators
+                .is_quorum(state.prevotes.stake_for(&Some(block)))
+        })
     }
 
     fn round_accepted(&self, round: Round) -> bool {

@@ -14,6 +14,22 @@
 //! The lock is persisted so a restarted validator does not forget what it
 //! precommitted: Tendermint's safety argument needs the lock (Algorithm 1
 //! lines 22 and 28), not only the absence of duplicate signatures.
+//!
+//! Liveness needs one more thing: every statement signed in the current
+//! round, whole. A validator that signed a prevote, crashed before it went
+//! out and came back must send *that* prevote again — it may not sign
+//! another, and its peers may need its vote for the round's quorum. A
+//! validator that cannot do so stalls the round for everybody waiting on
+//! it (a 4-validator devnet sat at one height for good after overlapping
+//! crashes). So the state keeps the round's statements (at most a
+//! proposal, a prevote and a precommit) and the core sends them again
+//! after a restart ([`ConsensusSigner::signed_in_round`]).
+//!
+//! Format: `signer-state/v2`. A disk written before it holds only
+//! `signer-state/v1` (the last statement's digest and signature, not the
+//! statement): it is read, still refuses everything at or below that
+//! statement, and reports no round statements, so the core moves on to the
+//! next round rather than wait in one it cannot fully take part in.
 
 use std::cmp::Ordering;
 
@@ -23,16 +39,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{Height, Proposal, Round, SignedProposal, SignedVote, Vote, VoteKind};
 
-use super::Step;
+use super::{ConsensusMessage, Step};
 
 /// Column family holding the signer state; the driver must open its disk
 /// with it.
 pub const SIGNER_COLUMN_FAMILY: &str = "consensus";
 /// Key of the signer state inside [`SIGNER_COLUMN_FAMILY`].
-pub const SIGNER_STATE_KEY: &[u8] = b"signer-state/v1";
-/// Encoded signer state: a few integers, two hashes and one FALCON-1024
-/// signature (1,280 bytes); anything larger is not ours.
-pub const SIGNER_STATE_BYTES_MAX: usize = 4 << 10;
+pub const SIGNER_STATE_KEY: &[u8] = b"signer-state/v2";
+/// Where disks written before the round's statements were kept hold their
+/// state (read when there is no v2 state; never written).
+pub const SIGNER_STATE_V1_KEY: &[u8] = b"signer-state/v1";
+/// Encoded signer state: a few integers, hashes and at most four FALCON-1024
+/// signatures (1,280 bytes each: the last statement's and the round's
+/// proposal, prevote and precommit); anything larger is not ours.
+pub const SIGNER_STATE_BYTES_MAX: usize = 8 << 10;
 /// Domain of the statement digest (what "the identical statement" means).
 const STATEMENT_DOMAIN: &str = "hm/consensus-signer-statement/v1";
 
@@ -54,10 +74,20 @@ struct LastSigned {
     signature: Signature,
 }
 
+/// The v1 layout (see the module doc), read from old disks only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SignerStateV1 {
+    last: Option<LastSigned>,
+    lock: Option<Lock>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SignerState {
     last: Option<LastSigned>,
     lock: Option<Lock>,
+    /// Everything signed at `last`'s height and round, in step order (at
+    /// most one statement per step). Empty after reading a v1 state.
+    round: Vec<ConsensusMessage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +127,11 @@ pub trait ConsensusSigner {
     fn lock(&self, height: Height) -> Option<Lock>;
     /// The highest (height, round, step) signed so far.
     fn last_signed(&self) -> Option<(Height, Round, Step)>;
+    /// Every statement signed at `height` in the last round signed in, in
+    /// step order, when all of them are known: `None` when nothing was
+    /// signed at `height`, or when the last statement itself is not held
+    /// (a state written before statements were kept).
+    fn signed_in_round(&self, height: Height) -> Option<(Round, Vec<ConsensusMessage>)>;
 }
 
 /// The persisted, refusing signer (see the module doc).
@@ -112,9 +147,20 @@ impl<D: Disk, E: Entropy> Signer<D, E> {
     /// Loads the signing state from `disk` (empty on first start).
     pub fn open(key: SigningKey, chain_id: Hash, disk: D, entropy: E) -> Result<Self, SignerError> {
         let state = match disk.get(SIGNER_COLUMN_FAMILY, SIGNER_STATE_KEY)? {
-            None => SignerState::default(),
             Some(bytes) => hm_wire::decode::<SignerState>(&bytes, SIGNER_STATE_BYTES_MAX)
                 .map_err(SignerError::Corrupt)?,
+            None => match disk.get(SIGNER_COLUMN_FAMILY, SIGNER_STATE_V1_KEY)? {
+                None => SignerState::default(),
+                Some(bytes) => {
+                    let old = hm_wire::decode::<SignerStateV1>(&bytes, SIGNER_STATE_BYTES_MAX)
+                        .map_err(SignerError::Corrupt)?;
+                    SignerState {
+                        last: old.last,
+                        lock: old.lock,
+                        round: Vec::new(),
+                    }
+                }
+            },
         };
         Ok(Signer {
             key,
@@ -126,13 +172,16 @@ impl<D: Disk, E: Entropy> Signer<D, E> {
     }
 
     /// Checks the statement against the stored state, signs it, persists
-    /// (synced) and only then returns the signature.
+    /// (synced) and only then returns the signature. `message` wraps the
+    /// signature into the statement as sent, which the state keeps for the
+    /// rest of the round.
     fn sign_statement(
         &mut self,
         (height, round, step): (Height, Round, Step),
         statement: Hash,
         lock: Option<Lock>,
         sign: impl FnOnce(&SigningKey, &E) -> Signature,
+        message: impl FnOnce(Signature) -> ConsensusMessage,
     ) -> Result<Signature, SignerError> {
         if let Some(last) = &self.state.last {
             let order = (height, round, step).cmp(&(last.height, last.round, last.step));
@@ -152,6 +201,15 @@ impl<D: Disk, E: Entropy> Signer<D, E> {
         }
         let signature = sign(&self.key, &self.entropy);
         let mut next = self.state.clone();
+        let same_round = next
+            .last
+            .as_ref()
+            .is_some_and(|last| (last.height, last.round) == (height, round));
+        if !same_round {
+            next.round.clear();
+        }
+        next.round.push(message(signature.clone()));
+        debug_assert!(next.round.len() <= 3, "one statement per step and round");
         next.last = Some(LastSigned {
             height,
             round,
@@ -202,11 +260,18 @@ impl<D: Disk, E: Entropy> ConsensusSigner for Signer<D, E> {
         let digest = statement_digest("vote", &vote);
         let chain_id = self.chain_id;
         let to_sign = vote.clone();
+        let to_keep = vote.clone();
         let signature = self.sign_statement(
             (vote.height, vote.round, step),
             digest,
             lock,
             |key, entropy| SignedVote::sign(&chain_id, to_sign, key, entropy).signature,
+            |signature| {
+                ConsensusMessage::Vote(SignedVote {
+                    vote: to_keep,
+                    signature,
+                })
+            },
         )?;
         Ok(SignedVote { vote, signature })
     }
@@ -215,11 +280,18 @@ impl<D: Disk, E: Entropy> ConsensusSigner for Signer<D, E> {
         let digest = statement_digest("proposal", &proposal);
         let chain_id = self.chain_id;
         let to_sign = proposal.clone();
+        let to_keep = proposal.clone();
         let signature = self.sign_statement(
             (proposal.height, proposal.round, Step::Propose),
             digest,
             None,
             |key, entropy| SignedProposal::sign(&chain_id, to_sign, key, entropy).signature,
+            |signature| {
+                ConsensusMessage::Proposal(SignedProposal {
+                    proposal: to_keep,
+                    signature,
+                })
+            },
         )?;
         Ok(SignedProposal {
             proposal,
@@ -236,6 +308,67 @@ impl<D: Disk, E: Entropy> ConsensusSigner for Signer<D, E> {
             .last
             .as_ref()
             .map(|last| (last.height, last.round, last.step))
+    }
+
+    fn signed_in_round(&self, height: Height) -> Option<(Round, Vec<ConsensusMessage>)> {
+        let last = self
+            .state
+            .last
+            .as_ref()
+            .filter(|last| last.height == height)?;
+        // The last statement must be among the kept ones (a v1 state keeps
+        // none): otherwise the round's statements are not all known.
+        let holds_last = self
+            .state
+            .round
+            .last()
+            .is_some_and(|message| match message {
+                ConsensusMessage::Vote(signed) => {
+                    signed.signature == last.signature
+                        && (signed.vote.height, signed.vote.round) == (last.height, last.round)
+                }
+                ConsensusMessage::Proposal(signed) => {
+                    signed.signature == last.signature
+                        && (signed.proposal.height, signed.proposal.round)
+                            == (last.height, last.round)
+                }
+            });
+        holds_last.then(|| (last.round, self.state.round.clone()))
+    }
+}
+
+/// For tests elsewhere in the crate: turn a v2 state on a disk into the v1
+/// state an older build would have written.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use hm_env::{Disk, WriteBatch};
+
+    use super::*;
+
+    /// Returns false when the disk holds no v2 state.
+    pub(crate) fn downgrade_to_v1<D: Disk>(disk: &D) -> bool {
+        let Some(bytes) = disk
+            .get(SIGNER_COLUMN_FAMILY, SIGNER_STATE_KEY)
+            .expect("read")
+        else {
+            return false;
+        };
+        let state: SignerState =
+            hm_wire::decode(&bytes, SIGNER_STATE_BYTES_MAX).expect("v2 state decodes");
+        let old = SignerStateV1 {
+            last: state.last,
+            lock: state.lock,
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete(SIGNER_COLUMN_FAMILY, SIGNER_STATE_KEY);
+        batch.put(
+            SIGNER_COLUMN_FAMILY,
+            SIGNER_STATE_V1_KEY,
+            hm_wire::encode(&old),
+        );
+        disk.write(batch).expect("write");
+        disk.sync().expect("sync");
+        true
     }
 }
 

@@ -12,13 +12,18 @@
 //!   round, block, proof-of-lock round; signed by itself, mis-signed, or
 //!   from non-members) to random validators.
 //!
-//! A run has a safety phase (before `gst_ms`: drops and long delays) and a
-//! liveness phase (after it: no drops, short delays). [`Report::check`]
-//! asserts agreement, validity, liveness and evidence.
+//! Honest validators may also crash and restart (`crashes`): the core and
+//! every message in flight to it are lost, its disk loses what was not
+//! synced, and it comes back from that disk at the height after the last
+//! one it decided, several of them down at once at times.
+//!
+//! A run has a safety phase (before `gst_ms`: drops, long delays, crashes)
+//! and a liveness phase (after it: no drops, short delays, everyone up).
+//! [`Report::check`] asserts agreement, validity, liveness and evidence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hm_env::mem::SeededEntropy;
+use hm_env::mem::{MemDisk, SeededEntropy};
 use hm_wire::{Hash, SigningKey};
 
 use crate::block::{
@@ -65,6 +70,10 @@ pub(super) struct Scenario {
     pub time_ms_max: u64,
     /// Messages a `Fuzzer` sends in total.
     pub hostile_messages: usize,
+    /// Crashes of random honest validators at random moments before
+    /// `gst_ms`, each followed by a restart within `restart_ms_max`.
+    pub crashes: usize,
+    pub restart_ms_max: u64,
 }
 
 impl Scenario {
@@ -82,6 +91,8 @@ impl Scenario {
             stable_delay_ms_max: 20,
             time_ms_max: 60_000,
             hostile_messages: 0,
+            crashes: 0,
+            restart_ms_max: 0,
         }
     }
 }
@@ -116,14 +127,37 @@ enum Wire {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, wire: Wire },
-    Timer { node: usize, timeout: Timeout },
-    Hostile { node: usize },
+    /// `incarnation`: the receiver's life the message was sent to (lost if
+    /// it crashed since); timers likewise belong to one life.
+    Deliver {
+        to: usize,
+        wire: Wire,
+        incarnation: u64,
+    },
+    Timer {
+        node: usize,
+        timeout: Timeout,
+        incarnation: u64,
+    },
+    Hostile {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
 }
 
 struct Node {
     behaviour: Behaviour,
     core: Option<TestCore>,
+    /// The signer's disk, which survives crashes (minus unsynced writes).
+    disk: MemDisk,
+    /// Bumped by every crash; `down` while crashed.
+    incarnation: u64,
+    down: bool,
     key: SigningKey,
     entropy: SeededEntropy,
     decided: BTreeMap<Height, Hash>,
@@ -253,13 +287,17 @@ pub(super) fn run(scenario: &Scenario) -> Report {
                 .iter()
                 .find(|(faulty, _)| *faulty == index)
                 .map_or(Behaviour::Honest, |(_, behaviour)| *behaviour);
+            let disk = Fixture::disk();
             let core = match behaviour {
                 Behaviour::Silent | Behaviour::Fuzzer => None,
-                _ => Some(fixture.core(index, &Fixture::disk(), 1)),
+                _ => Some(fixture.core(index, &disk, 1)),
             };
             Node {
                 behaviour,
                 core,
+                disk,
+                incarnation: 0,
+                down: false,
                 key: fixture.key(index),
                 entropy: SeededEntropy::new(scenario.seed ^ u64::from(index), b"sim-byzantine"),
                 decided: BTreeMap::new(),
@@ -307,6 +345,7 @@ impl Sim {
                 self.push(1, Event::Hostile { node });
             }
         }
+        self.schedule_crashes();
         let mut events = 0;
         // Once every honest validator decided, only messages already in
         // flight are delivered (no timers): late copies still make evidence.
@@ -321,15 +360,31 @@ impl Sim {
             events += 1;
             self.now_ms = time_ms;
             match event {
-                Event::Deliver { to, wire } => self.deliver(to, wire),
+                Event::Deliver {
+                    to,
+                    wire,
+                    incarnation,
+                } => {
+                    if self.nodes[to].incarnation == incarnation && !self.nodes[to].down {
+                        self.deliver(to, wire);
+                    }
+                }
                 _ if drain_until_ms.is_some() => {}
-                Event::Timer { node, timeout } => {
-                    if let Some(core) = self.nodes[node].core.as_mut() {
+                Event::Timer {
+                    node,
+                    timeout,
+                    incarnation,
+                } => {
+                    if self.nodes[node].incarnation == incarnation
+                        && let Some(core) = self.nodes[node].core.as_mut()
+                    {
                         let outputs = core.handle(Input::Timeout(timeout));
                         self.apply(node, outputs, 0);
                     }
                 }
                 Event::Hostile { node } => self.hostile(node),
+                Event::Crash { node } => self.crash(node),
+                Event::Restart { node } => self.restart(node),
             }
             if drain_until_ms.is_none() && self.all_honest_decided() {
                 self.report.end_ms = self.now_ms;
@@ -396,7 +451,68 @@ impl Sim {
             self.scenario.stable_delay_ms_max
         };
         let delay_ms = 1 + self.rng.below(delay_max.max(1));
-        self.push(delay_ms, Event::Deliver { to, wire });
+        let incarnation = self.nodes[to].incarnation;
+        self.push(
+            delay_ms,
+            Event::Deliver {
+                to,
+                wire,
+                incarnation,
+            },
+        );
+    }
+
+    /// `crashes` crash/restart pairs of random honest validators before
+    /// GST; the draw allows several down at once.
+    fn schedule_crashes(&mut self) {
+        let window_ms = self
+            .scenario
+            .gst_ms
+            .saturating_sub(self.scenario.restart_ms_max);
+        if self.scenario.crashes == 0 || window_ms == 0 || self.report.honest.is_empty() {
+            return;
+        }
+        for _ in 0..self.scenario.crashes {
+            let pick = self.rng.below(self.report.honest.len() as u64) as usize;
+            let node = self.report.honest[pick];
+            let at_ms = self.rng.below(window_ms);
+            let down_ms = 1 + self.rng.below(self.scenario.restart_ms_max.max(1));
+            self.push(at_ms, Event::Crash { node });
+            self.push(at_ms + down_ms, Event::Restart { node });
+        }
+    }
+
+    /// Power loss: the core (with its round state, tallies and buffered
+    /// messages) is gone, and so is everything not synced to its disk.
+    fn crash(&mut self, node: usize) {
+        let state = &mut self.nodes[node];
+        if state.down {
+            return;
+        }
+        state.down = true;
+        state.incarnation += 1;
+        state.core = None;
+        state.disk.crash(0);
+    }
+
+    /// Back from its disk, at the height after the last one it decided
+    /// (the chain store's job in the replica).
+    fn restart(&mut self, node: usize) {
+        if !self.nodes[node].down {
+            return;
+        }
+        let state = &mut self.nodes[node];
+        state.down = false;
+        let height = state
+            .decided
+            .keys()
+            .next_back()
+            .map_or(1, |height| height + 1);
+        let index = ValidatorIndex::try_from(node).expect("small set");
+        let mut core = self.fixture.core(index, &state.disk, height);
+        let outputs = core.start();
+        state.core = Some(core);
+        self.apply(node, outputs, 0);
     }
 
     fn send_all(&mut self, from: usize, message: &ConsensusMessage) {
@@ -453,7 +569,17 @@ impl Sim {
                 Output::ScheduleTimeout {
                     timeout,
                     duration_ms,
-                } => self.push(duration_ms, Event::Timer { node, timeout }),
+                } => {
+                    let incarnation = self.nodes[node].incarnation;
+                    self.push(
+                        duration_ms,
+                        Event::Timer {
+                            node,
+                            timeout,
+                            incarnation,
+                        },
+                    );
+                }
                 Output::BuildProposal { height, round } => {
                     let block = self.fresh_block(node, height, round, 0);
                     if self.nodes[node].behaviour == Behaviour::InvalidProposer {

@@ -96,14 +96,22 @@ enum ChainCommand {
 
 #[derive(Subcommand)]
 enum TxCommand {
-    /// Submit key-value puts; the node admits them and passes them on to
-    /// the validators (printed: each transaction's id, or why it was refused).
+    /// Submit key-value puts. "submitted" means the node admitted them to
+    /// its mempool and passed them to the validators: not committed, and
+    /// not durable (a crash of that node may lose them). `--wait` waits
+    /// until each is in a committed block and prints the height.
     Submit {
         /// `KEY=VALUE` (repeatable).
         #[arg(long = "put", value_name = "KEY=VALUE", required = true)]
         puts: Vec<String>,
         #[arg(long = "to", value_name = "ADDR")]
         to: String,
+        /// Wait until every admitted put is committed (or give up after
+        /// `--timeout-s`, naming the ones still pending).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long = "timeout-s", value_name = "SECONDS", default_value_t = 60)]
+        timeout_s: u64,
         #[arg(long)]
         json: bool,
     },
@@ -211,8 +219,21 @@ where
             command: ChainCommand::Block { height, to, json },
         } => ops::chain_block(height, &to, json, out),
         Command::Tx {
-            command: TxCommand::Submit { puts, to, json },
-        } => ops::tx_submit(&puts, &to, json, out),
+            command:
+                TxCommand::Submit {
+                    puts,
+                    to,
+                    wait,
+                    timeout_s,
+                    json,
+                },
+        } => ops::tx_submit(
+            &puts,
+            &to,
+            wait.then_some(std::time::Duration::from_secs(timeout_s)),
+            json,
+            out,
+        ),
         Command::Cert {
             command:
                 CertCommand::Show {
@@ -259,6 +280,7 @@ pub(crate) fn kind(response: &ApiResponse) -> &'static str {
         ApiResponse::Peers(_) => "a peer list",
         ApiResponse::CertificateInfo(_) => "a certificate summary",
         ApiResponse::Renewing { .. } => "a renewal receipt",
+        ApiResponse::TransactionStatus { .. } => "transaction statuses",
     }
 }
 

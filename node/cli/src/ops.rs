@@ -7,7 +7,7 @@ use std::net::SocketAddrV6;
 use hm_env::Entropy as _;
 use hm_host::client::with_api_endpoint;
 use hm_host::entropy::OsEntropy;
-use hm_node::api::API_SUBMIT_TRANSACTIONS_MAX;
+use hm_node::api::{API_STATUS_IDS_MAX, API_SUBMIT_TRANSACTIONS_MAX};
 use hm_node::{ApiRequest, ApiResponse};
 use hm_wire::Hash;
 use serde::Serialize;
@@ -130,11 +130,31 @@ pub fn chain_block(height: u64, to: &str, json: bool, out: &mut dyn Write) -> Re
     Ok(())
 }
 
-/// `hm tx submit --put KEY=VALUE …`: key-value transactions, each with a
-/// random nonce (so the same put submitted twice is two transactions).
+/// How often `hm tx submit --wait` asks where its transactions stand.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Where one admitted transaction ended up after `--wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Committed(u64),
+    /// Still in the node's mempool when the wait ran out.
+    Pending,
+    /// Gone from the node's mempool without a commit there (that node
+    /// restarted, or dropped it): it may still commit through another
+    /// node, but nothing holds it here.
+    Dropped,
+}
+
+/// `hm tx submit --put KEY=VALUE … [--wait]`: key-value transactions, each
+/// with a random nonce (so the same put submitted twice is two
+/// transactions). Without `wait`, "submitted" means admitted to the node's
+/// mempool: not committed and not durable. With it, the command returns
+/// once every admitted transaction is committed, or fails after the
+/// timeout naming those still pending or dropped.
 pub fn tx_submit(
     puts: &[String],
     to: &str,
+    wait: Option<std::time::Duration>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -170,8 +190,8 @@ pub fn tx_submit(
         ));
     }
     let addr = parse_addr("--to", to)?;
-    let outcomes: Vec<Result<Hash, String>> = with_api_endpoint(|endpoint| async move {
-        let mut outcomes = Vec::with_capacity(transactions.len());
+    let (outcomes, waited) = with_api_endpoint(|endpoint| async move {
+        let mut outcomes: Vec<Result<Hash, String>> = Vec::with_capacity(transactions.len());
         for batch in transactions.chunks(API_SUBMIT_TRANSACTIONS_MAX) {
             match ask(&endpoint, addr, &ApiRequest::Submit(batch.to_vec())).await? {
                 ApiResponse::Submitted(answers) => outcomes.extend(answers),
@@ -183,32 +203,89 @@ pub fn tx_submit(
                 }
             }
         }
-        Ok(outcomes)
+        let waited = match wait {
+            None => Vec::new(),
+            Some(timeout) => {
+                let ids: Vec<Hash> = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok())
+                    .copied()
+                    .collect();
+                wait_for_commits(&endpoint, addr, &ids, timeout).await?
+            }
+        };
+        Ok((outcomes, waited))
     })?;
     let refused = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+    // The wait's verdicts, in the order of the admitted puts.
+    let mut verdicts = waited.iter().copied();
+    let rows: Vec<(&String, &Result<Hash, String>, Option<Waited>)> = puts
+        .iter()
+        .zip(&outcomes)
+        .map(|(put, outcome)| {
+            let verdict = if outcome.is_ok() {
+                verdicts.next()
+            } else {
+                None
+            };
+            (put, outcome, verdict)
+        })
+        .collect();
     if json {
         #[derive(Serialize)]
         struct OutcomeJson {
             put: String,
             id: Option<String>,
+            /// "submitted" (in the node's mempool), "committed", "pending"
+            /// (still in the mempool when the wait ran out), "dropped" or
+            /// "refused".
+            status: &'static str,
+            height: Option<u64>,
             refused: Option<String>,
         }
-        let rows: Vec<OutcomeJson> = puts
+        let rows: Vec<OutcomeJson> = rows
             .iter()
-            .zip(&outcomes)
-            .map(|(put, outcome)| OutcomeJson {
-                put: put.clone(),
+            .map(|(put, outcome, verdict)| OutcomeJson {
+                put: (*put).clone(),
                 id: outcome.as_ref().ok().map(Hash::to_hex),
+                status: match (outcome, verdict) {
+                    (Err(_), _) => "refused",
+                    (Ok(_), None) => "submitted",
+                    (Ok(_), Some(Waited::Committed(_))) => "committed",
+                    (Ok(_), Some(Waited::Pending)) => "pending",
+                    (Ok(_), Some(Waited::Dropped)) => "dropped",
+                },
+                height: match verdict {
+                    Some(Waited::Committed(height)) => Some(*height),
+                    _ => None,
+                },
                 refused: outcome.as_ref().err().cloned(),
             })
             .collect();
         write_json(out, &rows)?;
     } else {
-        for (put, outcome) in puts.iter().zip(&outcomes) {
-            match outcome {
-                Ok(id) => writeln!(out, "submitted {} {put}", id.to_hex())?,
-                Err(reason) => writeln!(out, "refused {put}: {reason}")?,
+        for (put, outcome, verdict) in &rows {
+            match (outcome, verdict) {
+                (Err(reason), _) => writeln!(out, "refused {put}: {reason}")?,
+                (Ok(id), None) => writeln!(out, "submitted {} {put}", id.to_hex())?,
+                (Ok(id), Some(Waited::Committed(height))) => {
+                    writeln!(out, "committed {} {put} at height {height}", id.to_hex())?
+                }
+                (Ok(id), Some(Waited::Pending)) => {
+                    writeln!(out, "pending {} {put} (not committed yet)", id.to_hex())?
+                }
+                (Ok(id), Some(Waited::Dropped)) => writeln!(
+                    out,
+                    "dropped {} {put} (no longer in the node's mempool, not committed there)",
+                    id.to_hex()
+                )?,
             }
+        }
+        if wait.is_none() && refused < outcomes.len() {
+            writeln!(
+                out,
+                "submitted: in the node's mempool and passed to the validators, not committed yet (add --wait to wait for the commit)"
+            )?;
         }
     }
     if refused > 0 {
@@ -220,7 +297,75 @@ pub fn tx_submit(
             ),
         });
     }
+    let unfinished = waited
+        .iter()
+        .filter(|verdict| !matches!(verdict, Waited::Committed(_)))
+        .count();
+    if unfinished > 0 {
+        return Err(CliError::Refused {
+            addr,
+            reason: format!(
+                "{unfinished} of {} transactions did not commit within {} s (see above); \
+                 check `hm chain head --to {addr}` moves, then submit the dropped ones again",
+                waited.len(),
+                wait.map_or(0, |timeout| timeout.as_secs())
+            ),
+        });
+    }
     Ok(())
+}
+
+/// Asks `addr` where `ids` stand until all are committed, one is gone from
+/// its mempool uncommitted for two answers in a row, or `timeout` passes.
+#[allow(clippy::disallowed_methods)] // a client on the real OS: it waits in wall time
+async fn wait_for_commits(
+    endpoint: &hm_host::client::ApiEndpoint,
+    addr: SocketAddrV6,
+    ids: &[Hash],
+    timeout: std::time::Duration,
+) -> Result<Vec<Waited>, CliError> {
+    use hm_kernel::replica::TransactionStatus;
+    let started = std::time::Instant::now();
+    let mut verdicts = vec![Waited::Pending; ids.len()];
+    // An id is judged dropped only when two answers in a row do not know
+    // it: the node removes a transaction from its mempool and indexes its
+    // block in one step, but an answer may still race a restart.
+    let mut unknown_before = vec![false; ids.len()];
+    loop {
+        let mut statuses = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(API_STATUS_IDS_MAX) {
+            let request = ApiRequest::TransactionStatus {
+                ids: chunk.to_vec(),
+            };
+            match ask(endpoint, addr, &request).await? {
+                ApiResponse::TransactionStatus {
+                    statuses: answer, ..
+                } if answer.len() == chunk.len() => statuses.extend(answer),
+                other => {
+                    return Err(CliError::Unexpected {
+                        addr,
+                        what: kind(&other),
+                    });
+                }
+            }
+        }
+        for (index, status) in statuses.into_iter().enumerate() {
+            verdicts[index] = match status {
+                TransactionStatus::Committed { height } => Waited::Committed(height),
+                TransactionStatus::Pending => Waited::Pending,
+                TransactionStatus::Unknown if unknown_before[index] => Waited::Dropped,
+                TransactionStatus::Unknown => Waited::Pending,
+            };
+            unknown_before[index] = status == TransactionStatus::Unknown;
+        }
+        let done = verdicts
+            .iter()
+            .all(|verdict| !matches!(verdict, Waited::Pending));
+        if done || started.elapsed() >= timeout {
+            return Ok(verdicts);
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 /// `hm cert show [--fingerprint F]`.

@@ -126,6 +126,7 @@ pub fn router(status: StatusHandle, token: &str, data_dir: &Path, traffic: NetTr
         .route("/v1/cert/{fingerprint}", get(chain::certificate))
         .route("/v1/cert/renew", post(chain::renew))
         .route("/v1/tx", post(chain::submit))
+        .route("/v1/tx/{id}", get(chain::transaction))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -599,7 +600,8 @@ pub const OPENAPI_JSON: &str = r##"{
     "/v1/cert": {"get": {"summary": "The node's own current certificate", "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
     "/v1/cert/{fingerprint}": {"get": {"summary": "A logged certificate by fingerprint", "parameters": [{"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}], "responses": {"200": {"description": "Certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"$ref": "#/components/responses/NotFound"}}}},
     "/v1/cert/renew": {"post": {"summary": "Renew the node's certificate through the chain now (from bootstrap phase 2)", "responses": {"200": {"description": "The fingerprint being replaced", "content": {"application/json": {"schema": {"type": "object", "properties": {"replacing": {"type": "string"}}}}}}, "401": {"$ref": "#/components/responses/Unauthorized"}, "409": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
-    "/v1/tx": {"post": {"summary": "Submit key-value puts (admitted to the mempool, passed to the validators)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}}, "responses": {"200": {"description": "Per put: its transaction id or why it was refused", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/SubmitOutcome"}}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "413": {"$ref": "#/components/responses/BadRequest"}, "415": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
+    "/v1/tx/{id}": {"get": {"summary": "Where a submitted transaction stands: committed (final, with its height), pending (in this node's mempool, not durable) or unknown", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}], "responses": {"200": {"description": "The transaction's status", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["committed", "pending", "unknown"]}, "height": {"type": ["integer", "null"]}, "committed_height": {"type": "integer"}}}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
+    "/v1/tx": {"post": {"summary": "Submit key-value puts: admitted to this node's mempool and passed to the validators, not committed and not durable yet (GET /v1/tx/{id} tells when it is committed)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}}, "responses": {"200": {"description": "Per put: its transaction id or why it was refused", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/SubmitOutcome"}}}}}, "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "413": {"$ref": "#/components/responses/BadRequest"}, "415": {"$ref": "#/components/responses/BadRequest"}, "503": {"$ref": "#/components/responses/Unavailable"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     "/metrics": {"get": {"summary": "Prometheus text format 0.0.4", "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}, "401": {"$ref": "#/components/responses/Unauthorized"}}}}
   }
@@ -863,6 +865,7 @@ mod tests {
             "/v1/cert/{fingerprint}",
             "/v1/cert/renew",
             "/v1/tx",
+            "/v1/tx/{id}",
             "/v1/openapi.json",
             "/metrics",
         ] {

@@ -28,6 +28,17 @@ pub enum MempoolError {
     Full { count: usize, bytes: usize },
     #[error(transparent)]
     Invalid(#[from] TxError),
+    #[error(
+        "transaction {id} is in this node's mempool and on its way to the validators, but the \
+         node could not save it to disk ({reason}): a restart of this node would lose it; submit \
+         it to another node too"
+    )]
+    Unsaved { id: Hash, reason: String },
+    #[error(
+        "this node keeps {count} client transactions that are not committed yet, its limit; \
+         retry once some commit"
+    )]
+    TooManyUnsaved { count: usize },
 }
 
 #[derive(Debug, Default)]

@@ -81,6 +81,26 @@ pub const RECENT_BLOCKS_KEPT: usize = 2;
 pub const PENDING_BLOCKS_MAX: usize = 64;
 /// Proposals for the next height kept until the core gets there.
 pub const DEFERRED_PROPOSALS_MAX: usize = 16;
+/// Key prefix, in the signer's column family, of the proposed blocks a
+/// validator may vote for, kept until their height commits; then the
+/// height (8 bytes, big-endian) and the block hash. A validator that
+/// locked on a block and crashed must still hold the block afterwards, or
+/// it could neither propose it again nor commit it, and a committee locked
+/// on a block none of them holds any more stalls for good.
+const PENDING_BLOCK_PREFIX: &[u8] = b"pending-block/";
+/// Key prefix, in the signer's column family, of transactions a client
+/// submitted here, kept (synced) before the submission is acknowledged and
+/// until they commit, then the transaction id: an acknowledged transaction
+/// survives a crash of the node that acknowledged it, which sends it to
+/// the validators again when it restarts.
+const CLIENT_TX_PREFIX: &[u8] = b"client-tx/";
+/// Client transactions kept on disk at once; past it, submissions are
+/// refused until some commit.
+pub const CLIENT_TXS_KEPT_MAX: usize = 10_000;
+/// Proposed blocks kept on disk at once (a few rounds' proposals; a
+/// Byzantine proposer's extra ones beyond this are not kept, and voted for
+/// only if the signer's write makes them durable anyway).
+pub const PENDING_BLOCKS_ON_DISK_MAX: usize = 16;
 /// Verified evidence waiting for a block.
 pub const EVIDENCE_POOL_MAX: usize = 256;
 /// Peers whose announced height is remembered.
@@ -219,6 +239,11 @@ pub struct ReplicaConfig {
     /// fewer, fuller blocks instead of a stream of near-empty ones. Keep it
     /// below the propose timeout so others wait for the proposal.
     pub block_interval_ms: u64,
+    /// Committed transactions remembered by id (for
+    /// [`Replica::transaction_status`]: a client waiting for its commit),
+    /// newest blocks first; 0 keeps none (the simulator's thousands of
+    /// nodes need no receipts).
+    pub committed_index_max: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -230,8 +255,26 @@ impl Default for ReplicaConfig {
             status_interval_ms: 5_000,
             sync_timeout_ms: 3_000,
             block_interval_ms: 1_000,
+            committed_index_max: COMMITTED_INDEX_DEFAULT,
         }
     }
+}
+
+/// [`ReplicaConfig::committed_index_max`] by default: ~7 MB of ids, hours
+/// of a busy chain.
+pub const COMMITTED_INDEX_DEFAULT: usize = 100_000;
+
+/// Where a transaction stands on this node ([`Replica::transaction_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionStatus {
+    /// In a committed block at this height: final.
+    Committed { height: Height },
+    /// In this node's mempool: admitted, not committed, and not durable (a
+    /// restart of this node forgets it unless another node holds it).
+    Pending,
+    /// Neither: never seen here, dropped from the mempool, or committed
+    /// longer ago than the index remembers.
+    Unknown,
 }
 
 /// A validator's secrets: its consensus signer (double-sign protected), a
@@ -318,6 +361,14 @@ pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
     /// Our latest proposal (height, block hash, when built), for the
     /// latency figure in [`ReplicaOutput::Committed`].
     own_proposal: Option<(Height, Hash, u64)>,
+    /// Pending blocks written under [`PENDING_BLOCK_PREFIX`] (validators).
+    pending_on_disk: BTreeSet<(Height, Hash)>,
+    /// Committed transaction id → height, at most
+    /// `config.committed_index_max`, evicted oldest block first.
+    committed_index: BTreeMap<Hash, Height>,
+    committed_order: VecDeque<(Height, Vec<Hash>)>,
+    /// Ids of client transactions kept under [`CLIENT_TX_PREFIX`].
+    client_txs: BTreeSet<Hash>,
 }
 
 impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E> {
@@ -340,6 +391,9 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         // state is its blocks re-executed in order, each write set checked
         // against its header.
         let mut head_header = None;
+        let mut replayed_ids = Vec::new();
+        let mut client_txs = load_client_transactions(store.disk())?;
+        let mut committed_client_txs = WriteBatch::new();
         for height in 1..=store.height() {
             let block = store.block(height)?.ok_or_else(|| ReplicaError::Replay {
                 height,
@@ -373,6 +427,18 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                     height,
                     reason: "the replayed log head differs from the block's".into(),
                 });
+            }
+            if config.committed_index_max > 0 || !client_txs.is_empty() {
+                let ids = block.body.transaction_ids();
+                for id in &ids {
+                    if client_txs.remove(id).is_some() {
+                        committed_client_txs
+                            .delete(crate::consensus::SIGNER_COLUMN_FAMILY, client_tx_key(id));
+                    }
+                }
+                if config.committed_index_max > 0 {
+                    replayed_ids.push((height, ids));
+                }
             }
             head_header = Some(block.header);
         }
@@ -422,7 +488,18 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             head_committed_ms: now.mono_ms,
             build_at: None,
             own_proposal: None,
+            pending_on_disk: BTreeSet::new(),
+            committed_index: BTreeMap::new(),
+            committed_order: VecDeque::new(),
+            client_txs: BTreeSet::new(),
         };
+        replica.resume_client_transactions(client_txs, committed_client_txs)?;
+        for (height, ids) in replayed_ids {
+            replica.index_committed(height, ids);
+        }
+        if replica.core.is_some() {
+            replica.load_pending_blocks()?;
+        }
         if let Some(core) = replica.core.as_mut() {
             let outputs = core.start();
             replica.perform(outputs);
@@ -497,6 +574,43 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             .collect()
     }
 
+    /// Whether transaction `id` committed (and where), waits in the
+    /// mempool, or is unknown here.
+    pub fn transaction_status(&self, id: &Hash) -> TransactionStatus {
+        if let Some(&height) = self.committed_index.get(id) {
+            TransactionStatus::Committed { height }
+        } else if self.mempool.contains(id) {
+            TransactionStatus::Pending
+        } else {
+            TransactionStatus::Unknown
+        }
+    }
+
+    /// Remembers block `height`'s transaction ids, forgetting the oldest
+    /// blocks' beyond `committed_index_max`.
+    fn index_committed(&mut self, height: Height, ids: Vec<Hash>) {
+        let max = self.config.committed_index_max;
+        if max == 0 || ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            self.committed_index.insert(*id, height);
+        }
+        self.committed_order.push_back((height, ids));
+        while self.committed_index.len() > max {
+            let Some((old_height, old_ids)) = self.committed_order.pop_front() else {
+                break;
+            };
+            for id in old_ids {
+                // A transaction committed twice (not possible with a nonce,
+                // but cheap to respect) keeps its newer entry.
+                if self.committed_index.get(&id) == Some(&old_height) {
+                    self.committed_index.remove(&id);
+                }
+            }
+        }
+    }
+
     /// Next output for the shell.
     pub fn poll_output(&mut self) -> Option<ReplicaOutput> {
         self.outputs.pop_front()
@@ -522,12 +636,76 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
     ) -> Vec<Result<Hash, MempoolError>> {
         self.now = now;
         let mut admitted = Vec::new();
-        let outcomes = transactions
+        let mut outcomes: Vec<Result<Hash, MempoolError>> = transactions
             .into_iter()
-            .map(|tx| self.admit_from_client(tx, &mut admitted))
+            .map(|tx| {
+                if self.client_txs.len() >= CLIENT_TXS_KEPT_MAX {
+                    return Err(MempoolError::TooManyUnsaved {
+                        count: self.client_txs.len(),
+                    });
+                }
+                self.admit_from_client(tx, &mut admitted)
+            })
             .collect();
+        // Durable before acknowledged (the caller answers the client with
+        // `outcomes`): one synced write for the batch.
+        let mut batch = WriteBatch::new();
+        let mut saved = Vec::new();
+        for tx in &admitted {
+            let id = tx.id();
+            if !self.client_txs.contains(&id) {
+                batch.put(
+                    crate::consensus::SIGNER_COLUMN_FAMILY,
+                    client_tx_key(&id),
+                    tx.0.clone(),
+                );
+                saved.push(id);
+            }
+        }
+        if !batch.is_empty() {
+            let disk = self.store.disk();
+            match disk.write(batch).and_then(|()| disk.sync()) {
+                Ok(()) => self.client_txs.extend(saved),
+                Err(error) => {
+                    for outcome in &mut outcomes {
+                        if let Ok(id) = outcome
+                            && saved.contains(id)
+                        {
+                            *outcome = Err(MempoolError::Unsaved {
+                                id: *id,
+                                reason: error.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         self.send_transactions(Destination::Validators, &admitted);
         outcomes
+    }
+
+    /// At start: client transactions kept on disk and not committed go
+    /// back into the mempool and to the validators; those committed (found
+    /// in the replay, `committed`) or no longer admissible are deleted.
+    fn resume_client_transactions(
+        &mut self,
+        kept: BTreeMap<Hash, Transaction>,
+        mut delete: WriteBatch,
+    ) -> Result<(), ReplicaError> {
+        let mut admitted = Vec::new();
+        for (id, tx) in kept {
+            match self.admit(tx, &mut admitted) {
+                Ok(_) | Err(MempoolError::Duplicate { .. }) => {
+                    self.client_txs.insert(id);
+                }
+                Err(_) => delete.delete(crate::consensus::SIGNER_COLUMN_FAMILY, client_tx_key(&id)),
+            }
+        }
+        if !delete.is_empty() {
+            self.store.disk().write(delete).map_err(ChainError::Disk)?;
+        }
+        self.send_transactions(Destination::Validators, &admitted);
+        Ok(())
     }
 
     /// [`Replica::submit_transactions`] for one transaction.
@@ -895,11 +1073,85 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 })),
             },
         );
+        self.persist_pending(&block_hash);
         self.feed_core(Input::ProposalBuilt {
             height,
             round,
             block_hash,
         });
+    }
+
+    /// Writes the pending block `hash` under [`PENDING_BLOCK_PREFIX`]
+    /// (validators only; unsynced: the signer syncs before any vote leaves).
+    fn persist_pending(&mut self, hash: &Hash) {
+        let Some(pending) = self.pending.get(hash) else {
+            return;
+        };
+        let height = pending.block.header.height;
+        if self.core.is_none()
+            || self.pending_on_disk.contains(&(height, *hash))
+            || self.pending_on_disk.len() >= PENDING_BLOCKS_ON_DISK_MAX
+        {
+            return;
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(
+            crate::consensus::SIGNER_COLUMN_FAMILY,
+            pending_block_key(height, hash),
+            hm_wire::encode(&pending.block),
+        );
+        match self.store.disk().write(batch) {
+            Ok(()) => {
+                self.pending_on_disk.insert((height, *hash));
+            }
+            Err(error) => self.report(
+                None,
+                format!("cannot keep proposed block {hash} at {height} on disk: {error}"),
+            ),
+        }
+    }
+
+    /// At start: the kept proposed blocks of the next height back into
+    /// `pending` (judged again when needed); those of committed heights,
+    /// or unreadable ones, are deleted.
+    fn load_pending_blocks(&mut self) -> Result<(), ReplicaError> {
+        let next = self.height() + 1;
+        let disk = self.store.disk();
+        let entries = disk
+            .scan_prefix(
+                crate::consensus::SIGNER_COLUMN_FAMILY,
+                PENDING_BLOCK_PREFIX,
+                PENDING_BLOCKS_MAX,
+            )
+            .map_err(ChainError::Disk)?;
+        let mut stale = WriteBatch::new();
+        let mut loaded = Vec::new();
+        for (key, value) in entries {
+            let parsed = parse_pending_block_key(&key);
+            let block = hm_wire::decode::<ProposedBlock>(&value, BLOCK_BYTES_MAX).ok();
+            match (parsed, block) {
+                (Some((height, hash)), Some(block))
+                    if height == next && block.header.height == next && block.hash() == hash =>
+                {
+                    loaded.push((hash, block));
+                }
+                _ => stale.delete(crate::consensus::SIGNER_COLUMN_FAMILY, key),
+            }
+        }
+        if !stale.is_empty() {
+            disk.write(stale).map_err(ChainError::Disk)?;
+        }
+        for (hash, block) in loaded {
+            self.pending_on_disk.insert((next, hash));
+            self.insert_pending(
+                hash,
+                PendingBlock {
+                    block,
+                    verdict: None,
+                },
+            );
+        }
+        Ok(())
     }
 
     fn insert_pending(&mut self, hash: Hash, pending: PendingBlock) {
@@ -958,7 +1210,12 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         // in a later round (Algorithm 1 line 16); its stake proof is
         // checked with the block.
         let valid = match self.judge(&hash) {
-            Some(Ok(())) => true,
+            Some(Ok(())) => {
+                // Before the core may vote for it (the signer's synced
+                // write then makes it durable too).
+                self.persist_pending(&hash);
+                true
+            }
             Some(Err(reason)) => {
                 self.report(proposer_id, format!("block {hash} is invalid: {reason}"));
                 false
@@ -1194,6 +1451,23 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         debug_assert_eq!(self.app.state_root(), block.header.state_root);
         self.mempool.remove_committed(&transaction_ids);
         let mut batch = WriteBatch::new();
+        if !self.client_txs.is_empty() {
+            for id in &transaction_ids {
+                if self.client_txs.remove(id) {
+                    batch.delete(crate::consensus::SIGNER_COLUMN_FAMILY, client_tx_key(id));
+                }
+            }
+        }
+        while let Some(&(pending_height, hash)) = self.pending_on_disk.first()
+            && pending_height <= height
+        {
+            self.pending_on_disk.pop_first();
+            batch.delete(
+                crate::consensus::SIGNER_COLUMN_FAMILY,
+                pending_block_key(pending_height, &hash),
+            );
+        }
+        self.index_committed(height, transaction_ids);
         for evidence in &block.body.evidence {
             // Pooled evidence against a validator now on record is redundant.
             let offender = evidence.validator();
@@ -1394,6 +1668,52 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             self.request_sync();
         }
     }
+}
+
+fn client_tx_key(id: &Hash) -> Vec<u8> {
+    let mut key = Vec::with_capacity(CLIENT_TX_PREFIX.len() + 32);
+    key.extend_from_slice(CLIENT_TX_PREFIX);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The client transactions kept on disk, by id (entries whose bytes do not
+/// hash to their key are ignored: a torn or foreign value).
+fn load_client_transactions<D: Disk>(
+    disk: &D,
+) -> Result<BTreeMap<Hash, Transaction>, ReplicaError> {
+    let entries = disk
+        .scan_prefix(
+            crate::consensus::SIGNER_COLUMN_FAMILY,
+            CLIENT_TX_PREFIX,
+            CLIENT_TXS_KEPT_MAX,
+        )
+        .map_err(ChainError::Disk)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let tx = Transaction(value);
+            let id = tx.id();
+            (tx.0.len() <= BLOCK_TRANSACTION_BYTES_MAX && key == client_tx_key(&id))
+                .then_some((id, tx))
+        })
+        .collect())
+}
+
+fn pending_block_key(height: Height, hash: &Hash) -> Vec<u8> {
+    let mut key = Vec::with_capacity(PENDING_BLOCK_PREFIX.len() + 8 + 32);
+    key.extend_from_slice(PENDING_BLOCK_PREFIX);
+    key.extend_from_slice(&height.to_be_bytes());
+    key.extend_from_slice(hash.as_bytes());
+    key
+}
+
+fn parse_pending_block_key(key: &[u8]) -> Option<(Height, Hash)> {
+    let rest = key.strip_prefix(PENDING_BLOCK_PREFIX)?;
+    let (height, hash) = rest.split_at_checked(8)?;
+    let height = Height::from_be_bytes(height.try_into().ok()?);
+    let hash: [u8; 32] = hash.try_into().ok()?;
+    Some((height, Hash(hash)))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -545,6 +545,86 @@ fn two_of_four_down_stops_commits_safely_and_they_resume() {
 }
 
 #[test]
+fn a_client_transaction_survives_a_crash_of_the_node_that_acknowledged_it() {
+    let mut net = Net::new(4, 1, 11);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 2));
+    // The follower acknowledges a client's put, then loses power before
+    // anything it sent could arrive: the message queue forgets its sends.
+    let follower = 4;
+    let tx = KvWorkload::new(8, 16, 0).next_tx(&SeededEntropy::new(7, b"client"));
+    let id = tx.id();
+    let now = net.now();
+    let replica = net.members[follower].replica.as_mut().expect("running");
+    let outcomes = replica.submit_transactions(now, vec![tx]);
+    assert_eq!(outcomes, vec![Ok(id)]);
+    assert_eq!(replica.transaction_status(&id), TransactionStatus::Pending);
+    net.queue
+        .retain(|(from, _, _)| *from != net.members[follower].id);
+    net.crash(follower);
+    net.boot(follower);
+    // Back from its disk, it sends the transaction again; it commits.
+    net.run_until(|net| {
+        net.members[follower].replica.as_ref().is_some_and(|r| {
+            matches!(
+                r.transaction_status(&id),
+                TransactionStatus::Committed { .. }
+            )
+        })
+    });
+    let TransactionStatus::Committed { height } = net.members[follower]
+        .replica
+        .as_ref()
+        .expect("running")
+        .transaction_status(&id)
+    else {
+        unreachable!("checked above");
+    };
+    assert!(height >= 2);
+    // Committed, it is forgotten on disk: a later restart resends nothing.
+    net.crash(follower);
+    net.boot(follower);
+    let replica = net.members[follower].replica.as_ref().expect("running");
+    assert_eq!(
+        replica.mempool_len(),
+        0,
+        "a committed transaction came back"
+    );
+    assert!(matches!(
+        replica.transaction_status(&id),
+        TransactionStatus::Committed { height: h } if h == height
+    ));
+    net.assert_agreement();
+}
+
+#[test]
+fn every_validator_crashing_mid_height_resumes_and_commits() {
+    // Power loss of the whole committee at arbitrary moments within a
+    // height, several times: each comes back from its disk (its signed
+    // round statements, its lock and the proposed blocks it may vote for)
+    // and the chain goes on.
+    for seed in 20..26 {
+        let mut net = Net::new(4, 0, seed);
+        net.run_until(|net| net.heights().iter().all(|height| *height >= 2));
+        for round in 0..4u64 {
+            // A few deliveries into the height, then everybody dies.
+            for _ in 0..(5 + 7 * round + seed % 5) {
+                net.step();
+            }
+            net.queue.clear();
+            for index in 0..4 {
+                net.crash(index);
+            }
+            for index in 0..4 {
+                net.boot(index);
+            }
+        }
+        let target = net.heights().iter().max().copied().unwrap_or(0) + 2;
+        net.run_until(|net| net.heights().iter().all(|height| *height >= target));
+        net.assert_agreement();
+    }
+}
+
+#[test]
 fn lossy_network_still_agrees_and_progresses() {
     // Loss forces later rounds, where locked blocks are proposed again by
     // other proposers: the path a too-strict validity check once broke.

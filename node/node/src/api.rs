@@ -62,7 +62,13 @@ pub enum ApiRequest {
     /// Renew the node's certificate through the chain now, whatever its
     /// renewal point.
     RenewCertificate,
+    /// Where these transactions stand on this node (a client waiting for
+    /// its submissions to commit).
+    TransactionStatus { ids: Vec<Hash> },
 }
+
+/// Most ids one `TransactionStatus` request asks about.
+pub const API_STATUS_IDS_MAX: usize = 256;
 
 /// Most peers one `Peers` answer lists.
 pub const API_PEERS_MAX: usize = 1024;
@@ -159,6 +165,11 @@ pub enum ApiResponse {
     Renewing {
         replacing: Hash,
     },
+    /// Per asked id, in order; with the committed height.
+    TransactionStatus {
+        height: Height,
+        statuses: Vec<hm_kernel::replica::TransactionStatus>,
+    },
 }
 
 impl ApiRequest {
@@ -171,6 +182,14 @@ impl ApiRequest {
             return Err(format!(
                 "{} transactions in one submit; at most {API_SUBMIT_TRANSACTIONS_MAX}: split the batch",
                 transactions.len()
+            ));
+        }
+        if let ApiRequest::TransactionStatus { ids } = &request
+            && ids.len() > API_STATUS_IDS_MAX
+        {
+            return Err(format!(
+                "{} ids in one status request; at most {API_STATUS_IDS_MAX}: split it",
+                ids.len()
             ));
         }
         Ok(request)

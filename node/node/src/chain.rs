@@ -926,6 +926,13 @@ impl<E: Env> ChainShell<E> {
             ApiRequest::Block { height } => self.block_summary(height),
             ApiRequest::Peers => ApiResponse::Peers(self.peer_summaries()),
             ApiRequest::CertificateInfo { fingerprint } => self.certificate_summary(fingerprint),
+            ApiRequest::TransactionStatus { ids } => ApiResponse::TransactionStatus {
+                height: self.replica.height(),
+                statuses: ids
+                    .iter()
+                    .map(|id| self.replica.transaction_status(id))
+                    .collect(),
+            },
             ApiRequest::RenewCertificate => match self.agent.as_mut() {
                 None => ApiResponse::Error(
                     "this node runs no TrustChain agent (no [chain.trust] in its config)".into(),

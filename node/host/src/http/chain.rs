@@ -91,6 +91,53 @@ pub(super) async fn certificate(
     }
 }
 
+/// What `GET /v1/tx/{id}` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransactionState {
+    /// "committed" (final, at `height`), "pending" (in this node's
+    /// mempool: admitted, not durable) or "unknown" (never seen here,
+    /// dropped, or committed longer ago than the node remembers).
+    pub status: String,
+    pub height: Option<u64>,
+    /// The node's committed height when it answered.
+    pub committed_height: u64,
+}
+
+/// `GET /v1/tx/{id}`: where a submitted transaction stands.
+pub(super) async fn transaction(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    use hm_kernel::replica::TransactionStatus;
+    let Ok(id) = Hash::from_hex(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a transaction id (64 hex digits, as POST /v1/tx answers)"),
+        );
+    };
+    match state
+        .status
+        .call_api(ApiRequest::TransactionStatus { ids: vec![id] })
+        .await
+    {
+        ApiResponse::TransactionStatus { height, statuses } if statuses.len() == 1 => {
+            let (status, at) = match statuses[0] {
+                TransactionStatus::Committed { height } => ("committed", Some(height)),
+                TransactionStatus::Pending => ("pending", None),
+                TransactionStatus::Unknown => ("unknown", None),
+            };
+            Json(TransactionState {
+                status: status.into(),
+                height: at,
+                committed_height: height,
+            })
+            .into_response()
+        }
+        ApiResponse::Error(message) => refused(message),
+        other => unexpected(&other),
+    }
+}
+
 /// What `POST /v1/cert/renew` answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Renewing {

@@ -286,6 +286,12 @@ pub fn judge(
             Judgement::Certified(certificate.fingerprint())
         }
         Verdict::Pending(reason) => uncertified(reason),
+        // An expired certificate is no offence: the peer counts as
+        // uncertified, so chain links still carry the votes and blocks that
+        // renew it. Refusing it there deadlocked a devnet that had been
+        // stopped past its certificates' lifetime: renewal needs commits,
+        // and commits needed links the expired certificates closed.
+        Verdict::Lapsed(reason) => uncertified(reason),
         Verdict::Refuse(reason) => Judgement::Refused(reason),
     }
 }

@@ -53,6 +53,10 @@ pub enum Verdict {
     /// Not (yet) in this node's committed log, and nothing proves it bad:
     /// the judging node may simply be behind. Not accepted either.
     Pending(String),
+    /// Genuine and logged, but outside its validity window (expired, or
+    /// not yet valid): nothing wrong with the holder, who renews it through
+    /// the chain — but it certifies nothing now.
+    Lapsed(String),
     /// Refused, and why.
     Refuse(String),
 }
@@ -64,8 +68,16 @@ impl Verdict {
 }
 
 /// Why `judge` refused: provably bad, or merely absent from our log.
+/// Whether a genuine certificate is in the committed log, and current.
+enum Logged {
+    Current,
+    Lapsed,
+    No,
+}
+
 enum Refusal {
     NotLogged(String),
+    Lapsed(String),
     Bad(String),
 }
 
@@ -152,11 +164,14 @@ impl Monitor {
         let verdict = match self.judge(certificate, proof, app, now_ms) {
             Ok(()) => Verdict::Accept,
             Err(Refusal::NotLogged(reason)) => Verdict::Pending(reason),
+            Err(Refusal::Lapsed(reason)) => Verdict::Lapsed(reason),
             Err(Refusal::Bad(reason)) => Verdict::Refuse(reason),
         };
         match verdict {
             Verdict::Accept => self.stats.accepted += 1,
-            Verdict::Pending(_) | Verdict::Refuse(_) => self.stats.refused += 1,
+            Verdict::Pending(_) | Verdict::Lapsed(_) | Verdict::Refuse(_) => {
+                self.stats.refused += 1
+            }
         }
         verdict
     }
@@ -169,8 +184,14 @@ impl Monitor {
         now_ms: u64,
     ) -> Result<(), Refusal> {
         match self.judge_inner(certificate, proof, app, now_ms) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Refusal::NotLogged(format!(
+            Ok(Logged::Current) => Ok(()),
+            Ok(Logged::Lapsed) => Err(Refusal::Lapsed(format!(
+                "certificate {} is valid {}..{} ms, not at {now_ms} ms",
+                certificate.fingerprint(),
+                certificate.not_before_ms,
+                certificate.not_after_ms
+            ))),
+            Ok(Logged::No) => Err(Refusal::NotLogged(format!(
                 "certificate {} is not in the log",
                 certificate.fingerprint()
             ))),
@@ -184,7 +205,7 @@ impl Monitor {
         proof: Option<&InclusionProof>,
         app: &TrustApp,
         now_ms: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<Logged, String> {
         certificate
             .check_limits()
             .map_err(|error| format!("malformed certificate: {error}"))?;
@@ -229,7 +250,7 @@ impl Monitor {
                     Report::UnloggedCertificate(certificate.clone()),
                 );
             }
-            return Ok(false);
+            return Ok(Logged::No);
         };
         if let Some(proof) = proof
             && proof.tree_size <= app.log().len()
@@ -251,12 +272,9 @@ impl Monitor {
             ));
         }
         if !certificate.is_current(now_ms) {
-            return Err(format!(
-                "certificate {fingerprint} is valid {}..{} ms, not at {now_ms} ms",
-                certificate.not_before_ms, certificate.not_after_ms
-            ));
+            return Ok(Logged::Lapsed);
         }
-        Ok(true)
+        Ok(Logged::Current)
     }
 
     fn report_forged(&mut self, authority: Hash, certificate: &Certificate, app: &TrustApp) {
@@ -372,6 +390,9 @@ mod tests {
             Verdict::Pending(reason) => {
                 panic!("pending ({reason:?}), expected a refusal mentioning {needle:?}")
             }
+            Verdict::Lapsed(reason) => {
+                panic!("lapsed ({reason:?}), expected a refusal mentioning {needle:?}")
+            }
             Verdict::Accept => panic!("accepted, expected a refusal mentioning {needle:?}"),
         }
     }
@@ -432,11 +453,11 @@ mod tests {
             monitor.check_presented(&first, Some(&ahead), &app, NOW),
             Verdict::Accept
         );
-        // Time.
-        refused(
-            monitor.check_presented(&first, None, &app, testkit::VALIDITY_MS),
-            "not at",
-        );
+        // Time: a lapsed certificate is not accepted, but it is no offence.
+        match monitor.check_presented(&first, None, &app, testkit::VALIDITY_MS) {
+            Verdict::Lapsed(reason) => assert!(reason.contains("not at"), "{reason}"),
+            other => panic!("expected lapsed, got {other:?}"),
+        }
         // Revoked by its subject.
         assert_eq!(
             run_block(

@@ -497,6 +497,34 @@ fn the_validator_tightens_with_the_phase() {
         ),
         Judgement::Certified(chain_issued.fingerprint())
     );
+    // Once it has lapsed (a cluster stopped past its certificates' life):
+    // refused on the phase-3 overlay, but chain links stay open, so the
+    // chain can commit the renewal.
+    let lapsed_at = chain_issued.not_after_ms;
+    assert!(matches!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &bundle(&chain_issued),
+            &chain,
+            &mut monitor,
+            lapsed_at
+        ),
+        Judgement::Refused(reason) if reason.contains("not at")
+    ));
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            crate::chain::CHAIN_PROTOCOL,
+            &bundle(&chain_issued),
+            &chain,
+            &mut monitor,
+            lapsed_at
+        ),
+        Judgement::Uncertified
+    );
     // Someone else's certificate, or garbage, is refused in any phase.
     let stranger = keys().stranger.verifying_key().fingerprint();
     assert!(matches!(

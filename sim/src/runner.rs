@@ -493,6 +493,40 @@ impl Progress {
     }
 }
 
+/// `membership-converges`: the live honest nodes saw exactly the live set
+/// within the bound after the last fault. Converging later than the bound
+/// fails like never converging (the run's deadline is stretched past the
+/// bound, so a late convergence is observable).
+fn membership_property(
+    converged_after_s: Option<f64>,
+    bound_s: f64,
+    observation: &Observation,
+    live_nodes: usize,
+    observed_after_faults_s: u64,
+) -> PropertyResult {
+    let detail = match converged_after_s {
+        Some(after) if after <= bound_s => format!(
+            "all {} live honest nodes see exactly the {live_nodes} live nodes, {after:.1} s after the last fault (bound {bound_s} s)",
+            observation.live_honest,
+        ),
+        Some(after) => format!(
+            "the {} live honest nodes saw exactly the {live_nodes} live nodes only {after:.1} s after the last fault, past the bound of {bound_s} s",
+            observation.live_honest,
+        ),
+        None => format!(
+            "only {} of {} live honest nodes see exactly the live set {observed_after_faults_s} s after the last fault (bound {bound_s} s); {}",
+            observation.converged,
+            observation.live_honest,
+            observation.diverged.join("; ")
+        ),
+    };
+    PropertyResult {
+        name: "membership-converges".into(),
+        passed: converged_after_s.is_some_and(|after| after <= bound_s),
+        detail,
+    }
+}
+
 struct SimResult {
     timeline: Timeline,
     properties: Vec<PropertyResult>,
@@ -825,29 +859,16 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
     let mut properties = Vec::new();
     let converged_after =
         converged_at_ms.map(|at| at.saturating_sub(faults_end_ms) as f64 / 1000.0);
-    properties.push(PropertyResult {
-        name: "membership-converges".into(),
-        passed: converged_after.is_some(),
-        detail: match converged_after {
-            Some(after) => format!(
-                "all {} live honest nodes see exactly the {} live nodes, {after:.1} s after the last fault (bound {} s)",
-                observation.live_honest,
-                nodes
-                    .iter()
-                    .filter(|node| node.alive && !node.forger && !node.unwelcome)
-                    .count(),
-                scenario.properties.membership_converges_within_s
-            ),
-            None => format!(
-                "only {} of {} live honest nodes see exactly the live set {} s after the last fault (bound {} s); {}",
-                observation.converged,
-                observation.live_honest,
-                (deadline_ms.saturating_sub(faults_end_ms)) / 1000,
-                scenario.properties.membership_converges_within_s,
-                observation.diverged.join("; ")
-            ),
-        },
-    });
+    properties.push(membership_property(
+        converged_after,
+        scenario.properties.membership_converges_within_s,
+        &observation,
+        nodes
+            .iter()
+            .filter(|node| node.alive && !node.forger && !node.unwelcome)
+            .count(),
+        deadline_ms.saturating_sub(faults_end_ms) / 1000,
+    ));
     if scenario.properties.only_verified_peers {
         let rejections: u64 = nodes
             .iter()
@@ -1145,5 +1166,22 @@ mod tests {
         assert_eq!(times, vec![5_000, 10_000]);
         assert!(matches!(actions[0].1, Action::Kill(_)));
         assert!(matches!(actions[1].1, Action::Restart(_)));
+    }
+
+    #[test]
+    fn membership_convergence_after_its_bound_fails() {
+        let observation = Observation {
+            live_honest: 5,
+            converged: 5,
+            unverified: Vec::new(),
+            diverged: Vec::new(),
+        };
+        let on_time = membership_property(Some(29.5), 30.0, &observation, 6, 40);
+        assert!(on_time.passed, "{}", on_time.detail);
+        let late = membership_property(Some(31.0), 30.0, &observation, 6, 40);
+        assert!(!late.passed, "converging past the bound must fail");
+        assert!(late.detail.contains("past the bound"), "{}", late.detail);
+        let never = membership_property(None, 30.0, &observation, 6, 40);
+        assert!(!never.passed);
     }
 }

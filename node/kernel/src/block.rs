@@ -836,4 +836,85 @@ mod tests {
             .collect();
         assert!(check_write_set(&many).is_err());
     }
+
+    /// Golden vectors: the bytes every node and every stored block depend
+    /// on. A change to any encoding, domain tag or field order changes these
+    /// hashes and so forks old chains from new nodes; it must be deliberate
+    /// (a new version), never a side effect. Keys come from a fixed seed, so
+    /// FALCON key generation is pinned too.
+    #[test]
+    fn golden_vectors_pin_the_chain_id_block_hash_and_vote_preimage() {
+        use crate::genesis::{Genesis, GenesisValidator, ProofParams};
+        let key = SigningKey::generate(&SeededEntropy::new(7, b"golden-vector-key"));
+        let genesis = Genesis {
+            chain_name: "golden".into(),
+            genesis_time_ms: 1_700_000_000_000,
+            validators: vec![GenesisValidator {
+                key: key.verifying_key(),
+                stake: 100,
+                space_root: Hash([3; 32]),
+            }],
+            proof: ProofParams {
+                space_challenges: 4,
+                space_leaves_log2: 8,
+                work_difficulty_bits: 2,
+                time_min_ticks: 16,
+                time_checkpoint_interval_ticks: 4,
+                max_drift_ms: 5_000,
+            },
+        };
+        let chain_id = genesis.chain_id();
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id,
+            height: 7,
+            round: 2,
+            previous_hash: Hash([1; 32]),
+            transactions_root: Hash([2; 32]),
+            updates_root: Hash([4; 32]),
+            evidence_root: Hash([5; 32]),
+            state_root: Hash([6; 32]),
+            log_head: LogHead {
+                size: 9,
+                root: Hash([8; 32]),
+            },
+            timestamp_ms: 1_700_000_000_123,
+            difficulty: 2,
+            time_output: Hash([10; 32]),
+            time_ticks: 16,
+            proposer: key.verifying_key().fingerprint(),
+        };
+        let vote = Vote {
+            kind: VoteKind::Precommit,
+            height: 7,
+            round: 2,
+            block_hash: Some(header.hash()),
+            validator: 0,
+        };
+        let vote_preimage = hm_wire::hash("golden-vector", &signing_bytes(&chain_id, &vote));
+        let signed = SignedVote::sign(
+            &chain_id,
+            vote,
+            &key,
+            &SeededEntropy::new(7, b"golden-vector-signature"),
+        );
+        assert!(
+            signed
+                .verify(&chain_id, &genesis.validator_set().expect("set"))
+                .is_ok()
+        );
+        let got = [
+            key.verifying_key().fingerprint().to_string(),
+            chain_id.to_string(),
+            header.hash().to_string(),
+            vote_preimage.to_string(),
+        ];
+        let want = [
+            "7a70f57572fde4ef68a98f91710d065c8af102d89189d26b333b5f1ab1e3943e",
+            "b2342e8b7438f6d52f5a6fb7a482228b7f7becb79637a3db5bf15d03744fe7b6",
+            "7bcf19a2db650ba271f533dece091c7a593d2e88e8cdfa14da9e125e7f2e74f3",
+            "e812cf96e63cd51fdcd5187affc7eb1fae7625bcd6a7b39da5a8475636b14634",
+        ];
+        assert_eq!(got, want);
+    }
 }

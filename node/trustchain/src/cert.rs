@@ -657,7 +657,8 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             truncate in any::<bool>(),
         ) {
-            let mut bytes = testkit::authority_cert(0, testkit::subject_key(0), &["a.hm"], 12, 0).encode();
+            let original = testkit::authority_cert(0, testkit::subject_key(0), &["a.hm"], 12, 0);
+            let mut bytes = original.encode();
             for (at, value) in flips {
                 let at = at.index(bytes.len());
                 bytes[at] = value;
@@ -667,11 +668,23 @@ mod tests {
             }
             if let Ok(certificate) = Certificate::decode(&bytes) {
                 prop_assert_eq!(certificate.encode(), bytes.clone());
-                let _ = certificate.verify_signatures(&testkit::authorities());
+                // Every byte of an authority's certificate is signed: a
+                // changed one must not verify, an unchanged one must. (A
+                // mutation into a chain-issued certificate carries no
+                // signature; the chain's log vouches for those.)
+                let verified = certificate.verify_signatures(&testkit::authorities());
+                if certificate == original {
+                    prop_assert!(verified.is_ok(), "{:?}", verified);
+                } else if matches!(certificate.issuer, Issuer::Authority(_)) {
+                    prop_assert!(verified.is_err(), "a mutated certificate verified: {:?}", certificate);
+                }
             }
             if let Ok(request) = SignedRequest::decode(&bytes) {
                 prop_assert_eq!(request.encode(), bytes);
-                let _ = request.verify();
+                // A request inside a mutated certificate's bytes is some
+                // prefix or part of it: only the original request verifies.
+                let verified = request.verify();
+                prop_assert_eq!(verified.is_ok(), request == original.request, "{:?}", verified);
             }
         }
 

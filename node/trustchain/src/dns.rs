@@ -507,7 +507,9 @@ mod tests {
                 }
                 if let Ok(decoded) = SignedNameClaim::decode(&bytes) {
                     prop_assert_eq!(decoded.encode(), bytes.clone());
-                    let _ = decoded.verify();
+                    // The claim is signed whole: only the original verifies.
+                    let verified = decoded.verify();
+                    prop_assert_eq!(verified.is_ok(), decoded == claim, "{:?}", verified);
                 }
                 if let Ok(decoded) = DnsRecord::decode(&bytes) {
                     prop_assert_eq!(decoded.encode(), bytes);

@@ -1004,12 +1004,14 @@ mod tests {
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
             pick in 0usize..3,
         ) {
+            let log = log_of((0..13).map(leaf));
+            let consistency = log.consistency_proof(6, 13).expect("valid");
+            let head = testkit::tree_head(0, log.head());
             for candidate in [bytes.clone(), {
-                let log = log_of((0..13).map(leaf));
                 let mut encoded = match pick {
                     0 => log.inclusion_proof(5, 13).expect("inside").encode(),
-                    1 => log.consistency_proof(6, 13).expect("valid").encode(),
-                    _ => testkit::tree_head(0, log.head()).encode(),
+                    1 => consistency.encode(),
+                    _ => head.encode(),
                 };
                 for (at, value) in &flips {
                     let at = at.index(encoded.len());
@@ -1022,11 +1024,14 @@ mod tests {
                 }
                 if let Ok(value) = ConsistencyProof::decode(&candidate) {
                     prop_assert_eq!(value.encode(), candidate.clone());
-                    let _ = value.verify();
+                    // Random or mutated proofs do not verify; the original does.
+                    let verified = value.verify();
+                    prop_assert_eq!(verified.is_ok(), value == consistency, "{:?}", verified);
                 }
                 if let Ok(value) = SignedTreeHead::decode(&candidate) {
                     prop_assert_eq!(value.encode(), candidate.clone());
-                    let _ = value.verify(&testkit::authorities());
+                    let verified = value.verify(&testkit::authorities());
+                    prop_assert_eq!(verified.is_ok(), value == head, "{:?}", verified);
                 }
             }
         }

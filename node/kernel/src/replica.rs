@@ -219,6 +219,10 @@ pub enum ReplicaOutput {
     },
     /// A peer or validator did something wrong; for logs and peer scoring.
     Misbehaviour { peer: Option<Hash>, what: String },
+    /// This replica cannot go on (a decided block could not be made
+    /// durable or applied): its memory is ahead of its disk. The shell must
+    /// stop it; started again, it recovers from its disk and syncs the rest.
+    Failed { reason: String },
 }
 
 /// Tuning of one replica (the consensus parameters must match across
@@ -1073,7 +1077,11 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 })),
             },
         );
-        self.persist_pending(&block_hash);
+        if !self.persist_pending(&block_hash) {
+            // Not proposing a block we could lose; the propose timeout
+            // moves the round on.
+            return;
+        }
         self.feed_core(Input::ProposalBuilt {
             height,
             round,
@@ -1083,16 +1091,19 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
 
     /// Writes the pending block `hash` under [`PENDING_BLOCK_PREFIX`]
     /// (validators only; unsynced: the signer syncs before any vote leaves).
-    fn persist_pending(&mut self, hash: &Hash) {
+    /// False when the write failed: the block must not be voted for yet (a
+    /// lock on a block this validator could lose in a crash can stall the
+    /// committee); it is tried again when the proposal comes round again.
+    fn persist_pending(&mut self, hash: &Hash) -> bool {
         let Some(pending) = self.pending.get(hash) else {
-            return;
+            return false;
         };
         let height = pending.block.header.height;
         if self.core.is_none()
             || self.pending_on_disk.contains(&(height, *hash))
             || self.pending_on_disk.len() >= PENDING_BLOCKS_ON_DISK_MAX
         {
-            return;
+            return true;
         }
         let mut batch = WriteBatch::new();
         batch.put(
@@ -1103,11 +1114,15 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         match self.store.disk().write(batch) {
             Ok(()) => {
                 self.pending_on_disk.insert((height, *hash));
+                true
             }
-            Err(error) => self.report(
-                None,
-                format!("cannot keep proposed block {hash} at {height} on disk: {error}"),
-            ),
+            Err(error) => {
+                self.report(
+                    None,
+                    format!("cannot keep proposed block {hash} at {height} on disk: {error}"),
+                );
+                false
+            }
         }
     }
 
@@ -1212,8 +1227,11 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let valid = match self.judge(&hash) {
             Some(Ok(())) => {
                 // Before the core may vote for it (the signer's synced
-                // write then makes it durable too).
-                self.persist_pending(&hash);
+                // write then makes it durable too). Not kept: judged when
+                // the proposal is rebroadcast.
+                if !self.persist_pending(&hash) {
+                    return;
+                }
                 true
             }
             Some(Err(reason)) => {
@@ -1442,11 +1460,18 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         } = validated;
         let height = block.header.height;
         if let Err(error) = self.store.append(&block) {
-            self.report(None, format!("cannot store block {height}: {error}"));
+            self.emit(ReplicaOutput::Failed {
+                reason: format!("cannot store committed block {height}: {error}"),
+            });
             return;
         }
         if let Err(error) = self.app.commit_execution(height, &execution) {
-            self.report(None, format!("application refused block {height}: {error}"));
+            self.emit(ReplicaOutput::Failed {
+                reason: format!(
+                    "the application could not apply committed block {height}: {error}"
+                ),
+            });
+            return;
         }
         debug_assert_eq!(self.app.state_root(), block.header.state_root);
         self.mempool.remove_committed(&transaction_ids);

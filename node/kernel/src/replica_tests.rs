@@ -216,6 +216,9 @@ impl Net {
                         "node changed its committed block at {height}"
                     );
                 }
+                ReplicaOutput::Failed { reason } => {
+                    panic!("node {from} failed: {reason}");
+                }
                 ReplicaOutput::Misbehaviour { peer, what } => {
                     if std::env::var_os("HM_TEST_VERBOSE").is_some() {
                         eprintln!("{from}: misbehaviour {peer:?}: {what}");
@@ -619,6 +622,23 @@ fn every_validator_crashing_mid_height_resumes_and_commits() {
             }
         }
         let target = net.heights().iter().max().copied().unwrap_or(0) + 2;
+        net.run_until(|net| net.heights().iter().all(|height| *height >= target));
+        net.assert_agreement();
+    }
+}
+
+#[test]
+fn transient_disk_errors_on_validators_do_not_stop_the_chain() {
+    // A burst of I/O errors on two of four validators' disks (a proposed
+    // block not kept, a vote not signed, ...), then the disks work again:
+    // the chain must go on, whatever the errors hit.
+    for seed in 30..36 {
+        let mut net = Net::new(4, 0, seed);
+        net.run_until(|net| net.heights().iter().all(|height| *height >= 2));
+        for index in [1, 3] {
+            net.members[index].disk.inject_io_errors(8);
+        }
+        let target = net.heights().iter().max().copied().unwrap_or(0) + 3;
         net.run_until(|net| net.heights().iter().all(|height| *height >= target));
         net.assert_agreement();
     }

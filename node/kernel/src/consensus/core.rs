@@ -25,8 +25,8 @@ use crate::validators::{ValidatorIndex, ValidatorSet};
 use super::round::{Lookup, ProposalEntry, RoundState};
 use super::{
     ConsensusMessage, ConsensusParams, ConsensusSigner, FUTURE_MESSAGES_PER_VALIDATOR_MAX, Input,
-    Output, ROUNDS_AHEAD_MAX, ROUNDS_KEPT_MAX, RULE_FIRINGS_PER_INPUT_MAX, Reject, Step, Timeout,
-    TimeoutKind, proposer,
+    Output, ROUNDS_AHEAD_MAX, ROUNDS_KEPT_MAX, RULE_FIRINGS_PER_INPUT_MAX, Reject, SignerError,
+    Step, Timeout, TimeoutKind, proposer,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +70,27 @@ pub struct Core<S: ConsensusSigner> {
     /// signer), taken by `start`: the round resumes after those steps and
     /// the statements go out again.
     resumed: Vec<ConsensusMessage>,
+    /// A statement of the current round the signer could not persist (a
+    /// disk error: nothing was signed). It is signed again at every
+    /// rebroadcast until the disk takes it: a validator that stays silent
+    /// in a step leaves its peers short of the quorum that schedules the
+    /// step's timeout, and the whole committee waits.
+    owed: Option<Owed>,
+}
+
+/// A statement the signer failed to persist, to sign again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Vote {
+        round: Round,
+        kind: VoteKind,
+        block_hash: Option<Hash>,
+    },
+    Proposal {
+        round: Round,
+        block_hash: Hash,
+        pol_round: Option<Round>,
+    },
 }
 
 impl<S: ConsensusSigner> Core<S> {
@@ -124,6 +145,7 @@ impl<S: ConsensusSigner> Core<S> {
             told_behind: BTreeSet::new(),
             evidence_reported: BTreeSet::new(),
             resumed,
+            owed: None,
         })
     }
 
@@ -799,6 +821,21 @@ impl<S: ConsensusSigner> Core<S> {
 
     fn rebroadcast(&mut self, out: &mut Vec<Output>) {
         self.told_behind.clear();
+        match self.owed.take() {
+            Some(Owed::Vote {
+                round,
+                kind,
+                block_hash,
+            }) if round == self.round => self.cast_vote(kind, block_hash, out),
+            Some(Owed::Proposal {
+                round,
+                block_hash,
+                pol_round,
+            }) if round == self.round && self.step == Step::Propose => {
+                self.broadcast_proposal(block_hash, pol_round, out)
+            }
+            _ => {}
+        }
         let mut messages: Vec<ConsensusMessage> = self
             .rounds
             .get(&self.round)
@@ -857,7 +894,16 @@ impl<S: ConsensusSigner> Core<S> {
                 let stake = self.stake_of(self.me).unwrap_or(0);
                 self.record_proposal(signed, true, stake, out);
             }
-            Err(error) => out.push(Output::SignFailed(error)),
+            Err(error) => {
+                if matches!(error, SignerError::Disk(_)) {
+                    self.owed = Some(Owed::Proposal {
+                        round: self.round,
+                        block_hash,
+                        pol_round,
+                    });
+                }
+                out.push(Output::SignFailed(error));
+            }
         }
     }
 
@@ -875,7 +921,16 @@ impl<S: ConsensusSigner> Core<S> {
                 let stake = self.stake_of(self.me).unwrap_or(0);
                 self.record_vote(signed, stake, false);
             }
-            Err(error) => out.push(Output::SignFailed(error)),
+            Err(error) => {
+                if matches!(error, SignerError::Disk(_)) {
+                    self.owed = Some(Owed::Vote {
+                        round: self.round,
+                        kind,
+                        block_hash,
+                    });
+                }
+                out.push(Output::SignFailed(error));
+            }
         }
     }
 

@@ -202,6 +202,8 @@ struct ChainShell<E: Env> {
     /// The height the status shows.
     published_height: hm_kernel::block::Height,
     counters: ChainCounters,
+    /// The replica said it cannot go on (`ReplicaOutput::Failed`).
+    failed: Option<String>,
     workload: KvWorkload,
     /// This node's key (authority signatures, certificate requests).
     key: SigningKey,
@@ -262,9 +264,21 @@ impl<E: Env> ChainShell<E> {
                 }
                 ReplicaOutput::Misbehaviour { peer, what } => {
                     self.counters.misbehaviour_reports += 1;
-                    tracing::debug!(?peer, %what, "chain: misbehaviour");
+                    tracing::debug!(me = %self.me, ?peer, %what, "chain: misbehaviour");
+                }
+                ReplicaOutput::Failed { reason } => {
+                    tracing::error!(%reason, "chain: the replica cannot go on; stopping");
+                    self.failed.get_or_insert(reason);
                 }
             }
+        }
+    }
+
+    /// The replica's failure, if it reported one: the service stops.
+    fn check_failed(&mut self) -> Result<(), NodeError> {
+        match self.failed.take() {
+            Some(reason) => Err(NodeError::ReplicaFailed(reason)),
+            None => Ok(()),
         }
     }
 
@@ -1263,6 +1277,7 @@ pub(crate) async fn run_chain<E: Env>(
         committed: Vec::new(),
         published_height: 0,
         counters: ChainCounters::default(),
+        failed: None,
         workload: KvWorkload::new(64, 32, nonce_base),
         key,
         trust,
@@ -1314,6 +1329,7 @@ pub(crate) async fn run_chain<E: Env>(
         }
     }
     shell.drain();
+    shell.check_failed()?;
     let status_interval = Duration::from_millis(500);
     let mut next_status = start;
     let mut next_reconcile = start;
@@ -1336,6 +1352,7 @@ pub(crate) async fn run_chain<E: Env>(
             next_workload = now + Duration::from_millis(shell.config.workload_interval_ms);
         }
         shell.drain();
+        shell.check_failed()?;
         if now >= next_status {
             shell.publish_status();
             next_status = now + status_interval;
@@ -1362,6 +1379,7 @@ pub(crate) async fn run_chain<E: Env>(
             }
         }
         shell.drain();
+        shell.check_failed()?;
     }
 }
 

@@ -113,6 +113,13 @@ pub enum NodeError {
     Transport(#[from] StoqError),
     #[error("the membership configuration is invalid: {0}")]
     Config(String),
+    #[error("{0}; its memory is ahead of its disk, so the chain service stops")]
+    ReplicaFailed(String),
+    #[error(
+        "the chain service stopped: {0}; the node stops with it, so that its supervisor \
+         (systemd's Restart=on-failure) starts it again from its disk"
+    )]
+    ChainStopped(String),
 }
 
 /// Runs the disk operation `op` a few times: transient I/O errors at boot
@@ -205,6 +212,9 @@ enum Event {
         peer: NodeId,
         link_id: u64,
     },
+    /// The chain service ended with this error: the node ends too (a node
+    /// without its chain must not look alive to its supervisor).
+    ChainStopped(String),
 }
 
 fn node_id_of(connection: &Connection) -> NodeId {
@@ -382,6 +392,8 @@ impl<E: Env> Shell<E> {
                     self.core.handle_connection_down(now, peer);
                 }
             }
+            // The run loop ends the node on it before it gets here.
+            Event::ChainStopped(_) => {}
         }
     }
 
@@ -543,11 +555,12 @@ pub async fn run<E: Env>(
         });
     }
     if let (Some(chain), Some(trust)) = (config.chain.clone(), trust) {
-        let (env, endpoint, overlay, status) = (
+        let (env, endpoint, overlay, status, events) = (
             env.clone(),
             endpoint.clone(),
             overlay.clone(),
             status.clone(),
+            events.clone(),
         );
         tokio::spawn(async move {
             let result = crate::chain::run_chain(
@@ -567,6 +580,7 @@ pub async fn run<E: Env>(
             if let Err(error) = result {
                 tracing::warn!(%error, "chain service stopped");
                 status.set_error(error.to_string());
+                let _ = events.send(Event::ChainStopped(error.to_string())).await;
             }
         });
     } else {
@@ -620,6 +634,7 @@ pub async fn run<E: Env>(
             .max(now);
         tokio::select! {
             event = inbox.recv() => match event {
+                Some(Event::ChainStopped(error)) => return Err(NodeError::ChainStopped(error)),
                 Some(event) => shell.on_event(event),
                 None => return Ok(()),
             },

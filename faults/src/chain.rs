@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 use hm_env::Entropy;
 use hm_kernel::block::{Height, Round, SignedVote, Vote, VoteKind};
 use hm_kernel::replica::{ChainMessage, Destination};
-use hm_kernel::validators::ValidatorSet;
+use hm_kernel::validators::{ValidatorIndex, ValidatorSet};
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,9 @@ pub struct ByzantineValidator<E: Entropy> {
     split: Option<SplitPlan>,
     /// Messages rewritten (for reports).
     pub rewrites: u64,
+    /// Our index in the committee (validators are indexed in node-id
+    /// order): only our own statements are ours to double.
+    own_index: Option<ValidatorIndex>,
 }
 
 /// Precommits a `Split` colluder holds back: at most one attack at a time.
@@ -160,6 +163,13 @@ impl<E: Entropy> ByzantineValidator<E> {
         entropy: E,
     ) -> Self {
         let me = key.verifying_key().fingerprint();
+        let mut sorted = validators.clone();
+        sorted.sort();
+        sorted.dedup();
+        let own_index = sorted
+            .iter()
+            .position(|id| *id == me)
+            .and_then(|position| ValidatorIndex::try_from(position).ok());
         ByzantineValidator {
             fault,
             key,
@@ -169,6 +179,7 @@ impl<E: Entropy> ByzantineValidator<E> {
             history: VecDeque::new(),
             split: None,
             rewrites: 0,
+            own_index,
         }
     }
 
@@ -205,7 +216,12 @@ impl<E: Entropy> ByzantineValidator<E> {
         message: ChainMessage,
     ) -> Vec<(Destination, ChainMessage)> {
         match (self.fault, message) {
-            (ChainFault::Equivocate, ChainMessage::Vote(signed)) => {
+            // Relays of other validators' votes go out unchanged: a twin
+            // signed with our key in their name would only be refused as a
+            // bad signature, and blamed on them.
+            (ChainFault::Equivocate, ChainMessage::Vote(signed))
+                if Some(signed.vote.validator) == self.own_index =>
+            {
                 self.rewrites += 1;
                 let conflicting = self.conflicting(&signed.vote);
                 let mut out = vec![(to, ChainMessage::Vote(signed))];
@@ -432,6 +448,35 @@ mod tests {
         evidence
             .verify(&chain_id, &set)
             .expect("real, verifiable equivocation");
+        // Another validator's vote it relays goes out as it came: no twin
+        // in someone else's name.
+        let other_index = (0..4u16)
+            .find(|index| *index != honest_index(&byzantine, &set))
+            .expect("four validators");
+        let relayed = SignedVote {
+            vote: Vote {
+                validator: other_index,
+                ..honest_vote_of(&out)
+            },
+            signature: conflicting.signature.clone(),
+        };
+        let out = byzantine.rewrite(Destination::Validators, ChainMessage::Vote(relayed.clone()));
+        assert_eq!(
+            out,
+            vec![(Destination::Validators, ChainMessage::Vote(relayed))]
+        );
+    }
+
+    fn honest_index(byzantine: &ByzantineValidator<SeededEntropy>, set: &ValidatorSet) -> u16 {
+        set.index_of(&byzantine.key.verifying_key().fingerprint())
+            .expect("member")
+    }
+
+    fn honest_vote_of(out: &[(Destination, ChainMessage)]) -> Vote {
+        match &out[0].1 {
+            ChainMessage::Vote(signed) => signed.vote.clone(),
+            other => panic!("a vote, not {other:?}"),
+        }
     }
 
     #[test]

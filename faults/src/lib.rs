@@ -76,11 +76,15 @@ pub enum Fault {
         #[serde(default)]
         periodic_period_s: f64,
     },
-    /// The next `count` disk operations of a fraction of nodes fail.
+    /// The next `count` disk operations of a fraction of nodes fail; with
+    /// `duration_s`, only those within that time (a burst: a node that
+    /// barely touches its disk is not left holding errors for later).
     DiskErrors {
         at_s: f64,
         fraction: f64,
         count: u32,
+        #[serde(default)]
+        duration_s: Option<f64>,
     },
 }
 
@@ -150,7 +154,10 @@ impl Fault {
                 let nodes = (fraction * node_count as f64).ceil();
                 at_s + 2.0 * nodes * step_s
             }
-            Fault::Clock { at_s, .. } | Fault::DiskErrors { at_s, .. } => *at_s,
+            Fault::DiskErrors {
+                at_s, duration_s, ..
+            } => at_s + duration_s.unwrap_or(0.0),
+            Fault::Clock { at_s, .. } => *at_s,
         }
     }
 
@@ -250,7 +257,16 @@ impl Fault {
                 unit("fraction", *fraction)?;
                 time("periodic_period_s", *periodic_period_s)?;
             }
-            Fault::DiskErrors { fraction, .. } => unit("fraction", *fraction)?,
+            Fault::DiskErrors {
+                fraction,
+                duration_s,
+                ..
+            } => {
+                unit("fraction", *fraction)?;
+                if let Some(duration_s) = duration_s {
+                    time("duration_s", *duration_s)?;
+                }
+            }
         }
         Ok(())
     }

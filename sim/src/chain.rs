@@ -21,7 +21,7 @@ use hm_node::{ChainConfig, StatusHandle};
 use hm_wire::{Hash, SigningKey};
 
 use crate::net::node_ip;
-use crate::runner::{NODE_PORT, PropertyResult};
+use crate::runner::{NODE_PORT, NOT_EXERCISED, PropertyResult};
 use crate::scenario::{ChainScenario, Scenario};
 
 /// Stake of a validator when the scenario gives none.
@@ -359,20 +359,25 @@ impl ChainChecker {
         let mut properties = vec![
             PropertyResult {
                 name: "chain-agreement".into(),
-                passed: self.violations.is_empty(),
-                detail: if self.violations.is_empty() {
+                passed: self.violations.is_empty() && !self.canonical.is_empty(),
+                detail: if !self.violations.is_empty() {
+                    self.violations.join("; ")
+                } else if self.canonical.is_empty() {
+                    format!(
+                        "{NOT_EXERCISED}: no honest node committed a block, so agreement judged nothing"
+                    )
+                } else {
                     format!(
                         "every honest node committed the same block at each of {} heights",
                         self.canonical.len()
                     )
-                } else {
-                    self.violations.join("; ")
                 },
             },
             PropertyResult {
                 name: "chain-validity".into(),
-                passed: validity.is_ok(),
+                passed: validity.as_ref().is_ok_and(|blocks| *blocks > 0),
                 detail: match validity {
+                    Ok(0) => format!("{NOT_EXERCISED}: the audited node holds no committed block"),
                     Ok(blocks) => format!(
                         "all {blocks} committed blocks carry a valid certificate, four valid proofs and their executed state root"
                     ),

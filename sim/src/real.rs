@@ -935,6 +935,10 @@ pub fn run_real(
         hm_node::latency_quantile_ms(&figures.commit_latency_buckets, 0.5);
     drop(processes);
     drop(net);
+    crate::runner::accept_expected_not_exercised(
+        &mut properties,
+        &scenario.properties.not_exercised_ok,
+    );
     Ok(RealOutcome::Ran(Box::new(RealReport {
         scenario: scenario.name.clone(),
         scenario_path: scenario_path.to_string(),

@@ -272,6 +272,10 @@ pub struct Properties {
     /// With `chain`: while a partition lasts, the side whose validators
     /// hold no quorum commits nothing new.
     pub minority_commits_nothing: bool,
+    /// Properties this scenario expects to judge nothing (e.g. no
+    /// certificate is ever accepted); any other property that judged
+    /// nothing fails, so a checker cannot pass vacuously.
+    pub not_exercised_ok: Vec<String>,
 }
 
 impl Default for Properties {
@@ -283,9 +287,30 @@ impl Default for Properties {
             chain_min_height: 3,
             phase3_within_s: 600.0,
             minority_commits_nothing: false,
+            not_exercised_ok: Vec::new(),
         }
     }
 }
+
+/// Every property a run can report (`properties.not_exercised_ok` may
+/// name only these).
+pub const PROPERTY_NAMES: &[&str] = &[
+    "membership-converges",
+    "only-verified-peers",
+    "chain-agreement",
+    "chain-validity",
+    "chain-liveness",
+    "chain-evidence",
+    "minority-commits-nothing",
+    "phase-3",
+    "byzantine-authorities-revoked",
+    "ct-consistent",
+    "only-logged-certificates",
+    "names-resolve",
+    "no-node-errors",
+    "no-panic",
+    "processes",
+];
 
 /// A scenario that could not be loaded, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -513,6 +538,14 @@ impl Scenario {
             self.properties.membership_converges_within_s,
             DURATION_S_MAX,
         )?;
+        for name in &self.properties.not_exercised_ok {
+            if !PROPERTY_NAMES.contains(&name.as_str()) {
+                return Err(format!(
+                    "`properties.not_exercised_ok` names {name:?}, which is no property; the properties are {}",
+                    PROPERTY_NAMES.join(", ")
+                ));
+            }
+        }
         hm_faults::validate_schedule(&self.faults).map_err(|error| error.to_string())?;
         let needed = self.faults_end_s() + self.properties.membership_converges_within_s;
         if needed > self.duration_s {

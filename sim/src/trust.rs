@@ -27,7 +27,7 @@ use crate::html::{
     GroupSample, Timeline, TimelineBand, TimelineGroup, TimelineMarker, TimelineSample,
 };
 use crate::net::node_ip;
-use crate::runner::PropertyResult;
+use crate::runner::{NOT_EXERCISED, PropertyResult};
 use crate::scenario::Scenario;
 
 /// Nodes named in a failed property's detail.
@@ -253,14 +253,18 @@ impl TrustChecker {
     pub fn minority_property(&self) -> PropertyResult {
         PropertyResult {
             name: "minority-commits-nothing".into(),
-            passed: self.minority_violations.is_empty(),
-            detail: if self.minority_violations.is_empty() {
+            passed: self.minority_violations.is_empty() && self.partitions_checked > 0,
+            detail: if !self.minority_violations.is_empty() {
+                self.minority_violations.join("; ")
+            } else if self.partitions_checked == 0 {
+                format!(
+                    "{NOT_EXERCISED}: no partition was observed, so no minority side was judged"
+                )
+            } else {
                 format!(
                     "over {} partition(s), no node on a side without a validator quorum committed a new block",
                     self.partitions_checked
                 )
-            } else {
-                self.minority_violations.join("; ")
             },
         }
     }
@@ -373,8 +377,10 @@ impl TrustChecker {
         }
         properties.push(PropertyResult {
             name: "ct-consistent".into(),
-            passed: inconsistent.is_empty(),
-            detail: if inconsistent.is_empty() {
+            passed: inconsistent.is_empty() && !heads.is_empty(),
+            detail: if inconsistent.is_empty() && heads.is_empty() {
+                format!("{NOT_EXERCISED}: no honest node reported a log head")
+            } else if inconsistent.is_empty() {
                 format!(
                     "{} distinct heads across honest nodes, all prefixes of one log of {} certificates",
                     heads.len(),
@@ -400,8 +406,10 @@ impl TrustChecker {
         }
         properties.push(PropertyResult {
             name: "only-logged-certificates".into(),
-            passed: unlogged.is_empty(),
-            detail: if unlogged.is_empty() {
+            passed: unlogged.is_empty() && accepted > 0,
+            detail: if unlogged.is_empty() && accepted == 0 {
+                format!("{NOT_EXERCISED}: no honest node accepted a certificate")
+            } else if unlogged.is_empty() {
                 format!("all {accepted} certificate acceptances by honest nodes were of logged certificates")
             } else {
                 format!("certificates absent from the log were accepted: {}", unlogged.join("; "))

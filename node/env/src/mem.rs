@@ -140,6 +140,13 @@ impl MemDisk {
         lock(&self.state).io_errors_pending += count;
     }
 
+    /// Drops injected errors not yet consumed, returning how many: an
+    /// outside reader (the simulator's auditor) reads the stored bytes,
+    /// not through the node's failing I/O path.
+    pub fn clear_io_errors(&self) -> u32 {
+        std::mem::take(&mut lock(&self.state).io_errors_pending)
+    }
+
     /// Flips one bit of the stored value (durable and current), as a bad
     /// sector would. Returns false when the key does not exist.
     pub fn corrupt(&self, cf: &'static str, key: &[u8], byte_index: usize) -> bool {

@@ -78,12 +78,7 @@ impl Bench {
         round: Round,
         block: Option<Hash>,
     ) -> Vec<Output> {
-        let mut out = Vec::new();
-        for &validator in from {
-            let signed = self.fixture.vote(validator, kind, 1, round, block);
-            out.extend(self.core.handle(Input::Vote(signed)));
-        }
-        out
+        votes_into(&self.fixture, &mut self.core, from, kind, round, block)
     }
 
     fn timeout(&mut self, round: Round, kind: TimeoutKind) -> Vec<Output> {
@@ -428,8 +423,8 @@ fn a_restarted_validator_resumes_its_round_keeps_its_lock_and_cannot_double_sign
     assert!(!out.iter().any(|o| matches!(o, Output::SignFailed(_))));
     // Its own precommit counts: one more from the others completes the
     // round's precommits, and the round moves on after its timeout.
-    let out = bench_votes_into(
-        &bench,
+    let out = votes_into(
+        &bench.fixture,
         &mut restarted,
         &others[..2],
         VoteKind::Precommit,
@@ -468,9 +463,9 @@ fn a_restarted_validator_resumes_its_round_keeps_its_lock_and_cannot_double_sign
     ));
 }
 
-/// Votes from `from`, signed with their keys, into `core`.
-fn bench_votes_into(
-    bench: &Bench,
+/// Votes of height 1 from `from`, signed with their keys, into `core`.
+fn votes_into(
+    fixture: &Fixture,
     core: &mut TestCore,
     from: &[ValidatorIndex],
     kind: VoteKind,
@@ -479,7 +474,7 @@ fn bench_votes_into(
 ) -> Vec<Output> {
     let mut out = Vec::new();
     for &validator in from {
-        let signed = bench.fixture.vote(validator, kind, 1, round, block);
+        let signed = fixture.vote(validator, kind, 1, round, block);
         out.extend(core.handle(Input::Vote(signed)));
     }
     out

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod accountability;
 pub mod app;
 pub mod block;
 pub mod chain;

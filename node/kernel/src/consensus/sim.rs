@@ -10,7 +10,13 @@
 //! * `InvalidProposer` — honest, except the blocks it builds are invalid;
 //! * `Fuzzer` — sends arbitrary well-formed messages (any kind, height,
 //!   round, block, proof-of-lock round; signed by itself, mis-signed, or
-//!   from non-members) to random validators.
+//!   from non-members) to random validators;
+//! * `Coalition` — double-signers acting together: whenever one of them is
+//!   to propose, it proposes two blocks, one to each half of the honest
+//!   validators, and every coalition member prevotes and precommits each
+//!   block to that half. Within the fault bound it cannot fork the honest
+//!   ones; beyond it (more than a third of the stake), it forks them, and
+//!   `accountability::convict` must name only coalition members.
 //!
 //! Honest validators may also crash and restart (`crashes`): the core and
 //! every message in flight to it are lost, its disk loses what was not
@@ -47,6 +53,7 @@ pub(super) enum Behaviour {
     Equivocator,
     InvalidProposer,
     Fuzzer,
+    Coalition,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +182,8 @@ pub(super) struct Report {
     pub seed: u64,
     /// Decisions of honest validators: (validator, height) → block.
     pub decisions: BTreeMap<(usize, Height), Hash>,
+    /// The commit certificates of those decisions.
+    pub certificates: BTreeMap<(usize, Height), CommitCertificate>,
     pub honest: Vec<usize>,
     pub valid_blocks: BTreeSet<Hash>,
     pub invalid_blocks: BTreeSet<Hash>,
@@ -421,6 +430,11 @@ impl Sim {
             for (&height, &block) in &self.nodes[node].decided {
                 self.report.decisions.insert((node, height), block);
             }
+            for (&height, certificate) in &self.nodes[node].certificates {
+                self.report
+                    .certificates
+                    .insert((node, height), certificate.clone());
+            }
         }
     }
 
@@ -580,6 +594,11 @@ impl Sim {
                         },
                     );
                 }
+                Output::BuildProposal { height, round }
+                    if self.nodes[node].behaviour == Behaviour::Coalition =>
+                {
+                    self.coalition_split(node, height, round);
+                }
                 Output::BuildProposal { height, round } => {
                     let block = self.fresh_block(node, height, round, 0);
                     if self.nodes[node].behaviour == Behaviour::InvalidProposer {
@@ -633,6 +652,58 @@ impl Sim {
                 }
                 Output::Rejected { .. } | Output::SignFailed(_) => {}
             }
+        }
+    }
+
+    /// The coalition's attack on (height, round), proposed by `proposer`:
+    /// two valid blocks, each proposed, prevoted and precommitted by every
+    /// coalition member to one half of the honest validators.
+    fn coalition_split(&mut self, proposer: usize, height: Height, round: Round) {
+        let blocks =
+            [0u8, 1].map(|variant| self.fresh_block(proposer, height, round, 10 + variant));
+        for block in blocks {
+            self.report.valid_blocks.insert(block);
+        }
+        let coalition: Vec<usize> = (0..self.nodes.len())
+            .filter(|node| self.nodes[*node].behaviour == Behaviour::Coalition)
+            .collect();
+        let honest = self.report.honest.clone();
+        for (half, block) in blocks.iter().enumerate() {
+            let targets: Vec<usize> = honest
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| position % 2 == half)
+                .map(|(_, node)| *node)
+                .collect();
+            let index = |node: usize| ValidatorIndex::try_from(node).expect("small set");
+            let mut messages = vec![ConsensusMessage::Proposal(self.fixture.proposal(
+                index(proposer),
+                height,
+                round,
+                None,
+                *block,
+            ))];
+            for &member in &coalition {
+                for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+                    messages.push(ConsensusMessage::Vote(self.fixture.vote(
+                        index(member),
+                        kind,
+                        height,
+                        round,
+                        Some(*block),
+                    )));
+                }
+            }
+            for message in &messages {
+                for &to in &targets {
+                    self.send(to, Wire::Message(message.clone()));
+                }
+            }
+        }
+        for member in coalition {
+            self.report
+                .equivocated
+                .insert(ValidatorIndex::try_from(member).expect("small set"));
         }
     }
 

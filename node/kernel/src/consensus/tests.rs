@@ -843,7 +843,81 @@ proptest! {
     }
 }
 
-/// Sweeps many seeds over every scenario kind and prints failures:
+/// Beyond the fault bound safety is not guaranteed, but it is
+/// accountable: a coalition of two double-signers of four (half the stake)
+/// splits the two honest validators onto different blocks; from the two
+/// conflicting certificates `accountability::convict` convicts only
+/// coalition members, and when both certificates are of one round, members
+/// holding more than a third of the stake, with evidence anyone can verify.
+#[test]
+fn a_fork_beyond_a_third_names_only_byzantine_culprits() {
+    let stakes = [1, 1, 1, 1];
+    let fixture = Fixture::new(&stakes);
+    let mut forks = 0;
+    let mut same_round_forks = 0;
+    for seed in 0..60u64 {
+        let mut scenario = Scenario::new(seed, &stakes);
+        scenario.faulty = vec![(0, Behaviour::Coalition), (1, Behaviour::Coalition)];
+        scenario.delay_ms_max = 200;
+        scenario.slow_per_mille = 200;
+        scenario.slow_delay_ms_max = 1_500;
+        scenario.gst_ms = 3_000;
+        scenario.time_ms_max = 20_000;
+        let report = sim::run(&scenario);
+        if report.agreement().is_ok() {
+            continue;
+        }
+        // Two honest decisions that differ at one height.
+        let fork = report
+            .certificates
+            .iter()
+            .find_map(|(&(node, height), first)| {
+                report
+                    .certificates
+                    .iter()
+                    .find(|((other, h), second)| {
+                        *other != node && *h == height && second.block_hash != first.block_hash
+                    })
+                    .map(|(_, second)| (first.clone(), second.clone()))
+            });
+        let Some((first, second)) = fork else {
+            continue;
+        };
+        forks += 1;
+        let conviction =
+            crate::accountability::convict(&first, &second, &fixture.chain_id, &fixture.validators)
+                .expect("two valid conflicting certificates");
+        assert!(fixture.validators.is_one_third(conviction.stake));
+        for (index, _) in &conviction.convicted {
+            assert!(
+                scenario.faulty.iter().any(|(faulty, _)| faulty == index),
+                "seed {seed}: honest validator {index} convicted"
+            );
+        }
+        if first.round == second.round {
+            // Proven double-signers, more than a third of the stake.
+            let stake: u64 = conviction
+                .convicted
+                .iter()
+                .filter_map(|(index, _)| fixture.validators.get(*index).map(|v| v.stake))
+                .sum();
+            assert!(fixture.validators.is_one_third(stake), "seed {seed}");
+            same_round_forks += 1;
+        } else {
+            // Across rounds the intersection are suspects (an honest
+            // validator may have been unlocked by a forged polka).
+            assert!(!conviction.suspects.is_empty(), "seed {seed}");
+        }
+    }
+    assert!(
+        same_round_forks > 0,
+        "no seed of 60 forked within one round: the test judged nothing"
+    );
+    assert!(forks >= same_round_forks);
+    eprintln!("{forks} of 60 seeds forked, {same_round_forks} within one round");
+}
+
+/// Sweeps many seeds over every scenario kind and prints failures:/// Sweeps many seeds over every scenario kind and prints failures:
 /// `SIM_SEED=<n>` runs one seed, `SIM_TRACE=1` prints equivocations and
 /// evidence as they happen.
 #[test]

@@ -211,10 +211,14 @@ mod cli {
     }
 
     fn load(path: &std::path::Path) -> Result<Scenario, ExitCode> {
-        Scenario::load(path).map_err(|error| {
+        let scenario = Scenario::load(path).map_err(|error| {
             eprintln!("error: {error}");
             ExitCode::from(2)
-        })
+        })?;
+        if let Some(warning) = scenario.fault_bound_warning() {
+            eprintln!("warning: {warning}");
+        }
+        Ok(scenario)
     }
 
     pub fn main() -> ExitCode {

@@ -559,6 +559,33 @@ impl Scenario {
         Ok(())
     }
 
+    /// A warning when the Byzantine validators hold a third of the stake or
+    /// more: beyond BFT's fault bound (f < n/3) the chain's safety is not
+    /// guaranteed, so a fork there is an expected possibility, not a bug.
+    pub fn fault_bound_warning(&self) -> Option<String> {
+        let chain = self.chain.as_ref()?;
+        let stake_of = |index: u32| {
+            chain
+                .stakes
+                .get(index as usize)
+                .copied()
+                .unwrap_or(crate::chain::DEFAULT_STAKE)
+        };
+        let total: u64 = (0..chain.validators).map(stake_of).sum();
+        let first_byzantine = chain.validators.saturating_sub(chain.byzantine_validators);
+        let byzantine: u64 = (first_byzantine..chain.validators).map(stake_of).sum();
+        (total > 0 && byzantine.saturating_mul(3) >= total).then(|| {
+            format!(
+                "{}: {} of {} validators are Byzantine, holding {:.1} % of the stake: at or beyond \
+                 BFT's fault bound (f < n/3), so the chain's safety is not guaranteed in this scenario",
+                self.name,
+                chain.byzantine_validators,
+                chain.validators,
+                100.0 * byzantine as f64 / total as f64
+            )
+        })
+    }
+
     /// When the last fault (and the boot phase) is over.
     pub fn faults_end_s(&self) -> f64 {
         self.faults
@@ -630,6 +657,29 @@ mod tests {
         assert!(
             loaded >= 8,
             "expected the shipped scenarios, found {loaded}"
+        );
+    }
+
+    #[test]
+    fn byzantine_stake_at_a_third_or_more_is_warned_about() {
+        let with = |byzantine: u32| {
+            Scenario::parse(
+                "s.toml",
+                &format!("[nodes]\ncount = 12\n[chain]\nvalidators = 10\nbyzantine_validators = {byzantine}\n"),
+            )
+            .expect("scenario")
+        };
+        assert_eq!(with(3).fault_bound_warning(), None);
+        let warning = with(4)
+            .fault_bound_warning()
+            .expect("4 of 10 is beyond the bound");
+        assert!(warning.contains("40.0 %"), "{warning}");
+        assert!(warning.contains("not guaranteed"), "{warning}");
+        assert_eq!(
+            Scenario::parse("s.toml", "")
+                .expect("empty")
+                .fault_bound_warning(),
+            None
         );
     }
 }

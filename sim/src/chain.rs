@@ -22,10 +22,8 @@ use hm_wire::{Hash, SigningKey};
 
 use crate::net::node_ip;
 use crate::runner::{NODE_PORT, NOT_EXERCISED, PropertyResult};
-use crate::scenario::{ChainScenario, Scenario};
+use crate::scenario::{ChainScenario, DEFAULT_STAKE, Scenario};
 
-/// Stake of a validator when the scenario gives none.
-pub const DEFAULT_STAKE: u64 = 10;
 /// Agreement violations listed in the report (the first ones tell the story).
 const VIOLATIONS_SHOWN_MAX: usize = 8;
 

@@ -292,6 +292,9 @@ impl Default for Properties {
     }
 }
 
+/// Stake of a validator when the scenario gives none.
+pub const DEFAULT_STAKE: u64 = 10;
+
 /// Every property a run can report (`properties.not_exercised_ok` may
 /// name only these).
 pub const PROPERTY_NAMES: &[&str] = &[
@@ -569,7 +572,7 @@ impl Scenario {
                 .stakes
                 .get(index as usize)
                 .copied()
-                .unwrap_or(crate::chain::DEFAULT_STAKE)
+                .unwrap_or(DEFAULT_STAKE)
         };
         let total: u64 = (0..chain.validators).map(stake_of).sum();
         let first_byzantine = chain.validators.saturating_sub(chain.byzantine_validators);

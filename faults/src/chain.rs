@@ -6,10 +6,12 @@
 //! validator signs with its real key and bypasses the double-sign guard on
 //! purpose: this is the behaviour the honest nodes must survive and expose.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hm_env::Entropy;
-use hm_kernel::block::{Height, Round, SignedVote, Vote, VoteKind};
+use hm_kernel::block::{
+    Height, Proposal, ProposedBlock, Round, SignedProposal, SignedVote, Vote, VoteKind,
+};
 use hm_kernel::replica::{ChainMessage, Destination};
 use hm_kernel::validators::{ValidatorIndex, ValidatorSet};
 use hm_wire::{Hash, SigningKey};
@@ -49,6 +51,17 @@ pub enum ChainFault {
     /// chosen member commits the old block while the others commit the new
     /// one. A fork that only the lock prevents.
     Split,
+    /// A coalition that double-signs, for scenarios beyond the fault bound
+    /// (more than a third of the stake): whenever a member is to propose a
+    /// fresh block, it proposes two valid blocks for the round, the lower
+    /// hash to one half of the honest validators and the higher to the
+    /// other; every member then prevotes and precommits each block to its
+    /// half (and nothing else in that round). Each half sees the coalition
+    /// and itself holding a quorum for its block and commits it: a fork,
+    /// whose two certificates convict the coalition
+    /// (`hm_kernel::accountability`). Within the fault bound it cannot
+    /// fork honest validators: their halves are too small.
+    DoubleSign,
 }
 
 impl ChainFault {
@@ -72,6 +85,8 @@ pub struct ByzantineValidator<E: Entropy> {
     history: VecDeque<ChainMessage>,
     /// `Split`: the committee with stakes, and the colluders (us included).
     split: Option<SplitPlan>,
+    /// `DoubleSign`: the coalition and its attacks in progress.
+    coalition: Option<CoalitionPlan>,
     /// Messages rewritten (for reports).
     pub rewrites: u64,
     /// Our index in the committee (validators are indexed in node-id
@@ -154,6 +169,89 @@ impl SplitPlan {
     }
 }
 
+/// Rounds a `DoubleSign` coalition remembers attacks of.
+pub const COALITION_ATTACKS_KEPT_MAX: usize = 16;
+
+/// What a `DoubleSign` coalition shares: the committee and its members
+/// (the halves of the honest validators follow from them), and the attacks
+/// this member has seen.
+struct CoalitionPlan {
+    chain_id: Hash,
+    committee: ValidatorSet,
+    members: BTreeSet<Hash>,
+    attacks: BTreeMap<(Height, Round), Attack>,
+}
+
+/// One attacked round: the two blocks, as their proposals (the lower hash
+/// first, once both are known), and whether our double votes went out.
+#[derive(Default)]
+struct Attack {
+    proposals: Vec<ChainMessage>,
+    voted: bool,
+}
+
+impl Attack {
+    fn values(&self) -> Vec<Hash> {
+        self.proposals
+            .iter()
+            .filter_map(|message| match message {
+                ChainMessage::Proposal { signed, .. } => Some(signed.proposal.block_hash),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Adds a proposal (at most two distinct blocks), keeping the lower
+    /// block hash first.
+    fn add(&mut self, message: ChainMessage) {
+        let ChainMessage::Proposal { signed, .. } = &message else {
+            return;
+        };
+        let values = self.values();
+        if values.len() >= 2 || values.contains(&signed.proposal.block_hash) {
+            return;
+        }
+        self.proposals.push(message);
+        self.proposals.sort_by_key(|message| match message {
+            ChainMessage::Proposal { signed, .. } => signed.proposal.block_hash,
+            _ => Hash::default(),
+        });
+    }
+}
+
+impl CoalitionPlan {
+    fn is_member(&self, index: hm_kernel::validators::ValidatorIndex) -> bool {
+        self.committee
+            .get(index)
+            .is_some_and(|validator| self.members.contains(&validator.id))
+    }
+
+    /// The two halves of the honest validators (by id order: alternate
+    /// members), the lower block's half first. Every member computes the
+    /// same halves.
+    fn halves(&self) -> [Vec<Hash>; 2] {
+        let mut halves = [Vec::new(), Vec::new()];
+        let honest = self
+            .committee
+            .iter()
+            .map(|(_, validator)| validator.id)
+            .filter(|id| !self.members.contains(id));
+        for (position, id) in honest.enumerate() {
+            halves[position % 2].push(id);
+        }
+        halves
+    }
+
+    fn attack(&mut self, height: Height, round: Round) -> &mut Attack {
+        if !self.attacks.contains_key(&(height, round))
+            && self.attacks.len() >= COALITION_ATTACKS_KEPT_MAX
+        {
+            self.attacks.pop_first();
+        }
+        self.attacks.entry((height, round)).or_default()
+    }
+}
+
 impl<E: Entropy> ByzantineValidator<E> {
     pub fn new(
         fault: ChainFault,
@@ -178,6 +276,7 @@ impl<E: Entropy> ByzantineValidator<E> {
             entropy,
             history: VecDeque::new(),
             split: None,
+            coalition: None,
             rewrites: 0,
             own_index,
         }
@@ -207,6 +306,95 @@ impl<E: Entropy> ByzantineValidator<E> {
 
     pub fn fault(&self) -> ChainFault {
         self.fault
+    }
+
+    /// A `DoubleSign` coalition member: it needs the committee and the
+    /// other members to split the honest validators as they do.
+    pub fn double_signing(
+        key: SigningKey,
+        chain_id: Hash,
+        committee: ValidatorSet,
+        members: BTreeSet<Hash>,
+        entropy: E,
+    ) -> Self {
+        let validators = committee.iter().map(|(_, v)| v.id).collect();
+        let mut members = members;
+        members.insert(key.verifying_key().fingerprint());
+        let mut byzantine = Self::new(ChainFault::DoubleSign, key, chain_id, validators, entropy);
+        byzantine.coalition = Some(CoalitionPlan {
+            chain_id,
+            committee,
+            members,
+            attacks: BTreeMap::new(),
+        });
+        byzantine
+    }
+
+    /// Whether `message`, on its way out, is a proposal of ours that the
+    /// fault doubles: the shell then builds a twin block (the replica can
+    /// prove one, the rewriter cannot) and passes it to
+    /// [`ByzantineValidator::rewrite_with_twin`].
+    pub fn wants_twin<'m>(&self, message: &'m ChainMessage) -> Option<&'m ProposedBlock> {
+        match message {
+            ChainMessage::Proposal { signed, block }
+                if self.fault == ChainFault::DoubleSign
+                    && Some(signed.proposal.proposer) == self.own_index
+                    && signed.proposal.pol_round.is_none() =>
+            {
+                Some(block)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`ByzantineValidator::rewrite`] for an own fresh proposal with its
+    /// twin block (`None` when the shell could not build one: the proposal
+    /// goes out as it is).
+    pub fn rewrite_with_twin(
+        &mut self,
+        to: Destination,
+        message: ChainMessage,
+        twin: Option<ProposedBlock>,
+    ) -> Vec<(Destination, ChainMessage)> {
+        let (Some(twin), ChainMessage::Proposal { signed, .. }) = (twin, &message) else {
+            return self.rewrite(to, message);
+        };
+        let proposal = Proposal {
+            block_hash: twin.hash(),
+            ..signed.proposal.clone()
+        };
+        let (height, round) = (proposal.height, proposal.round);
+        let twin_message = ChainMessage::Proposal {
+            signed: SignedProposal::sign(&self.chain_id, proposal, &self.key, &self.entropy),
+            block: Box::new(twin),
+        };
+        let Some(plan) = self.coalition.as_mut() else {
+            return vec![(to, message)];
+        };
+        let attack = plan.attack(height, round);
+        attack.add(message);
+        attack.add(twin_message);
+        self.rewrites += 1;
+        self.double_propose(height, round)
+    }
+
+    /// What a coalition member does with a message it received (before its
+    /// core sees it): a fresh proposal from a member is half of an attack;
+    /// once both blocks are known, the double votes go out.
+    pub fn observe(&mut self, message: &ChainMessage) -> Vec<(Destination, ChainMessage)> {
+        let Some(plan) = self.coalition.as_mut() else {
+            return Vec::new();
+        };
+        let ChainMessage::Proposal { signed, .. } = message else {
+            return Vec::new();
+        };
+        let proposal = &signed.proposal;
+        if proposal.pol_round.is_some() || !plan.is_member(proposal.proposer) {
+            return Vec::new();
+        }
+        plan.attack(proposal.height, proposal.round)
+            .add(message.clone());
+        self.double_vote(proposal.height, proposal.round)
     }
 
     /// What to send instead of `message` to `to`.
@@ -244,6 +432,7 @@ impl<E: Entropy> ByzantineValidator<E> {
                 vec![(to, ChainMessage::Proposal { signed, block })]
             }
             (ChainFault::Split, message) => self.split(to, message),
+            (ChainFault::DoubleSign, message) => self.double_sign(to, message),
             (ChainFault::Replay, message) => {
                 let mut out = Vec::with_capacity(2);
                 if matches!(
@@ -355,6 +544,112 @@ impl<E: Entropy> ByzantineValidator<E> {
                         .into_iter()
                         .chain(colluders)
                         .map(|peer| (Destination::Peer(peer), message.clone())),
+                );
+            }
+        }
+        out
+    }
+
+    /// `DoubleSign` on the way out: our own votes in an attacked round are
+    /// replaced by the double votes (held until both blocks are known);
+    /// everything else goes out as it is.
+    fn double_sign(
+        &mut self,
+        to: Destination,
+        message: ChainMessage,
+    ) -> Vec<(Destination, ChainMessage)> {
+        let (height, round) = match &message {
+            ChainMessage::Vote(signed) if Some(signed.vote.validator) == self.own_index => {
+                (signed.vote.height, signed.vote.round)
+            }
+            ChainMessage::Proposal { signed, .. }
+                if Some(signed.proposal.proposer) == self.own_index =>
+            {
+                // A rebroadcast of our attacked proposal: both, again.
+                let (height, round) = (signed.proposal.height, signed.proposal.round);
+                let attacked = self
+                    .coalition
+                    .as_ref()
+                    .and_then(|plan| plan.attacks.get(&(height, round)))
+                    .is_some_and(|attack| attack.proposals.len() == 2);
+                if attacked {
+                    return self.double_propose(height, round);
+                }
+                return vec![(to, message)];
+            }
+            _ => return vec![(to, message)],
+        };
+        let attacked = self
+            .coalition
+            .as_ref()
+            .is_some_and(|plan| plan.attacks.contains_key(&(height, round)));
+        if !attacked {
+            return vec![(to, message)];
+        }
+        // Our core's own vote never leaves in an attacked round.
+        self.rewrites += 1;
+        self.double_vote(height, round)
+    }
+
+    /// Both proposals of an attack, each to its half and both to the other
+    /// members; then our double votes.
+    fn double_propose(&mut self, height: Height, round: Round) -> Vec<(Destination, ChainMessage)> {
+        let me = self.key.verifying_key().fingerprint();
+        let Some(plan) = self.coalition.as_ref() else {
+            return Vec::new();
+        };
+        let Some(attack) = plan.attacks.get(&(height, round)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let halves = plan.halves();
+        for (half, proposal) in halves.iter().zip(&attack.proposals) {
+            out.extend(
+                half.iter()
+                    .chain(plan.members.iter().filter(|id| **id != me))
+                    .map(|peer| (Destination::Peer(*peer), proposal.clone())),
+            );
+        }
+        out.extend(self.double_vote(height, round));
+        out
+    }
+
+    /// Once both blocks of the attack on (height, round) are known and we
+    /// have not voted yet: a prevote and a precommit for each block, to its
+    /// half of the honest validators.
+    fn double_vote(&mut self, height: Height, round: Round) -> Vec<(Destination, ChainMessage)> {
+        let Some(plan) = self.coalition.as_mut() else {
+            return Vec::new();
+        };
+        let (Some(validator), Some(attack)) =
+            (self.own_index, plan.attacks.get_mut(&(height, round)))
+        else {
+            return Vec::new();
+        };
+        let values = attack.values();
+        if values.len() < 2 || attack.voted {
+            return Vec::new();
+        }
+        attack.voted = true;
+        let halves = plan.halves();
+        let mut out = Vec::new();
+        for (half, value) in halves.iter().zip(values) {
+            for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+                let vote = SignedVote::sign(
+                    &plan.chain_id,
+                    Vote {
+                        kind,
+                        height,
+                        round,
+                        block_hash: Some(value),
+                        validator,
+                    },
+                    &self.key,
+                    &self.entropy,
+                );
+                out.extend(
+                    half.iter()
+                        .map(|peer| (Destination::Peer(*peer), ChainMessage::Vote(vote.clone()))),
                 );
             }
         }

@@ -191,8 +191,12 @@ impl ChainSetup {
             config.workload_interval_ms = chain.workload_interval_ms;
         }
         config.byzantine = Self::fault_of(chain, index);
+        // Colluders: the validators with the same coordinated behaviour.
+        let coordinated = config
+            .byzantine
+            .filter(|fault| matches!(fault, ChainFault::Split | ChainFault::DoubleSign));
         config.byzantine_colluders = (0..chain.validators)
-            .filter(|other| Self::fault_of(chain, *other) == Some(ChainFault::Split))
+            .filter(|other| coordinated.is_some() && Self::fault_of(chain, *other) == coordinated)
             .map(|other| self.keys[other as usize].verifying_key().fingerprint())
             .collect();
         config

@@ -5,6 +5,8 @@ pub mod chain;
 #[cfg(madsim)]
 pub mod env;
 #[cfg(madsim)]
+pub mod fork;
+#[cfg(madsim)]
 pub mod html;
 #[cfg(madsim)]
 pub mod net;

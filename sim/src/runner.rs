@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainChecker, ChainSetup, ChainView, audit_chain};
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
+use crate::fork::{NodeDisk, accountable_property, find_fork};
 use crate::html::Timeline;
 use crate::net::{LinkModel, Partition, SimNetwork, node_ip};
 use crate::scenario::Scenario;
@@ -53,6 +54,41 @@ pub fn accept_expected_not_exercised(properties: &mut [PropertyResult], expected
         {
             property.passed = true;
             property.detail.push_str(" (as the scenario expects)");
+        }
+    }
+}
+
+/// A scenario that declares a fork its expected outcome (Byzantine stake
+/// beyond the fault bound): chain-agreement must fail — the fork found —
+/// and passes as expected; if it held, the run fails, since the attack the
+/// scenario is about did not happen. Whether the fork is accountable is
+/// `fork-accountable`'s verdict.
+///
+/// Liveness is not required after the fork: the side that lost it holds no
+/// quorum without the coalition, which may leave it for good. Its verdict
+/// stays in the detail.
+pub fn expect_fork(properties: &mut [PropertyResult]) {
+    for property in properties {
+        if property.name == "chain-liveness" && !property.passed {
+            property.passed = true;
+            property.detail = format!(
+                "not required after the expected fork (the losing side holds no quorum without the coalition): {}",
+                property.detail
+            );
+            continue;
+        }
+        if property.name != "chain-agreement" {
+            continue;
+        }
+        if property.passed {
+            property.passed = false;
+            property.detail = format!(
+                "the scenario expects a fork, and none happened: {}",
+                property.detail
+            );
+        } else {
+            property.passed = true;
+            property.detail = format!("forked, as the scenario expects: {}", property.detail);
         }
     }
 }
@@ -1106,6 +1142,42 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             &validity,
             &equivocators,
         ));
+        let agreement_failed = properties
+            .iter()
+            .any(|property| property.name == "chain-agreement" && !property.passed);
+        if scenario.properties.expect_fork || agreement_failed {
+            // Who forked it: from two conflicting certificates on honest
+            // disks (the disks' injected errors were cleared above).
+            let disks: Vec<NodeDisk<'_>> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| !node.byzantine)
+                .map(|(index, node)| NodeDisk {
+                    index,
+                    disk: &node.hardware.disk,
+                })
+                .collect();
+            let fork = find_fork(&setup.genesis, &disks);
+            let validator_nodes: Vec<Option<usize>> = validator_set
+                .as_ref()
+                .map(|set| {
+                    set.iter()
+                        .map(|(_, validator)| {
+                            validator_ids.iter().position(|id| *id == validator.id)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            properties.push(accountable_property(
+                &fork,
+                &setup.genesis,
+                &|index| validator_nodes.get(usize::from(index)).copied().flatten(),
+                &|node| nodes.get(node).is_some_and(|node| node.byzantine),
+            ));
+        }
+        if scenario.properties.expect_fork {
+            expect_fork(&mut properties);
+        }
         if scenario.properties.minority_commits_nothing {
             properties.push(trust_checker.minority_property());
         }

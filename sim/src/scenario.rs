@@ -276,6 +276,11 @@ pub struct Properties {
     /// certificate is ever accepted); any other property that judged
     /// nothing fails, so a checker cannot pass vacuously.
     pub not_exercised_ok: Vec<String>,
+    /// With Byzantine stake at or beyond a third: the scenario is about a
+    /// fork. Chain-agreement must fail (and then passes as expected), and
+    /// `fork-accountable` must convict only Byzantine validators holding
+    /// more than a third of the stake.
+    pub expect_fork: bool,
 }
 
 impl Default for Properties {
@@ -288,6 +293,7 @@ impl Default for Properties {
             phase3_within_s: 600.0,
             minority_commits_nothing: false,
             not_exercised_ok: Vec::new(),
+            expect_fork: false,
         }
     }
 }
@@ -304,6 +310,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "chain-validity",
     "chain-liveness",
     "chain-evidence",
+    "fork-accountable",
     "minority-commits-nothing",
     "phase-3",
     "byzantine-authorities-revoked",
@@ -548,6 +555,11 @@ impl Scenario {
                     PROPERTY_NAMES.join(", ")
                 ));
             }
+        }
+        if self.properties.expect_fork && self.fault_bound_warning().is_none() {
+            return Err(
+                "`properties.expect_fork` needs Byzantine validators holding a third of the stake or more (`chain.byzantine_validators`, `chain.stakes`): within BFT's fault bound a fork is a bug, never an expectation".into(),
+            );
         }
         hm_faults::validate_schedule(&self.faults).map_err(|error| error.to_string())?;
         let needed = self.faults_end_s() + self.properties.membership_converges_within_s;

@@ -1004,10 +1004,9 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         if height != self.height() + 1 {
             return;
         }
-        let (Some(key), Some(plot)) = (self.block_key.as_ref(), self.plot.as_ref()) else {
+        if self.block_key.is_none() || self.plot.is_none() {
             return;
-        };
-        let params = &self.genesis.proof;
+        }
         let parent = self.parent_info();
         let transactions = self.mempool.reap(
             self.config
@@ -1026,6 +1025,48 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             transactions,
             evidence,
         };
+        let (block, validated) = match self.build_block(height, round, body, timestamp_ms) {
+            Ok(built) => built,
+            Err(error) => {
+                self.report(None, format!("cannot prove our own block: {error}"));
+                return;
+            }
+        };
+        let block_hash = block.hash();
+        self.own_proposal = Some((height, block_hash, self.now.mono_ms));
+        self.insert_pending(
+            block_hash,
+            PendingBlock {
+                block,
+                verdict: Some(Ok(validated)),
+            },
+        );
+        if !self.persist_pending(&block_hash) {
+            // Not proposing a block we could lose; the propose timeout
+            // moves the round on.
+            return;
+        }
+        self.feed_core(Input::ProposalBuilt {
+            height,
+            round,
+            block_hash,
+        });
+    }
+
+    /// Executes `body` on our head and proves the block (height, round,
+    /// timestamp) with our plot and key.
+    fn build_block(
+        &mut self,
+        height: Height,
+        round: Round,
+        body: BlockBody,
+        timestamp_ms: u64,
+    ) -> Result<(ProposedBlock, Validated), String> {
+        let (Some(key), Some(plot)) = (self.block_key.as_ref(), self.plot.as_ref()) else {
+            return Err("this replica holds no block key or plot".into());
+        };
+        let params = &self.genesis.proof;
+        let parent = self.parent_info();
         let transaction_ids = body.transaction_ids();
         let transactions_root = hm_wire::merkle::root_from_leaf_hashes(&transaction_ids);
         let execution = self.app.execute_block(
@@ -1050,43 +1091,43 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             time_ticks: time.time_ticks,
             proposer: key.verifying_key().fingerprint(),
         };
-        let proved = BlockProver::new(plot, key).and_then(|prover| {
-            prover.prove(&header, time.proof, &self.validators, params, &self.entropy)
-        });
-        let proof = match proved {
-            Ok(proof) => proof,
-            Err(error) => {
-                self.report(None, format!("cannot prove our own block: {error}"));
-                return;
-            }
-        };
-        let block = ProposedBlock {
-            header,
-            body,
-            proof,
-        };
-        let block_hash = block.hash();
-        self.own_proposal = Some((height, block_hash, self.now.mono_ms));
-        self.insert_pending(
-            block_hash,
-            PendingBlock {
-                block,
-                verdict: Some(Ok(Validated {
-                    execution,
-                    transaction_ids,
-                })),
+        let proof = BlockProver::new(plot, key)
+            .and_then(|prover| {
+                prover.prove(&header, time.proof, &self.validators, params, &self.entropy)
+            })
+            .map_err(|error| error.to_string())?;
+        Ok((
+            ProposedBlock {
+                header,
+                body,
+                proof,
             },
-        );
-        if !self.persist_pending(&block_hash) {
-            // Not proposing a block we could lose; the propose timeout
-            // moves the round on.
-            return;
+            Validated {
+                execution,
+                transaction_ids,
+            },
+        ))
+    }
+
+    /// Another valid block for `block`'s height and round: the same body,
+    /// one millisecond later, proved afresh. An honest replica never
+    /// proposes two blocks for one round; this is for tests and for the
+    /// fault injectors that model a proposer who does (`hm-faults`), so
+    /// that they need not rebuild the proofs themselves. `None` when
+    /// `block` is not for the height we would build, or proving fails.
+    pub fn build_twin(&mut self, block: &ProposedBlock) -> Option<ProposedBlock> {
+        let header = &block.header;
+        if header.height != self.height() + 1 {
+            return None;
         }
-        self.feed_core(Input::ProposalBuilt {
-            height,
-            round,
-            block_hash,
-        });
+        self.build_block(
+            header.height,
+            header.round,
+            block.body.clone(),
+            header.timestamp_ms.saturating_add(1),
+        )
+        .ok()
+        .map(|(twin, _)| twin)
     }
 
     /// Writes the pending block `hash` under [`PENDING_BLOCK_PREFIX`]

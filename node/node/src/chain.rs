@@ -285,7 +285,12 @@ impl<E: Env> ChainShell<E> {
     fn send(&mut self, to: Destination, message: &ChainMessage) {
         #[cfg(feature = "byzantine")]
         if let Some(byzantine) = self.byzantine.as_mut() {
-            for (to, message) in byzantine.rewrite(to, message.clone()) {
+            // A double-signing proposer needs a second valid block: only
+            // the replica can prove one.
+            let twin = byzantine
+                .wants_twin(message)
+                .and_then(|block| self.replica.build_twin(block));
+            for (to, message) in byzantine.rewrite_with_twin(to, message.clone(), twin) {
                 self.send_raw(to, &message);
             }
             return;
@@ -528,6 +533,12 @@ impl<E: Env> ChainShell<E> {
                 self.counters.messages_received += 1;
                 match ChainMessage::decode(&bytes) {
                     Ok(message) => {
+                        #[cfg(feature = "byzantine")]
+                        if let Some(byzantine) = self.byzantine.as_mut() {
+                            for (to, out) in byzantine.observe(&message) {
+                                self.send_raw(to, &out);
+                            }
+                        }
                         let now = self.now();
                         self.replica.handle_message(now, peer, message);
                     }
@@ -1304,12 +1315,21 @@ pub(crate) async fn run_chain<E: Env>(
         let key = SigningKey::from_bytes(&signing_key.to_bytes())
             .map_err(|error| NodeError::Identity(error.to_string()))?;
         tracing::warn!(?fault, "byzantine: this validator misbehaves");
+        let colluders = shell.config.byzantine_colluders.iter().copied().collect();
         shell.byzantine = Some(if fault == hm_faults::chain::ChainFault::Split {
             hm_faults::chain::ByzantineValidator::splitting(
                 key,
                 chain_id,
                 validator_set.clone(),
-                shell.config.byzantine_colluders.iter().copied().collect(),
+                colluders,
+                EnvEntropy(env.clone()),
+            )
+        } else if fault == hm_faults::chain::ChainFault::DoubleSign {
+            hm_faults::chain::ByzantineValidator::double_signing(
+                key,
+                chain_id,
+                validator_set.clone(),
+                colluders,
                 EnvEntropy(env.clone()),
             )
         } else {

@@ -3,6 +3,8 @@
 #[cfg(madsim)]
 pub mod chain;
 #[cfg(madsim)]
+pub mod client;
+#[cfg(madsim)]
 pub mod env;
 #[cfg(madsim)]
 pub mod fork;

@@ -16,6 +16,7 @@ use madsim::rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainChecker, ChainSetup, ChainView, audit_chain};
+use crate::client::{ClientLog, ClientPlan, acked_property, committed_transactions};
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
 use crate::fork::{NodeDisk, accountable_property, find_fork};
 use crate::html::Timeline;
@@ -865,6 +866,48 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
 
     let actions = timeline(&scenario);
     let faults_end_ms = seconds_to_ms(scenario.faults_end_s());
+    let client_log = Arc::new(Mutex::new(ClientLog::default()));
+    let client = scenario
+        .chain
+        .as_ref()
+        .filter(|chain| chain.client_interval_ms > 0);
+    if let Some(chain) = client {
+        let targets: Vec<(u32, SocketAddrV6)> = (0..n)
+            .filter(|index| !nodes[*index as usize].byzantine)
+            .map(|index| (index, SocketAddrV6::new(node_ip(index), NODE_PORT, 0, 0)))
+            .collect();
+        // The client is host `n`: outside the node numbering, so no fault
+        // picks it.
+        let state = NodeHardwareState {
+            disk: MemDisk::new(hm_node::COLUMN_FAMILIES),
+            clock_offset: Arc::new(Mutex::new(ClockOffset::default())),
+            hardware: hardware.clone(),
+        };
+        let interval_ms = chain.client_interval_ms;
+        let (network, auditor, log) = (network.clone(), auditor.clone(), client_log.clone());
+        handle
+            .create_node()
+            .name("client")
+            .ip(IpAddr::V6(node_ip(n)))
+            .init(move || {
+                let env = SimEnv::new(seed, n, 0, &state, network.clone(), auditor.clone(), start);
+                let plan = ClientPlan {
+                    targets: targets.clone(),
+                    interval_ms,
+                    stop_at_ms: faults_end_ms,
+                    start,
+                };
+                crate::client::run(
+                    env,
+                    SocketAddrV6::new(node_ip(n), NODE_PORT, 0, 0),
+                    plan,
+                    log.clone(),
+                )
+            })
+            .build();
+    }
+    let client_settle_ms =
+        client.map(|_| faults_end_ms + seconds_to_ms(scenario.properties.acked_commit_within_s));
     let mut bound_s = scenario.properties.membership_converges_within_s;
     if scenario.chain.is_some() {
         bound_s = bound_s.max(scenario.properties.chain_resumes_within_s);
@@ -894,6 +937,9 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         .as_ref()
         .and_then(|setup| setup.genesis.validator_set().ok());
     let mut settle_ms = faults_end_ms + bound_ms;
+    if let Some(client_settle_ms) = client_settle_ms {
+        settle_ms = settle_ms.max(client_settle_ms);
+    }
     if scenario.trust.is_some() {
         settle_ms = settle_ms.max(seconds_to_ms(scenario.properties.phase3_within_s));
     }
@@ -1068,7 +1114,11 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             false,
         );
         if now_ms >= deadline_ms
-            || (quiet && converged_at_ms.is_some() && chain_settled && trust_settled)
+            || (quiet
+                && converged_at_ms.is_some()
+                && chain_settled
+                && trust_settled
+                && client_settle_ms.is_none_or(|at| now_ms >= at))
         {
             break;
         }
@@ -1177,6 +1227,17 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
         }
         if scenario.properties.expect_fork {
             expect_fork(&mut properties);
+        }
+        if client.is_some() {
+            let committed = match auditee {
+                Some(node) => committed_transactions(&setup.genesis, &node.hardware.disk),
+                None => Err("no honest node to audit".into()),
+            };
+            properties.push(acked_property(
+                &crate::world::lock(&client_log),
+                &committed,
+                scenario.properties.acked_commit_within_s,
+            ));
         }
         if scenario.properties.minority_commits_nothing {
             properties.push(trust_checker.minority_property());

@@ -188,6 +188,11 @@ pub struct ChainScenario {
     /// behaviours of `byzantine_faults` in turn.
     pub byzantine_validators: u32,
     pub byzantine_faults: Vec<hm_faults::chain::ChainFault>,
+    /// A client outside the mesh submits one transaction every this many
+    /// ms through the honest nodes' APIs in turn, until the faults stop
+    /// (0: no client); `acked-transactions-commit` then checks that every
+    /// acknowledged one committed.
+    pub client_interval_ms: u64,
 }
 
 impl Default for ChainScenario {
@@ -204,6 +209,7 @@ impl Default for ChainScenario {
             block_interval_ms: 500,
             byzantine_validators: 0,
             byzantine_faults: hm_faults::chain::ChainFault::ALL.to_vec(),
+            client_interval_ms: 0,
         }
     }
 }
@@ -281,6 +287,10 @@ pub struct Properties {
     /// `fork-accountable` must convict only Byzantine validators holding
     /// more than a third of the stake.
     pub expect_fork: bool,
+    /// With a client (`chain.client_interval_ms`): every transaction a node
+    /// acknowledged is committed within this many seconds of the last
+    /// fault.
+    pub acked_commit_within_s: f64,
 }
 
 impl Default for Properties {
@@ -294,6 +304,7 @@ impl Default for Properties {
             minority_commits_nothing: false,
             not_exercised_ok: Vec::new(),
             expect_fork: false,
+            acked_commit_within_s: 60.0,
         }
     }
 }
@@ -311,6 +322,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "chain-liveness",
     "chain-evidence",
     "fork-accountable",
+    "acked-transactions-commit",
     "minority-commits-nothing",
     "phase-3",
     "byzantine-authorities-revoked",
@@ -457,6 +469,17 @@ impl Scenario {
             }
             if chain.byzantine_validators > 0 && chain.byzantine_faults.is_empty() {
                 return Err("`chain.byzantine_faults` must name at least one behaviour".into());
+            }
+            if chain.client_interval_ms > 0 && chain.client_interval_ms < 10 {
+                return Err(format!(
+                    "`chain.client_interval_ms` = {} is below 10 ms; give 0 for no client, or 10 or more",
+                    chain.client_interval_ms
+                ));
+            }
+            if !(0.0..=86_400.0).contains(&self.properties.acked_commit_within_s) {
+                return Err(
+                    "`properties.acked_commit_within_s` must be between 0 and 86400".into(),
+                );
             }
             if chain.workload_nodes > self.nodes.count {
                 return Err("`chain.workload_nodes` exceeds `nodes.count`".into());

@@ -71,6 +71,10 @@ impl Mempool {
         self.transactions.contains_key(id)
     }
 
+    pub fn get(&self, id: &Hash) -> Option<&Transaction> {
+        self.transactions.get(id)
+    }
+
     /// Admits `tx` after the application's check. Returns its id.
     pub fn insert<A: Application + ?Sized>(
         &mut self,

@@ -373,6 +373,9 @@ pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
     committed_order: VecDeque<(Height, Vec<Hash>)>,
     /// Ids of client transactions kept under [`CLIENT_TX_PREFIX`].
     client_txs: BTreeSet<Hash>,
+    /// Where the next re-send of client transactions starts (they are
+    /// re-sent in turns of [`TRANSACTIONS_PER_MESSAGE_MAX`]).
+    client_resend_after: Option<Hash>,
 }
 
 impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E> {
@@ -496,6 +499,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             committed_index: BTreeMap::new(),
             committed_order: VecDeque::new(),
             client_txs: BTreeSet::new(),
+            client_resend_after: None,
         };
         replica.resume_client_transactions(client_txs, committed_client_txs)?;
         for (height, ids) in replayed_ids {
@@ -712,6 +716,55 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         Ok(())
     }
 
+    /// Sends the next turn of acknowledged, not yet committed client
+    /// transactions to the validators again. Sent once, such a transaction
+    /// is lost whenever that message is: no link to a validator yet, or
+    /// validators that admitted it crashed (a relayed transaction lives
+    /// only in their memory). Only this node holds it durably, so only
+    /// this node can make sure it commits. Duplicates cost the receivers
+    /// a mempool lookup.
+    fn resend_client_transactions(&mut self) {
+        if self.client_txs.is_empty() {
+            return;
+        }
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = self.client_resend_after.map_or(Unbounded, Excluded);
+        let mut turn: Vec<Hash> = self
+            .client_txs
+            .range((start, Unbounded))
+            .take(TRANSACTIONS_PER_MESSAGE_MAX)
+            .copied()
+            .collect();
+        if turn.len() < TRANSACTIONS_PER_MESSAGE_MAX {
+            // Wrap around to the start.
+            let more = TRANSACTIONS_PER_MESSAGE_MAX - turn.len();
+            turn.extend(
+                self.client_txs
+                    .iter()
+                    .take(more)
+                    .filter(|id| !turn.contains(id))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        self.client_resend_after = turn.last().copied();
+        let disk = self.store.disk();
+        let transactions: Vec<Transaction> = turn
+            .iter()
+            .filter_map(|id| match self.mempool.get(id) {
+                Some(tx) => Some(tx.clone()),
+                // Not pooled (the pool was full at restart): from disk.
+                None => disk
+                    .get(crate::consensus::SIGNER_COLUMN_FAMILY, &client_tx_key(id))
+                    .ok()
+                    .flatten()
+                    .map(Transaction)
+                    .filter(|tx| tx.id() == *id),
+            })
+            .collect();
+        self.send_transactions(Destination::Validators, &transactions);
+    }
+
     /// [`Replica::submit_transactions`] for one transaction.
     pub fn submit_transaction(&mut self, now: Now, tx: Transaction) -> Result<Hash, MempoolError> {
         self.now = now;
@@ -820,6 +873,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 to: Destination::PeersBehind { height },
                 message: ChainMessage::Status { height },
             });
+            self.resend_client_transactions();
             // Evidence is gossiped once when learned, and later offences of
             // the same validator are not gossiped at all: re-send what is
             // still pooled, in case that one message was dropped.

@@ -599,6 +599,42 @@ fn a_client_transaction_survives_a_crash_of_the_node_that_acknowledged_it() {
     net.assert_agreement();
 }
 
+/// The acknowledging node keeps sending until the transaction commits:
+/// its first relay reached validators that all crashed before proposing it
+/// (a relayed transaction lives only in their memory), and nothing else
+/// held it but the follower's disk.
+#[test]
+fn an_acknowledged_transaction_whose_relay_was_lost_is_sent_again_until_it_commits() {
+    let mut net = Net::new(4, 1, 12);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 2));
+    let follower = 4;
+    let tx = KvWorkload::new(8, 16, 0).next_tx(&SeededEntropy::new(8, b"client"));
+    let id = tx.id();
+    let now = net.now();
+    let replica = net.members[follower].replica.as_mut().expect("running");
+    assert_eq!(replica.submit_transactions(now, vec![tx]), vec![Ok(id)]);
+    net.drain(follower);
+    // The relay is lost on the way (the validators crash, or the links
+    // were down): the follower itself stays up.
+    let follower_id = net.members[follower].id;
+    let dropped = net.queue.len();
+    net.queue.retain(|(from, _, _)| *from != follower_id);
+    assert!(
+        net.queue.len() < dropped,
+        "the follower relayed the transaction"
+    );
+    let committed = |net: &Net| {
+        net.members[follower].replica.as_ref().is_some_and(|r| {
+            matches!(
+                r.transaction_status(&id),
+                TransactionStatus::Committed { .. }
+            )
+        })
+    };
+    net.run_until(committed);
+    net.assert_agreement();
+}
+
 #[test]
 fn every_validator_crashing_mid_height_resumes_and_commits() {
     // Power loss of the whole committee at arbitrary moments within a

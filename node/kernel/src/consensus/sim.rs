@@ -6,7 +6,8 @@
 //! * `Silent` — never sends anything (crashed or withholding);
 //! * `Equivocator` — runs an honest core, but every statement it broadcasts
 //!   is doubled: a conflicting, validly signed twin goes to a random part of
-//!   the committee, and one random witness gets both;
+//!   the committee, and one honest witness still at that height (or the
+//!   next) gets both at once;
 //! * `InvalidProposer` — honest, except the blocks it builds are invalid;
 //! * `Fuzzer` — sends arbitrary well-formed messages (any kind, height,
 //!   round, block, proof-of-lock round; signed by itself, mis-signed, or
@@ -721,7 +722,7 @@ impl Sim {
     }
 
     /// Sends `message` to a random part of the committee and a validly
-    /// signed conflicting twin to the rest; one random witness gets both.
+    /// signed conflicting twin to the rest; one honest witness gets both.
     fn equivocate(&mut self, node: usize, message: ConsensusMessage) {
         let twin = match &message {
             ConsensusMessage::Vote(signed) => {
@@ -764,25 +765,51 @@ impl Sim {
             }
         };
         let validator = ValidatorIndex::try_from(node).expect("small set");
-        self.report.equivocated.insert(validator);
+        let height = match &message {
+            ConsensusMessage::Vote(signed) => signed.vote.height,
+            ConsensusMessage::Proposal(signed) => signed.proposal.height,
+        };
         let others: Vec<usize> = (0..self.nodes.len()).filter(|&to| to != node).collect();
-        let witness = others[self.rng.below(others.len() as u64) as usize];
-        if std::env::var_os("SIM_TRACE").is_some() {
-            println!(
-                "{} ms: {node} equivocates {:?} / {:?}, witness {witness} at h{:?}",
-                self.now_ms,
-                describe(&message),
-                describe(&twin),
-                self.nodes[witness]
+        // The witness stands for the gossip that, in a real network, brings
+        // both statements to an honest validator promptly (this committee
+        // does not relay others' votes): an honest validator still at that
+        // height or the next (a core judges the votes of its previous
+        // height too), which gets both at once. An equivocation no honest
+        // validator can judge any more (all of them two heights on) is
+        // sent but not counted: no core keeps votes that old. Before, any
+        // validator could witness after any delay, and two equivocators
+        // witnessing each other went unreported (seed 2598769939853498692,
+        // stakes [4, 5, 2, 1]).
+        let judges: Vec<usize> = self
+            .report
+            .honest
+            .iter()
+            .copied()
+            .filter(|honest| {
+                self.nodes[*honest]
                     .core
                     .as_ref()
-                    .map(|c| (c.height(), c.round()))
-            );
+                    .is_some_and(|core| core.height() == height || core.height() == height + 1)
+            })
+            .collect();
+        let witness =
+            (!judges.is_empty()).then(|| judges[self.rng.below(judges.len() as u64) as usize]);
+        if witness.is_some() {
+            self.report.equivocated.insert(validator);
         }
         for to in others {
-            if to == witness {
-                self.send(to, Wire::Message(message.clone()));
-                self.send(to, Wire::Message(twin.clone()));
+            if Some(to) == witness {
+                let incarnation = self.nodes[to].incarnation;
+                for wire in [message.clone(), twin.clone()] {
+                    self.push(
+                        1,
+                        Event::Deliver {
+                            to,
+                            wire: Wire::Message(wire),
+                            incarnation,
+                        },
+                    );
+                }
             } else if self.rng.chance(500) {
                 self.send(to, Wire::Message(message.clone()));
             } else {

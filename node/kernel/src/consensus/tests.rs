@@ -843,6 +843,25 @@ proptest! {
     }
 }
 
+/// Two equivocators whose only witness was each other, three times in a
+/// row: found by `equivocators_cannot_split_the_committee_and_are_reported`
+/// (the witness now stands for an honest validator's gossip).
+#[test]
+fn equivocators_are_reported_when_they_could_witness_each_other() {
+    let stakes = [4, 5, 2, 1];
+    let mut scenario = Scenario::new(2_598_769_939_853_498_692, &stakes);
+    scenario.faulty = faulty_minority(&stakes, Behaviour::Equivocator, 2);
+    assert_eq!(scenario.faulty.len(), 2, "two equivocators");
+    scenario.delay_ms_max = 250;
+    scenario.slow_per_mille = 150;
+    scenario.slow_delay_ms_max = 2_000;
+    scenario.gst_ms = 3_000;
+    scenario.time_ms_max = 40_000;
+    let report = sim::run(&scenario);
+    assert_eq!(report.equivocated.len(), 2);
+    assert!(report.check_all().is_ok(), "{:?}", report.check_all());
+}
+
 /// Beyond the fault bound safety is not guaranteed, but it is
 /// accountable: a coalition of two double-signers of four (half the stake)
 /// splits the two honest validators onto different blocks; from the two

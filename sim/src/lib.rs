@@ -19,6 +19,7 @@ pub mod report;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 #[cfg(madsim)]
 pub mod trust;
 #[cfg(madsim)]

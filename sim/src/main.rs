@@ -15,6 +15,9 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(madsim)]
+mod cli_shrink;
+
+#[cfg(madsim)]
 mod cli {
     use std::path::PathBuf;
     use std::process::{Command, ExitCode, Stdio};
@@ -89,6 +92,10 @@ mod cli {
             #[arg(long)]
             json: Option<PathBuf>,
         },
+        /// Search for a smaller scenario that still fails the same property
+        /// (fewer and shorter faults, fewer Byzantine actors, nodes and
+        /// validators, a shorter duration) and write it as a TOML file.
+        Shrink(crate::cli_shrink::Args),
     }
 
     fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -125,7 +132,7 @@ mod cli {
     }
 
     /// Runs `hm-sim run … --json` in a child process and parses its report.
-    fn run_in_child(scenario: &std::path::Path, seed: u64) -> Command {
+    pub(crate) fn run_in_child(scenario: &std::path::Path, seed: u64) -> Command {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hm-sim"));
         let mut command = Command::new(exe);
         command
@@ -137,7 +144,7 @@ mod cli {
         command
     }
 
-    fn child_outcome(output: std::process::Output) -> Result<serde_json::Value, String> {
+    pub(crate) fn child_outcome(output: std::process::Output) -> Result<serde_json::Value, String> {
         serde_json::from_slice(&output.stdout).map_err(|error| {
             format!(
                 "child run produced no report ({error}); its stderr:\n{}",
@@ -327,6 +334,10 @@ mod cli {
                     .max(1);
                 sweep(runs, jobs, json)
             }
+            Commands::Shrink(args) => match load(&args.scenario) {
+                Ok(loaded) => crate::cli_shrink::shrink(args, loaded),
+                Err(code) => code,
+            },
         }
     }
 

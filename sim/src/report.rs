@@ -14,16 +14,37 @@ fn human_count(value: u64) -> String {
 
 /// The command that replays this exact run.
 pub fn reproduce_command(outcome: &RunOutcome) -> String {
-    // A deliberately broken build only reproduces as itself.
-    let features = if cfg!(feature = "broken-skip-lock-check") {
-        "HM_SIM_FEATURES=broken-skip-lock-check "
-    } else {
-        ""
-    };
     format!(
-        "{features}cargo sim run {} --seed {}",
-        outcome.scenario_path, outcome.seed
+        "{}cargo sim run {} --seed {}",
+        build_prefix(),
+        outcome.scenario_path,
+        outcome.seed
     )
+}
+
+/// `HM_SIM_FEATURES=… ` (with its trailing space) when this build has extra
+/// features, else nothing: a deliberately broken build only reproduces as
+/// itself. `cargo sim` passes `HM_SIM_FEATURES` on to hm-sim; a binary run
+/// directly still knows the feature it was built with.
+pub fn build_prefix() -> String {
+    let features = std::env::var("HM_SIM_FEATURES")
+        .ok()
+        .map(|features| features.trim().to_string())
+        .filter(|features| !features.is_empty());
+    match features {
+        Some(features)
+            if features
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ',')) =>
+        {
+            format!("HM_SIM_FEATURES={features} ")
+        }
+        Some(features) => format!("HM_SIM_FEATURES='{}' ", features.replace('\'', "")),
+        None if cfg!(feature = "broken-skip-lock-check") => {
+            "HM_SIM_FEATURES=broken-skip-lock-check ".into()
+        }
+        None => String::new(),
+    }
 }
 
 /// The first lines of a run's summary: the verdict, then one line per

@@ -404,7 +404,9 @@ impl Scenario {
         Ok(scenario)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks ranges and that the parts fit together (what `parse` checks
+    /// after reading); the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
         let unit = |name: &str, value: f64| {
             if value.is_finite() && (0.0..=1.0).contains(&value) {
                 Ok(())

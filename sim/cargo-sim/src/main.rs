@@ -9,6 +9,7 @@
 //! ```text
 //! cargo sim run scenarios/smoke.toml          # build (if needed) and run hm-sim
 //! cargo sim sweep scenarios/smoke.toml --seeds 1..5
+//! cargo sim shrink scenarios/consensus-churn.toml --seed 1   # a smaller failing scenario
 //! cargo sim test                              # the simulator's own tests under madsim
 //! cargo sim clippy                            # lint the madsim build
 //! cargo sim install                           # put a plain `hm-sim` binary in ~/.cargo/bin
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
     }
     let Some(first) = args.first().cloned() else {
         eprintln!(
-            "usage: cargo sim <run|sweep|test|clippy|install|path> [args…]\n       e.g. cargo sim run scenarios/smoke.toml"
+            "usage: cargo sim <run|sweep|shrink|test|clippy|install|path> [args…]\n       e.g. cargo sim run scenarios/smoke.toml"
         );
         return ExitCode::from(2);
     };

@@ -797,6 +797,14 @@ impl Sim {
         if witness.is_some() {
             self.report.equivocated.insert(validator);
         }
+        if std::env::var_os("SIM_TRACE").is_some() {
+            println!(
+                "{} ms: {node} equivocates {:?} / {:?}, witness {witness:?}",
+                self.now_ms,
+                describe(&message),
+                describe(&twin),
+            );
+        }
         for to in others {
             if Some(to) == witness {
                 let incarnation = self.nodes[to].incarnation;

@@ -8,12 +8,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use std::sync::Arc;
+
 use hm_env::Entropy;
+use hm_env::mem::SeededEntropy;
 use hm_kernel::block::{
     Height, Proposal, ProposedBlock, Round, SignedProposal, SignedVote, Vote, VoteKind,
 };
 use hm_kernel::replica::{ChainMessage, Destination};
 use hm_kernel::validators::{ValidatorIndex, ValidatorSet};
+use hm_node::conduct::{ChainConduct, ChainConductFactory, ChainContext};
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
@@ -675,6 +679,54 @@ impl<E: Entropy> ByzantineValidator<E> {
             &self.entropy,
         )
     }
+}
+
+impl<E: Entropy + Send> ChainConduct for ByzantineValidator<E> {
+    fn outgoing(
+        &mut self,
+        to: Destination,
+        message: ChainMessage,
+        twin: &mut dyn FnMut(&ProposedBlock) -> Option<ProposedBlock>,
+    ) -> Vec<(Destination, ChainMessage)> {
+        let twin = self.wants_twin(&message).and_then(twin);
+        self.rewrite_with_twin(to, message, twin)
+    }
+
+    fn incoming(&mut self, message: &ChainMessage) -> Vec<(Destination, ChainMessage)> {
+        self.observe(message)
+    }
+}
+
+/// The conduct factory of a validator with `fault`, for
+/// `hm_node::conduct::Conduct::chain`. `colluders`: the other validators
+/// with the same coordinated fault (`Split`, `DoubleSign`).
+pub fn chain_conduct(fault: ChainFault, colluders: BTreeSet<Hash>) -> ChainConductFactory {
+    Arc::new(move |context: ChainContext| {
+        tracing::warn!(?fault, "byzantine: this validator misbehaves");
+        let ChainContext {
+            key,
+            chain_id,
+            committee,
+            entropy,
+        } = context;
+        let validator: Box<ByzantineValidator<SeededEntropy>> = Box::new(match fault {
+            ChainFault::Split => {
+                ByzantineValidator::splitting(key, chain_id, committee, colluders.clone(), entropy)
+            }
+            ChainFault::DoubleSign => ByzantineValidator::double_signing(
+                key,
+                chain_id,
+                committee,
+                colluders.clone(),
+                entropy,
+            ),
+            _ => {
+                let validators = committee.iter().map(|(_, v)| v.id).collect();
+                ByzantineValidator::new(fault, key, chain_id, validators, entropy)
+            }
+        });
+        validator
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,18 @@ pub mod trust;
 
 pub use byzantine::{GarbageEnv, GarbageNet, GarbageSocket, GarbageStats};
 
+/// An impersonator's STOQ identity bindings: signed over the exporter value
+/// of the other end's role, a valid signature over a value this session
+/// never had, which every correct peer must refuse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForgedBinding;
+
+impl hm_stoq::Presenter for ForgedBinding {
+    fn signed_role(&self, own: hm_stoq::Role) -> hm_stoq::Role {
+        own.peer()
+    }
+}
+
 use serde::{Deserialize, Serialize};
 
 /// Longest fault schedule a scenario may list.

@@ -7,7 +7,15 @@
 //! authority signs with its real key: this is what the honest nodes'
 //! monitors must catch and turn into findings on chain.
 
+use std::net::SocketAddrV6;
+use std::sync::Arc;
+
 use hm_env::Entropy;
+use hm_env::mem::SeededEntropy;
+use hm_node::conduct::{
+    AuthorityConduct, AuthorityConductFactory, AuthorityContext, IssuanceDecision, IssuanceFacts,
+    PresentationConduct,
+};
 use hm_trustchain::log::LogHead;
 use hm_trustchain::log::{InclusionProof, SignedTreeHead};
 use hm_wire::{Hash, SigningKey};
@@ -38,17 +46,6 @@ impl AuthorityFault {
     ];
 }
 
-/// What the authority does with a certificate it issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Issuance {
-    /// Submit it to the log (honest: always).
-    pub log: bool,
-    /// Check that the requested names are the subject's (honest: always).
-    pub check_names: bool,
-    /// Issue even after its authority was revoked on chain (honest: never).
-    pub ignore_revocation: bool,
-}
-
 /// One Byzantine authority's rewriter.
 pub struct ByzantineAuthority<E: Entropy> {
     fault: AuthorityFault,
@@ -72,31 +69,23 @@ impl<E: Entropy> ByzantineAuthority<E> {
         self.fault
     }
 
-    /// How to issue the next certificate; `stolen` says whether the request
-    /// names a name another subject owns.
-    pub fn issuance(&mut self, stolen: bool) -> Issuance {
-        let honest = Issuance {
-            log: true,
-            check_names: true,
-            ignore_revocation: true,
-        };
-        match self.fault {
-            AuthorityFault::Unlogged => {
+    /// Its issuance policy: it issues even after its revocation on chain;
+    /// `Unlogged` never logs, `Forge` certifies stolen names unlogged (and
+    /// serves other requests honestly), `FalseHeads` issues honestly.
+    pub fn decide(&mut self, facts: &IssuanceFacts) -> IssuanceDecision {
+        match (self.fault, &facts.stolen_name) {
+            (AuthorityFault::Forge, Some(_)) => {
                 self.misdeeds += 1;
-                Issuance {
-                    log: false,
-                    ..honest
-                }
+                IssuanceDecision::Issue { log: false }
             }
-            AuthorityFault::Forge if stolen => {
+            (_, Some(name)) => IssuanceDecision::Refuse(format!("{name} belongs to another node")),
+            (AuthorityFault::Unlogged, None) => {
                 self.misdeeds += 1;
-                Issuance {
-                    log: false,
-                    check_names: false,
-                    ..honest
-                }
+                IssuanceDecision::Issue { log: false }
             }
-            AuthorityFault::Forge | AuthorityFault::FalseHeads => honest,
+            (AuthorityFault::Forge | AuthorityFault::FalseHeads, None) => {
+                IssuanceDecision::Issue { log: true }
+            }
         }
     }
 
@@ -134,6 +123,59 @@ impl<E: Entropy> ByzantineAuthority<E> {
     }
 }
 
+impl<E: Entropy + Send> AuthorityConduct for ByzantineAuthority<E> {
+    fn decide(&mut self, facts: &IssuanceFacts) -> IssuanceDecision {
+        ByzantineAuthority::decide(self, facts)
+    }
+
+    fn tree_head(&mut self, honest: SignedTreeHead) -> SignedTreeHead {
+        ByzantineAuthority::tree_head(self, honest)
+    }
+
+    fn proof(
+        &mut self,
+        honest: Result<(InclusionProof, SignedTreeHead), String>,
+    ) -> Result<(InclusionProof, SignedTreeHead), String> {
+        ByzantineAuthority::proof(self, honest)
+    }
+}
+
+/// The conduct factory of a certificate authority with `fault`, for
+/// `hm_node::conduct::Conduct::authority`.
+pub fn authority_conduct(fault: AuthorityFault) -> AuthorityConductFactory {
+    Arc::new(move |context: AuthorityContext| {
+        tracing::warn!(?fault, "byzantine: this certificate authority misbehaves");
+        Box::new(ByzantineAuthority::<SeededEntropy>::new(
+            fault,
+            context.key,
+            context.entropy,
+        ))
+    })
+}
+
+/// A node colluding with a forging authority: it asks only that authority,
+/// not before `after_ms` (monotone, since the node started), and presents
+/// whatever it is issued at once, proven logged or not.
+#[derive(Debug, Clone)]
+pub struct ForgedPresentation {
+    pub authority: (Hash, SocketAddrV6),
+    pub after_ms: u64,
+}
+
+impl PresentationConduct for ForgedPresentation {
+    fn authorities(&self, _all: Vec<(Hash, SocketAddrV6)>) -> Vec<(Hash, SocketAddrV6)> {
+        vec![self.authority]
+    }
+
+    fn asks_at(&self, now_ms: u64) -> bool {
+        now_ms >= self.after_ms
+    }
+
+    fn presents_unproven(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +189,28 @@ mod tests {
             ByzantineAuthority::new(fault, key, SeededEntropy::new(2, b"byzantine")),
             authorities,
         )
+    }
+
+    fn facts(stolen: Option<&str>) -> IssuanceFacts {
+        IssuanceFacts {
+            revoked: false,
+            stolen_name: stolen.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_forged_presentation_asks_only_its_authority_when_due_and_presents_unproven() {
+        let authority = (Hash([7; 32]), "[::1]:7000".parse().expect("addr"));
+        let forged = ForgedPresentation {
+            authority,
+            after_ms: 5_000,
+        };
+        assert_eq!(
+            forged.authorities(vec![(Hash([1; 32]), authority.1)]),
+            vec![authority]
+        );
+        assert!(!forged.asks_at(4_999) && forged.asks_at(5_000));
+        assert!(forged.presents_unproven());
     }
 
     fn honest_answer(
@@ -174,14 +238,29 @@ mod tests {
         head.verify(&authorities).expect("signed by the authority");
         assert_eq!(head.head.size, honest.1.head.size);
         assert_ne!(head.head.root, honest.1.head.root);
-        assert!(byzantine.issuance(false).log, "it logs honestly");
+        assert_eq!(
+            byzantine.decide(&facts(None)),
+            IssuanceDecision::Issue { log: true },
+            "it logs honestly"
+        );
     }
 
     #[test]
     fn unlogging_and_forging_authorities_keep_certificates_out_of_the_log() {
         let (mut unlogged, _) = authority(AuthorityFault::Unlogged);
-        let issuance = unlogged.issuance(false);
-        assert!(!issuance.log && issuance.check_names && issuance.ignore_revocation);
+        let revoked = IssuanceFacts {
+            revoked: true,
+            stolen_name: None,
+        };
+        assert_eq!(
+            unlogged.decide(&revoked),
+            IssuanceDecision::Issue { log: false },
+            "revoked, it still issues, and logs nothing"
+        );
+        assert!(matches!(
+            unlogged.decide(&facts(Some("n1.mesh"))),
+            IssuanceDecision::Refuse(_)
+        ));
         let honest = honest_answer(&unlogged);
         assert!(unlogged.proof(Ok(honest)).is_err());
         let (mut forger_proofs, _) = authority(AuthorityFault::Forge);
@@ -194,14 +273,14 @@ mod tests {
         assert_eq!(unlogged.misdeeds, 1);
 
         let (mut forger, _) = authority(AuthorityFault::Forge);
-        let fair = forger.issuance(false);
-        assert!(
-            fair.log && fair.check_names,
+        assert_eq!(
+            forger.decide(&facts(None)),
+            IssuanceDecision::Issue { log: true },
             "an honest request is served honestly"
         );
-        let forged = forger.issuance(true);
-        assert!(
-            !forged.log && !forged.check_names,
+        assert_eq!(
+            forger.decide(&facts(Some("n1.mesh"))),
+            IssuanceDecision::Issue { log: false },
             "a stolen name is certified, unlogged"
         );
         assert_eq!(forger.misdeeds, 1);

@@ -6,6 +6,7 @@
 //! resume after the last fault, every honest node reaches a height).
 
 use std::net::SocketAddrV6;
+use std::sync::Arc;
 
 use std::collections::BTreeSet;
 
@@ -17,6 +18,7 @@ use hm_kernel::genesis::{Genesis, ProofParams};
 use hm_kernel::proof::{self, ParentInfo, ProofContext};
 use hm_kernel::replica::ReplicaConfig;
 use hm_node::app::{NodeApp, SharedTrust};
+use hm_node::conduct::Conduct;
 use hm_node::{ChainConfig, StatusHandle};
 use hm_wire::{Hash, SigningKey};
 
@@ -110,14 +112,6 @@ impl ChainSetup {
             let victim = scenario.nodes.seeds.max(validators) + (index - presenters.start);
             settings.name =
                 hm_trustchain::name::DnsName::parse(&format!("n{victim}.{}", trust.zone)).ok();
-            let forger = (0..validators).find(|validator| {
-                Self::authority_fault_of(scenario, *validator)
-                    == Some(hm_faults::trust::AuthorityFault::Forge)
-            })?;
-            settings.forge = Some(hm_node::trust::ForgePlan {
-                authority: *self.validator_addrs.get(forger as usize)?,
-                after_ms: (trust.forge_after_s * 1000.0) as u64,
-            });
         }
         for seed in 0..scenario.nodes.seeds {
             if let Ok(name) =
@@ -127,6 +121,53 @@ impl ChainSetup {
             }
         }
         Some(settings)
+    }
+
+    /// Node `index`'s conduct: honest, or the scenario's misbehaviour for
+    /// it, built from `hm-faults` and injected into the honest node.
+    pub fn conduct(&self, scenario: &Scenario, index: u32) -> Conduct {
+        let mut conduct = Conduct::default();
+        if let Some(chain) = &scenario.chain
+            && let Some(fault) = Self::fault_of(chain, index)
+        {
+            // Colluders: the validators with the same coordinated fault.
+            let coordinated = matches!(fault, ChainFault::Split | ChainFault::DoubleSign);
+            let colluders: BTreeSet<Hash> = (0..chain.validators)
+                .filter(|other| coordinated && Self::fault_of(chain, *other) == Some(fault))
+                .filter_map(|other| self.keys.get(other as usize))
+                .map(|key| key.verifying_key().fingerprint())
+                .collect();
+            conduct.chain = Some(hm_faults::chain::chain_conduct(fault, colluders));
+        }
+        if let Some(fault) = Self::authority_fault_of(scenario, index) {
+            conduct.authority = Some(hm_faults::trust::authority_conduct(fault));
+        }
+        if let Some(forged) = self.forged_presentation(scenario, index) {
+            conduct.presentation = Arc::new(forged);
+        }
+        conduct
+    }
+
+    /// A forged presenter's plan: ask only the forging authority, after the
+    /// scenario's `forge_after_s`, and present what it issues at once.
+    fn forged_presentation(
+        &self,
+        scenario: &Scenario,
+        index: u32,
+    ) -> Option<hm_faults::trust::ForgedPresentation> {
+        let trust = scenario.trust.as_ref()?;
+        if !Self::forged_presenters(scenario).contains(&index) {
+            return None;
+        }
+        let validators = scenario.chain.as_ref().map_or(0, |chain| chain.validators);
+        let forger = (0..validators).find(|validator| {
+            Self::authority_fault_of(scenario, *validator)
+                == Some(hm_faults::trust::AuthorityFault::Forge)
+        })?;
+        Some(hm_faults::trust::ForgedPresentation {
+            authority: *self.validator_addrs.get(forger as usize)?,
+            after_ms: (trust.forge_after_s * 1000.0) as u64,
+        })
     }
 
     /// The Byzantine authority behaviour of node `index`, if any.
@@ -190,15 +231,6 @@ impl ChainSetup {
         if index < chain.workload_nodes {
             config.workload_interval_ms = chain.workload_interval_ms;
         }
-        config.byzantine = Self::fault_of(chain, index);
-        // Colluders: the validators with the same coordinated behaviour.
-        let coordinated = config
-            .byzantine
-            .filter(|fault| matches!(fault, ChainFault::Split | ChainFault::DoubleSign));
-        config.byzantine_colluders = (0..chain.validators)
-            .filter(|other| coordinated.is_some() && Self::fault_of(chain, *other) == coordinated)
-            .map(|other| self.keys[other as usize].verifying_key().fingerprint())
-            .collect();
         config
     }
 }

@@ -786,7 +786,11 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             scenario.nodes.boot_spread_s * f64::from(index) / f64::from(n.max(1)),
         );
         let mut config = node_config(&scenario, index);
-        config.forge_identity = forger;
+        // Misbehaviour is injected into the honest node as its conduct.
+        let mut conduct = hm_node::conduct::Conduct::default();
+        if forger {
+            conduct.presenter = Arc::new(hm_faults::ForgedBinding);
+        }
         if let (Some(setup), Some(chain)) = (&chain_setup, &scenario.chain) {
             if let Some(key) = setup.keys.get(index as usize) {
                 hm_node::provision_identity(&state.disk, key)
@@ -794,8 +798,10 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
             }
             let mut chain_config = setup.config(chain, index);
             chain_config.trust = setup.trust_settings(&scenario, index);
-            chain_config.byzantine_authority = ChainSetup::authority_fault_of(&scenario, index);
             config.chain = Some(chain_config);
+            let presenter = conduct.presenter.clone();
+            conduct = setup.conduct(&scenario, index);
+            conduct.presenter = presenter;
         }
         let garbage_every_nth = scenario.byzantine.garbage_every_nth;
         let init = {
@@ -817,6 +823,7 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                     start,
                 );
                 let config = config.clone();
+                let conduct = conduct.clone();
                 let status = status.clone();
                 let auditor = auditor.clone();
                 async move {
@@ -829,14 +836,15 @@ async fn simulate(scenario: Scenario, seed: u64, progress: bool, wall_start_ms: 
                         &[&index.to_le_bytes(), &boot.to_le_bytes()],
                     );
                     let result = if garbage {
-                        hm_node::run(
+                        hm_node::run_with_conduct(
                             GarbageEnv::new(env, garbage_every_nth),
                             config,
                             status.clone(),
+                            conduct,
                         )
                         .await
                     } else {
-                        hm_node::run(env, config, status.clone()).await
+                        hm_node::run_with_conduct(env, config, status.clone(), conduct).await
                     };
                     if let Err(error) = result {
                         tracing::warn!(node = index, %error, "node stopped with an error");

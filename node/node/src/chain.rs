@@ -12,7 +12,8 @@ use std::net::SocketAddrV6;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hm_env::{Clock, Disk, Env, EnvDisk, EnvEntropy};
+use hm_env::mem::SeededEntropy;
+use hm_env::{Clock, Disk, Entropy, Env, EnvDisk, EnvEntropy};
 use hm_kernel::app::{Application, KvWorkload};
 use hm_kernel::consensus::Signer;
 use hm_kernel::genesis::Genesis;
@@ -31,6 +32,10 @@ use crate::api::{
 };
 use crate::app::{NodeApp, kv_tx, trust_tx};
 use crate::bootstrap::Phase;
+use crate::conduct::{
+    AuthorityConduct, AuthorityContext, ChainConduct, ChainContext, Conduct, HonestAuthority,
+    IssuanceDecision, IssuanceFacts,
+};
 use crate::link::Link;
 use crate::node::NodeError;
 use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
@@ -82,15 +87,6 @@ pub struct ChainConfig {
     /// TrustChain and the bootstrap phases (None: the node stays in phase
     /// 0 and presents no certificate).
     pub trust: Option<TrustSettings>,
-    /// Byzantine validator behaviour (simulator only).
-    #[cfg(feature = "byzantine")]
-    pub byzantine: Option<hm_faults::chain::ChainFault>,
-    /// The validators colluding with this one (`Split` needs to know them).
-    #[cfg(feature = "byzantine")]
-    pub byzantine_colluders: Vec<Hash>,
-    /// Byzantine certificate authority behaviour (simulator only).
-    #[cfg(feature = "byzantine")]
-    pub byzantine_authority: Option<hm_faults::trust::AuthorityFault>,
 }
 
 impl ChainConfig {
@@ -103,12 +99,6 @@ impl ChainConfig {
             workload_interval_ms: 0,
             connect_timeout_ms: 5_000,
             trust: None,
-            #[cfg(feature = "byzantine")]
-            byzantine: None,
-            #[cfg(feature = "byzantine")]
-            byzantine_colluders: Vec::new(),
-            #[cfg(feature = "byzantine")]
-            byzantine_authority: None,
         }
     }
 }
@@ -210,10 +200,10 @@ struct ChainShell<E: Env> {
     trust: TrustShared,
     agent: Option<TrustAgent<EnvEntropy<E>>>,
     trust_calls_in_flight: usize,
-    #[cfg(feature = "byzantine")]
-    byzantine: Option<hm_faults::chain::ByzantineValidator<EnvEntropy<E>>>,
-    #[cfg(feature = "byzantine")]
-    byzantine_authority: Option<hm_faults::trust::ByzantineAuthority<EnvEntropy<E>>>,
+    /// How chain messages leave (`None`: as the replica made them).
+    chain_conduct: Option<Box<dyn ChainConduct>>,
+    /// The certificate authority's policy, heads and proofs.
+    authority: Box<dyn AuthorityConduct>,
 }
 
 impl<E: Env> ChainShell<E> {
@@ -283,14 +273,10 @@ impl<E: Env> ChainShell<E> {
     }
 
     fn send(&mut self, to: Destination, message: &ChainMessage) {
-        #[cfg(feature = "byzantine")]
-        if let Some(byzantine) = self.byzantine.as_mut() {
-            // A double-signing proposer needs a second valid block: only
-            // the replica can prove one.
-            let twin = byzantine
-                .wants_twin(message)
-                .and_then(|block| self.replica.build_twin(block));
-            for (to, message) in byzantine.rewrite_with_twin(to, message.clone(), twin) {
+        if let Some(conduct) = self.chain_conduct.as_mut() {
+            let replica = &mut self.replica;
+            let out = conduct.outgoing(to, message.clone(), &mut |block| replica.build_twin(block));
+            for (to, message) in out {
                 self.send_raw(to, &message);
             }
             return;
@@ -302,8 +288,7 @@ impl<E: Env> ChainShell<E> {
         let ChainMessage::Blocks(blocks) = message else {
             return bytes::Bytes::from(message.encode());
         };
-        #[cfg(feature = "byzantine")]
-        if self.byzantine.is_some() {
+        if self.chain_conduct.is_some() {
             // It may have rewritten the blocks: nothing to share.
             return bytes::Bytes::from(message.encode());
         }
@@ -533,9 +518,8 @@ impl<E: Env> ChainShell<E> {
                 self.counters.messages_received += 1;
                 match ChainMessage::decode(&bytes) {
                     Ok(message) => {
-                        #[cfg(feature = "byzantine")]
-                        if let Some(byzantine) = self.byzantine.as_mut() {
-                            for (to, out) in byzantine.observe(&message) {
+                        if let Some(conduct) = self.chain_conduct.as_mut() {
+                            for (to, out) in conduct.incoming(&message) {
                                 self.send_raw(to, &out);
                             }
                         }
@@ -790,22 +774,21 @@ impl<E: Env> ChainShell<E> {
                 stolen.map(ToString::to_string),
             )
         };
-        let issuance = self.issuance(stolen.is_some());
-        if revoked && !issuance.ignore_revocation {
-            return Err("this authority is revoked".into());
-        }
-        if let Some(name) = stolen
-            && issuance.check_names
-        {
-            return Err(format!("{name} belongs to another node"));
-        }
+        let facts = IssuanceFacts {
+            revoked,
+            stolen_name: stolen,
+        };
+        let log = match self.authority.decide(&facts) {
+            IssuanceDecision::Refuse(reason) => return Err(reason),
+            IssuanceDecision::Issue { log } => log,
+        };
         let certificate = hm_trustchain::cert::Certificate::issue_by_authority(
             request,
             &self.key,
             self.env.clock().wall_ms(),
             self.env.entropy(),
         );
-        if issuance.log {
+        if log {
             let now = self.now();
             let log = hm_trustchain::tx::TrustTx::LogCertificate(certificate.clone());
             self.replica
@@ -813,24 +796,6 @@ impl<E: Env> ChainShell<E> {
                 .map_err(|error| format!("cannot log the certificate: {error}"))?;
         }
         Ok(certificate)
-    }
-
-    /// How to issue: honestly, unless a Byzantine decorator says otherwise.
-    fn issuance(&mut self, _stolen: bool) -> hm_faults_issuance::Issuance {
-        #[cfg(feature = "byzantine")]
-        if let Some(byzantine) = self.byzantine_authority.as_mut() {
-            let issuance = byzantine.issuance(_stolen);
-            return hm_faults_issuance::Issuance {
-                log: issuance.log,
-                check_names: issuance.check_names,
-                ignore_revocation: issuance.ignore_revocation,
-            };
-        }
-        hm_faults_issuance::Issuance {
-            log: true,
-            check_names: true,
-            ignore_revocation: false,
-        }
     }
 
     /// This authority's signed head of its committed certificate log.
@@ -845,11 +810,7 @@ impl<E: Env> ChainShell<E> {
             self.env.entropy(),
         );
         drop(trust);
-        #[cfg(feature = "byzantine")]
-        if let Some(byzantine) = self.byzantine_authority.as_mut() {
-            return Ok(byzantine.tree_head(head));
-        }
-        Ok(head)
+        Ok(self.authority.tree_head(head))
     }
 
     /// A certificate's inclusion proof at the committed head, with the
@@ -869,13 +830,12 @@ impl<E: Env> ChainShell<E> {
             .trust
             .read()
             .inclusion_proof(fingerprint)
-            .ok_or_else(|| format!("certificate {fingerprint} is not logged (yet)"))?;
-        let head = self.signed_head()?;
-        #[cfg(feature = "byzantine")]
-        if let Some(byzantine) = self.byzantine_authority.as_mut() {
-            return byzantine.proof(Ok((proof, head)));
-        }
-        Ok((proof, head))
+            .ok_or_else(|| format!("certificate {fingerprint} is not logged (yet)"));
+        let honest = match proof {
+            Ok(proof) => self.signed_head().map(|head| (proof, head)),
+            Err(error) => Err(error),
+        };
+        self.authority.proof(honest)
     }
 
     fn answer(&mut self, request: ApiRequest) -> ApiResponse {
@@ -1168,6 +1128,7 @@ pub(crate) async fn run_chain<E: Env>(
     overlay: OverlayPeers,
     status: StatusHandle,
     trust: TrustShared,
+    conduct: Conduct,
 ) -> Result<(), NodeError> {
     let me = signing_key.verifying_key().fingerprint();
     let genesis = config.genesis.clone();
@@ -1261,6 +1222,7 @@ pub(crate) async fn run_chain<E: Env>(
                 config.validator_addrs.clone(),
                 validator_set.clone(),
                 persisted,
+                conduct.presentation.clone(),
                 AgentNow {
                     mono_ms: 0,
                     wall_ms: env.clock().wall_ms(),
@@ -1294,53 +1256,28 @@ pub(crate) async fn run_chain<E: Env>(
         trust,
         agent,
         trust_calls_in_flight: 0,
-        #[cfg(feature = "byzantine")]
-        byzantine: None,
-        #[cfg(feature = "byzantine")]
-        byzantine_authority: None,
+        chain_conduct: None,
+        authority: Box::new(HonestAuthority),
     };
-    #[cfg(feature = "byzantine")]
-    if let Some(fault) = shell.config.byzantine_authority {
+    // The injected conduct (honest unless the caller says otherwise); each
+    // gets entropy of its own, drawn from the node's.
+    if let Some(factory) = &conduct.authority {
         let key = SigningKey::from_bytes(&signing_key.to_bytes())
             .map_err(|error| NodeError::Identity(error.to_string()))?;
-        tracing::warn!(?fault, "byzantine: this certificate authority misbehaves");
-        shell.byzantine_authority = Some(hm_faults::trust::ByzantineAuthority::new(
-            fault,
+        shell.authority = factory(AuthorityContext {
             key,
-            EnvEntropy(env.clone()),
-        ));
+            entropy: SeededEntropy::new(env.entropy().next_u64(), b"authority-conduct"),
+        });
     }
-    #[cfg(feature = "byzantine")]
-    if let Some(fault) = shell.config.byzantine {
+    if let Some(factory) = &conduct.chain {
         let key = SigningKey::from_bytes(&signing_key.to_bytes())
             .map_err(|error| NodeError::Identity(error.to_string()))?;
-        tracing::warn!(?fault, "byzantine: this validator misbehaves");
-        let colluders = shell.config.byzantine_colluders.iter().copied().collect();
-        shell.byzantine = Some(if fault == hm_faults::chain::ChainFault::Split {
-            hm_faults::chain::ByzantineValidator::splitting(
-                key,
-                chain_id,
-                validator_set.clone(),
-                colluders,
-                EnvEntropy(env.clone()),
-            )
-        } else if fault == hm_faults::chain::ChainFault::DoubleSign {
-            hm_faults::chain::ByzantineValidator::double_signing(
-                key,
-                chain_id,
-                validator_set.clone(),
-                colluders,
-                EnvEntropy(env.clone()),
-            )
-        } else {
-            hm_faults::chain::ByzantineValidator::new(
-                fault,
-                key,
-                chain_id,
-                shell.validators.iter().copied().collect(),
-                EnvEntropy(env.clone()),
-            )
-        });
+        shell.chain_conduct = Some(factory(ChainContext {
+            key,
+            chain_id,
+            committee: validator_set.clone(),
+            entropy: SeededEntropy::new(env.entropy().next_u64(), b"chain-conduct"),
+        }));
     }
     // Blocks already on disk count as committed for the checkers.
     for height in 1..=shell.replica.height() {
@@ -1416,17 +1353,6 @@ fn expect_answer<T>(
 
 /// How an authority issues one certificate (a Byzantine decorator may
 /// change it in the simulator).
-mod hm_faults_issuance {
-    pub struct Issuance {
-        /// Submit the certificate to the log.
-        pub log: bool,
-        /// Refuse names another subject owns.
-        pub check_names: bool,
-        /// Issue even when revoked on chain.
-        pub ignore_revocation: bool,
-    }
-}
-
 /// The node's ML-KEM-1024 key (what certificates bind for sealing to it):
 /// read from disk, or created and synced.
 fn load_or_create_kem_key<E: Env>(env: &E) -> Result<hm_wire::KemSecretKey, NodeError> {

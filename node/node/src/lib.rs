@@ -4,6 +4,7 @@ pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod chain;
+pub mod conduct;
 mod link;
 pub mod membership;
 mod node;
@@ -15,7 +16,7 @@ pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
 pub use node::{
     COLUMN_FAMILIES, DEFAULT_ZONE, MEMBERSHIP_MESSAGE_BYTES_MAX, MEMBERSHIP_PROTOCOL, NodeConfig,
-    NodeError, load_or_create_identity, provision_identity, run,
+    NodeError, load_or_create_identity, provision_identity, run, run_with_conduct,
 };
 pub use status::{
     COMMIT_LATENCY_BUCKETS_MS, ChainStatus, NodeStatus, StatusHandle, TrustStatus,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{API_CALL_QUEUE_MAX, API_PROTOCOL, ApiServer};
 use crate::chain::{CHAIN_PROTOCOL, ChainConfig, ChainInbound, OverlayPeers};
+use crate::conduct::Conduct;
 use crate::link::Link;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
@@ -73,10 +74,6 @@ pub struct NodeConfig {
     pub chain: Option<ChainConfig>,
     /// Largest UDP payload STOQ sends (see `StoqConfig::max_udp_payload_bytes`).
     pub max_udp_payload_bytes: u16,
-    /// Byzantine impersonator (simulator only): forge every identity
-    /// binding, so correct peers must refuse every connection with us.
-    #[cfg(feature = "byzantine")]
-    pub forge_identity: bool,
 }
 
 impl NodeConfig {
@@ -93,8 +90,6 @@ impl NodeConfig {
             status_interval_ms: 500,
             chain: None,
             max_udp_payload_bytes: hm_stoq::config::UDP_PAYLOAD_BYTES_DEFAULT,
-            #[cfg(feature = "byzantine")]
-            forge_identity: false,
         }
     }
 }
@@ -447,12 +442,24 @@ impl<E: Env> Shell<E> {
     }
 }
 
-/// Runs a node until its endpoint closes. Boot: identity, incarnation,
-/// endpoint; then the event loop.
+/// Runs an honest node until its endpoint closes. Boot: identity,
+/// incarnation, endpoint; then the event loop.
 pub async fn run<E: Env>(
     env: E,
     config: NodeConfig,
     status: StatusHandle,
+) -> Result<(), NodeError> {
+    run_with_conduct(env, config, status, Conduct::default()).await
+}
+
+/// [`run`] with the given conduct at the points where a node could
+/// misbehave (the simulator injects misbehaving ones; see
+/// [`crate::conduct`]).
+pub async fn run_with_conduct<E: Env>(
+    env: E,
+    config: NodeConfig,
+    status: StatusHandle,
+    conduct: Conduct,
 ) -> Result<(), NodeError> {
     config
         .membership
@@ -504,12 +511,13 @@ pub async fn run<E: Env>(
         )),
         None => Arc::new(SelfSignedVerifier),
     };
-    let endpoint = Endpoint::bind(&env, signing_key, stoq_config, verifier)?;
-    #[cfg(feature = "byzantine")]
-    if config.forge_identity {
-        tracing::warn!("byzantine: this node forges its identity bindings");
-        endpoint.forge_bindings();
-    }
+    let endpoint = Endpoint::bind_presenting(
+        &env,
+        signing_key,
+        stoq_config,
+        verifier,
+        conduct.presenter.clone(),
+    )?;
     let start = env.clock().now();
     let core = Membership::new(
         config.membership.clone(),
@@ -575,6 +583,7 @@ pub async fn run<E: Env>(
                 overlay,
                 status.clone(),
                 trust,
+                conduct,
             )
             .await;
             if let Err(error) = result {

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::API_PROTOCOL;
 use crate::app::SharedTrust;
 use crate::bootstrap::{Conditions, Phase, PhaseMachine, Transition};
+use crate::conduct::PresentationConduct;
 
 /// An unanswered certificate request is given up after this long and the
 /// next authority is asked.
@@ -105,19 +106,6 @@ pub struct TrustSettings {
     pub traditional: StaticTable,
     /// The chain counts as live while the last commit is at most this old.
     pub chain_live_window_ms: u64,
-    /// Byzantine (simulator only): a node colluding with a forging
-    /// authority: it asks only `forge_authority`, not before
-    /// `forge_after_ms`, and presents whatever it is issued at once.
-    #[cfg(feature = "byzantine")]
-    pub forge: Option<ForgePlan>,
-}
-
-/// How a colluding node obtains and shows a forged certificate.
-#[cfg(feature = "byzantine")]
-#[derive(Debug, Clone)]
-pub struct ForgePlan {
-    pub authority: (Hash, SocketAddrV6),
-    pub after_ms: u64,
 }
 
 impl TrustSettings {
@@ -129,8 +117,6 @@ impl TrustSettings {
             renew_at_per_mille: 500,
             traditional: StaticTable::new(),
             chain_live_window_ms: 30_000,
-            #[cfg(feature = "byzantine")]
-            forge: None,
         }
     }
 }
@@ -435,6 +421,8 @@ pub struct TrustAgent<E: Entropy> {
     /// Authorities (genesis validators) and where their APIs listen.
     authorities: Vec<(Hash, SocketAddrV6)>,
     validators: ValidatorSet,
+    /// How it seeks and presents certificates (honest unless injected).
+    presentation: Arc<dyn PresentationConduct>,
     machine: PhaseMachine,
     ca: CaProgress,
     attempts: u64,
@@ -480,15 +468,12 @@ impl<E: Entropy> TrustAgent<E> {
         authorities: Vec<(Hash, SocketAddrV6)>,
         validators: ValidatorSet,
         persisted: Phase,
+        presentation: Arc<dyn PresentationConduct>,
         now: AgentNow,
     ) -> TrustAgent<E> {
         let me = key.verifying_key().fingerprint();
         let machine = PhaseMachine::new(persisted, now.mono_ms);
-        #[cfg(feature = "byzantine")]
-        let authorities = match &settings.forge {
-            Some(plan) => vec![plan.authority],
-            None => authorities,
-        };
+        let authorities = presentation.authorities(authorities);
         TrustAgent {
             me,
             key,
@@ -498,6 +483,7 @@ impl<E: Entropy> TrustAgent<E> {
             listen,
             authorities,
             validators,
+            presentation,
             machine,
             ca: CaProgress::Idle,
             attempts: 0,
@@ -562,33 +548,6 @@ impl<E: Entropy> TrustAgent<E> {
             nonce: self.entropy.next_u64(),
         };
         SignedRequest::sign(request, &self.key, &self.entropy)
-    }
-
-    /// Byzantine (simulator only): present issued certificates unproven.
-    fn forging(&self) -> bool {
-        #[cfg(feature = "byzantine")]
-        {
-            self.settings.forge.is_some()
-        }
-        #[cfg(not(feature = "byzantine"))]
-        {
-            false
-        }
-    }
-
-    /// Byzantine (simulator only): not yet time to ask for a forgery.
-    fn forge_waits(&self, _now_ms: u64) -> bool {
-        #[cfg(feature = "byzantine")]
-        {
-            self.settings
-                .forge
-                .as_ref()
-                .is_some_and(|plan| _now_ms < plan.after_ms)
-        }
-        #[cfg(not(feature = "byzantine"))]
-        {
-            false
-        }
     }
 
     /// The authority to ask on attempt `attempt`: spread by node id so the
@@ -699,7 +658,7 @@ impl<E: Entropy> TrustAgent<E> {
         // Without a usable certificate: before phase 2 from an authority,
         // from phase 2 on from the chain (an authority's certificate may
         // also have been revoked with its authority since).
-        if current.is_none() && !self.forge_waits(now.mono_ms) {
+        if current.is_none() && self.presentation.asks_at(now.mono_ms) {
             if policy.renew_through_chain {
                 self.request_from_chain(now, &mut actions);
             } else if policy.request_ca_certificate {
@@ -710,7 +669,9 @@ impl<E: Entropy> TrustAgent<E> {
         // Present the best certificate held (built only when it changed).
         let best = match (&current, &self.ca) {
             (Some((certificate, _)), _) => Some((certificate, true)),
-            (None, CaProgress::Issued(issued)) if issued.proven || self.forging() => {
+            (None, CaProgress::Issued(issued))
+                if issued.proven || self.presentation.presents_unproven() =>
+            {
                 Some((&issued.certificate, false))
             }
             _ => None,

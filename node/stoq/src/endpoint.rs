@@ -26,7 +26,8 @@ use crate::frame::{
 };
 use crate::glue::{EnvClock, EnvRuntime, EnvSocket};
 use crate::identity::{
-    NodeId, PeerIdentity, PeerVerifier, Role, check_binding, exporter, make_binding, node_id_hex,
+    HonestPresenter, NodeId, PeerIdentity, PeerVerifier, Presenter, Role, check_binding, exporter,
+    make_binding, node_id_hex,
 };
 use crate::keys::SigningKey;
 use crate::tls::{SERVER_NAME, TlsIdentity, rustls_client_config, rustls_server_config};
@@ -148,10 +149,9 @@ struct Context<E: Env> {
     counters: Arc<EndpointCounters>,
     handshakes_in_flight: AtomicUsize,
     presence: Mutex<Presence>,
-    /// Byzantine fault for tests and the simulator: sign an exporter value
-    /// of the wrong role, which a correct peer must refuse.
-    #[cfg(any(test, feature = "byzantine"))]
-    forge_binding: std::sync::atomic::AtomicBool,
+    /// Whose exporter value our identity binding signs (ours, unless a
+    /// misbehaving presenter was injected).
+    presenter: Arc<dyn Presenter>,
     /// Test hook: hold the next successful dial between its identity
     /// exchange and its registration.
     #[cfg(test)]
@@ -250,6 +250,19 @@ impl<E: Env> Endpoint<E> {
         config: StoqConfig,
         verifier: Arc<dyn PeerVerifier>,
     ) -> Result<Self, StoqError> {
+        Self::bind_presenting(env, identity, config, verifier, Arc::new(HonestPresenter))
+    }
+
+    /// [`Endpoint::bind`] with the given [`Presenter`] of identity
+    /// bindings (the simulator injects a misbehaving one; nodes use
+    /// [`HonestPresenter`]).
+    pub fn bind_presenting(
+        env: &E,
+        identity: SigningKey,
+        config: StoqConfig,
+        verifier: Arc<dyn PeerVerifier>,
+        presenter: Arc<dyn Presenter>,
+    ) -> Result<Self, StoqError> {
         config.validate()?;
         let bind_addr = check_ipv6(config.bind_addr)?;
         let socket = env.net().bind(bind_addr).map_err(|error| StoqError::Bind {
@@ -328,8 +341,7 @@ impl<E: Env> Endpoint<E> {
             counters: Arc::new(EndpointCounters::default()),
             handshakes_in_flight: AtomicUsize::new(0),
             presence,
-            #[cfg(any(test, feature = "byzantine"))]
-            forge_binding: std::sync::atomic::AtomicBool::new(false),
+            presenter,
             #[cfg(test)]
             dial_gate: Mutex::new(None),
         });
@@ -588,18 +600,6 @@ impl<E: Env> Endpoint<E> {
         *lock(&self.inner.context.dial_gate) = Some(DialGate { reached, release });
         (reached_rx, release_tx)
     }
-
-    /// Makes this endpoint a Byzantine impersonator: every identity binding
-    /// it sends from now on is forged (signed over the wrong exporter
-    /// value), so correct peers refuse every connection with it. Exists only
-    /// with the `byzantine` feature, which production builds leave off.
-    #[cfg(any(test, feature = "byzantine"))]
-    pub fn forge_bindings(&self) {
-        self.inner
-            .context
-            .forge_binding
-            .store(true, Ordering::Relaxed);
-    }
 }
 
 /// Why an identity exchange failed, before it becomes a [`StoqError`].
@@ -674,15 +674,10 @@ fn refuse<E: Env>(
     }
 }
 
-/// The role whose exporter value we sign: ours, unless this endpoint is a
-/// Byzantine forger.
+/// The role whose exporter value we sign: ours, unless a misbehaving
+/// presenter was injected.
 fn signing_role<E: Env>(context: &Context<E>, role: Role) -> Role {
-    #[cfg(any(test, feature = "byzantine"))]
-    if context.forge_binding.load(Ordering::Relaxed) {
-        return role.peer();
-    }
-    let _ = context;
-    role
+    context.presenter.signed_role(role)
 }
 
 /// Our encoded handshake binding, and the generation of the identity bytes

@@ -44,10 +44,28 @@ pub enum Role {
     Server,
 }
 
+/// Whose exporter value an endpoint signs in its identity binding. Honest
+/// endpoints sign their own role's ([`HonestPresenter`]); this is the one
+/// point where an endpoint could present a false identity binding, and
+/// misbehaving ones are injected from outside (`hm-faults`' impersonator,
+/// which a correct peer must refuse). No code in this crate misbehaves.
+pub trait Presenter: Send + Sync + 'static {
+    fn signed_role(&self, own: Role) -> Role;
+}
+
+/// Signs the binding over this endpoint's own role's exporter value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HonestPresenter;
+
+impl Presenter for HonestPresenter {
+    fn signed_role(&self, own: Role) -> Role {
+        own
+    }
+}
+
 impl Role {
-    /// The other end's role (a Byzantine forger signs the peer's).
-    #[cfg(any(test, feature = "byzantine"))]
-    pub(crate) fn peer(self) -> Role {
+    /// The other end's role.
+    pub fn peer(self) -> Role {
         match self {
             Role::Client => Role::Server,
             Role::Server => Role::Client,

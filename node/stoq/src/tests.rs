@@ -318,8 +318,28 @@ async fn an_incomplete_large_message_times_out_and_closes() {
 #[tokio::test]
 async fn a_forged_binding_is_refused_counted_and_never_accepted() {
     let net = MemNet::new();
-    let (mallory, honest) = (node(&net, 1), node(&net, 2));
-    mallory.endpoint.forge_bindings();
+    // Mallory's presenter signs the exporter value of the other role (the
+    // hm-faults impersonator does the same in the simulator).
+    struct Forger;
+    impl crate::Presenter for Forger {
+        fn signed_role(&self, own: crate::Role) -> crate::Role {
+            own.peer()
+        }
+    }
+    let mallory = {
+        let env = TestEnv::new(&net, SEED, "node-1");
+        let key = SigningKey::generate(env.entropy());
+        let endpoint = Endpoint::bind_presenting(
+            &env,
+            key,
+            StoqConfig::new(addr(1)),
+            Arc::new(SelfSignedVerifier),
+            Arc::new(Forger),
+        )
+        .expect("bind");
+        Node { env, endpoint }
+    };
+    let honest = node(&net, 2);
 
     // Mallory signs the exporter value of the wrong role: a valid FALCON
     // signature, over a value this session's client never had.

@@ -97,6 +97,7 @@ fn agent_in(phase: Phase) -> TrustAgent<SeededEntropy> {
         authorities(),
         validator_set(),
         phase,
+        std::sync::Arc::new(crate::conduct::HonestPresentation),
         at(0),
     )
 }

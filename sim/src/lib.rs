@@ -15,6 +15,8 @@ pub mod report;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;
+#[cfg(all(test, madsim))]
+mod testkit;
 #[cfg(madsim)]
 pub mod trust;
 #[cfg(madsim)]

@@ -333,6 +333,11 @@ impl ChainChecker {
     /// judged before must be the one other honest nodes committed at that
     /// height. Returns the node's height.
     fn judge(&mut self, index: usize, chain: &ChainStatus) -> u64 {
+        if chain.boots == 0 {
+            // No chain service has started in this process yet (a real
+            // node polled right after its start): no life to judge.
+            return 0;
+        }
         let node = &mut self.nodes[index];
         let committed = &chain.committed;
         if chain.boots != node.boots {
@@ -829,6 +834,20 @@ mod tests {
         // Without restarts in the schedule the property is not reported.
         let properties = checker.properties(&scenario(""), 0, &audited(3), &[]);
         assert!(properties.iter().all(|p| p.name != "chain-durable"));
+    }
+
+    #[test]
+    fn a_process_whose_chain_service_has_not_started_is_no_life() {
+        let [node] = nodes([&[1, 2, 3]]);
+        let mut checker = ChainChecker::default();
+        observe(&mut checker, &[(&node, true)], 1_000);
+        // A real node's new process, polled before its chain service
+        // started: its status shows no life and no block yet.
+        life(&node, 0, 0, &[]);
+        observe(&mut checker, &[(&node, true)], 2_000);
+        life(&node, 2, 3, &[1, 2, 3]);
+        observe(&mut checker, &[(&node, true)], 3_000);
+        assert_passes(&verdict(&checker, RESTARTS, "chain-durable"));
     }
 
     #[test]

@@ -242,6 +242,11 @@ impl TrustChecker {
         let node = &mut self.nodes[view.index];
         let heads = &mut self.heads;
         view.status.with(|status| {
+            if status.chain.boots == 0 {
+                // No chain service (which publishes the trust status) has
+                // started in this process yet: nothing reported.
+                return;
+            }
             let trust = &status.trust;
             if status.chain.boots != node.boots {
                 node.boots = status.chain.boots;
@@ -871,6 +876,10 @@ mod tests {
         a.update(|status| status.trust.head_inconsistencies = 2);
         let mut checker = checker();
         observe(&mut checker, 1_000, &[(&a, true)]);
+        // A real node's new process, polled before its chain service
+        // started, reports nothing yet.
+        restart(&a, 0, 0);
+        observe(&mut checker, 1_500, &[(&a, true)]);
         // The next life counts from zero, and saw one more (seen twice).
         restart(&a, 2, 3);
         with_head(&a, logged.head);

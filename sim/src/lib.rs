@@ -20,6 +20,8 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;
+#[cfg(all(test, madsim))]
+mod testkit;
 #[cfg(madsim)]
 pub mod trust;
 #[cfg(madsim)]

@@ -382,6 +382,8 @@ struct RealNode {
     answered: bool,
     last_poll_error: Option<String>,
     status: StatusHandle,
+    /// Processes started for this node (its lives).
+    starts: u32,
 }
 
 #[allow(unsafe_code)]
@@ -416,6 +418,7 @@ impl RealNode {
             .map_err(|error| format!("cannot start n{}: {error}", self.index))?;
         self.child = Some(child);
         self.alive = true;
+        self.starts += 1;
         Ok(())
     }
 
@@ -453,7 +456,13 @@ impl RealNode {
     /// not answer (booting, restarting, or unreachable).
     fn poll(&mut self) -> bool {
         match get_status(self.api(), &self.token) {
-            Ok(status) => {
+            Ok(mut status) => {
+                // A process counts only its own life (its chain service
+                // starts once); the checkers tell a node's lives apart by
+                // `boots`, so number them by the processes started.
+                if status.chain.boots > 0 {
+                    status.chain.boots = self.starts;
+                }
                 self.status.update(|held| *held = status);
                 self.answered = true;
                 true
@@ -641,6 +650,7 @@ fn prepare(
             answered: false,
             last_poll_error: None,
             status: StatusHandle::default(),
+            starts: 0,
         });
     }
     let validator_ids = ids

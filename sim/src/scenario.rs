@@ -318,6 +318,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "membership-converges",
     "only-verified-peers",
     "chain-agreement",
+    "chain-durable",
     "chain-validity",
     "chain-liveness",
     "chain-evidence",
@@ -623,6 +624,19 @@ impl Scenario {
                 chain.validators,
                 100.0 * byzantine as f64 / total as f64
             )
+        })
+    }
+
+    /// Whether the schedule brings nodes back after they went down: a crash
+    /// with a restart, or disk errors (a node that stops on them is started
+    /// again by its supervisor). `chain-durable` is judged then.
+    pub fn restarts_nodes(&self) -> bool {
+        self.faults.iter().any(|fault| match fault {
+            Fault::Crash {
+                restart_after_s, ..
+            } => restart_after_s.is_some(),
+            Fault::DiskErrors { .. } => true,
+            _ => false,
         })
     }
 

@@ -3,11 +3,16 @@
 //!
 //! * `phase-3` — every live honest node is in bootstrap phase 3 by the
 //!   scenario's bound (phases never go back; restarted nodes fast-forward).
-//! * `ct-consistent` — every honest node's committed certificate-log head is
-//!   the audited log's head at that size (one log, no forks, no rewrites),
-//!   and no node ever committed a head that did not extend its previous one.
+//! * `ct-consistent` — every committed certificate-log head an honest node
+//!   reported, in any of its lives, is the audited log's head at that size
+//!   (one log, no forks, no rewrites), and no node ever committed a head
+//!   that did not extend its previous one.
+//!
+//! A restarted node's status starts again from nothing; the checker keeps
+//! what each life reported (acceptances, inconsistent heads, log heads), so
+//! the verdict at the end covers every life.
 //! * `only-logged-certificates` — every certificate an honest node accepted
-//!   from a peer is in the audited log.
+//!   from a peer, in any of its lives, is in the audited log.
 //! * `names-resolve` — every honest node's name is registered in the
 //!   audited state, points at its address and one of its certificates, and
 //!   every live honest node has committed the height that registered it.
@@ -15,8 +20,9 @@
 //!   whose validators hold no quorum commit no block beyond the highest
 //!   height committed anywhere when it began.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use hm_kernel::block::LogHead;
 use hm_kernel::validators::ValidatorSet;
 use hm_node::StatusHandle;
 use hm_node::app::SharedTrust;
@@ -103,6 +109,38 @@ pub fn bands(scenario: &Scenario) -> Vec<TimelineBand> {
         .collect()
 }
 
+/// Certificates one node is remembered to have accepted, over all its
+/// lives: a few lives' worth of what a node keeps
+/// (`hm_node::trust::ACCEPTED_CERTIFICATES_MAX` per life).
+const ACCEPTED_PER_NODE_MAX: usize = 4 * hm_node::trust::ACCEPTED_CERTIFICATES_MAX;
+/// Distinct certificate-log heads remembered from honest nodes' reports (a
+/// consistent log has one per size a node was seen at).
+const HEADS_KEPT_MAX: usize = 100_000;
+
+/// What one honest node reported over all its lives: a restarted node's
+/// status starts again from nothing, so what an earlier life accepted or
+/// saw is judged from here, not from its last status.
+#[derive(Default)]
+struct NodeTrust {
+    /// The life observed last (`ChainStatus::boots`).
+    boots: u32,
+    /// Certificates accepted in any life.
+    accepted: BTreeSet<Hash>,
+    /// How many of the current life's acceptances are in `accepted`
+    /// (a life's set only grows).
+    accepted_merged: usize,
+    /// Inconsistent heads counted by the lives that ended, and by the
+    /// current one so far.
+    inconsistencies_ended: u64,
+    inconsistencies_now: u64,
+}
+
+impl NodeTrust {
+    fn inconsistencies(&self) -> u64 {
+        self.inconsistencies_ended + self.inconsistencies_now
+    }
+}
+
 /// Watches phases, heights and partitions while the run goes on.
 #[derive(Default)]
 pub struct TrustChecker {
@@ -116,6 +154,11 @@ pub struct TrustChecker {
     partition: Option<(Vec<usize>, u64)>,
     minority_violations: Vec<String>,
     partitions_checked: u32,
+    /// Per node, what it reported over its lives (honest nodes only).
+    nodes: Vec<NodeTrust>,
+    /// Every distinct certificate-log head an honest node reported, with
+    /// the first node that did (at most [`HEADS_KEPT_MAX`]).
+    heads: BTreeMap<LogHead, usize>,
 }
 
 impl TrustChecker {
@@ -135,6 +178,9 @@ impl TrustChecker {
         let mut in_phase3 = 0;
         let mut behind = Vec::new();
         for view in nodes {
+            if view.honest {
+                self.remember(&view);
+            }
             let (running, phase, height, missing, requests) = view.status.with(|status| {
                 (
                     status.running,
@@ -184,6 +230,45 @@ impl TrustChecker {
         self.timeline.samples.push(TimelineSample {
             at_ms: now_ms,
             groups: samples,
+        });
+    }
+
+    /// Adds what honest node `view` reports now to what it reported in
+    /// this and earlier lives.
+    fn remember(&mut self, view: &TrustView<'_>) {
+        if self.nodes.len() <= view.index {
+            self.nodes.resize_with(view.index + 1, NodeTrust::default);
+        }
+        let node = &mut self.nodes[view.index];
+        let heads = &mut self.heads;
+        view.status.with(|status| {
+            if status.chain.boots == 0 {
+                // No chain service (which publishes the trust status) has
+                // started in this process yet: nothing reported.
+                return;
+            }
+            let trust = &status.trust;
+            if status.chain.boots != node.boots {
+                node.boots = status.chain.boots;
+                node.inconsistencies_ended += node.inconsistencies_now;
+                node.inconsistencies_now = 0;
+                node.accepted_merged = 0;
+            }
+            node.inconsistencies_now = node.inconsistencies_now.max(trust.head_inconsistencies);
+            if trust.accepted_certificates.len() != node.accepted_merged {
+                node.accepted_merged = trust.accepted_certificates.len();
+                for fingerprint in &trust.accepted_certificates {
+                    if node.accepted.len() >= ACCEPTED_PER_NODE_MAX {
+                        break;
+                    }
+                    node.accepted.insert(*fingerprint);
+                }
+            }
+            if let Some(head) = trust.log_head
+                && heads.len() < HEADS_KEPT_MAX
+            {
+                heads.entry(head).or_insert(view.index);
+            }
         });
     }
 
@@ -354,36 +439,37 @@ impl TrustChecker {
             });
         }
 
-        // One log: every node's head is the audited log's head at its size.
+        // One log: every head an honest node held, in any of its lives, is
+        // the audited log's head at its size.
         let mut inconsistent = Vec::new();
-        let mut heads = BTreeSet::new();
         for view in nodes.iter().filter(|view| view.honest) {
-            let (head, seen) = view
-                .status
-                .with(|status| (status.trust.log_head, status.trust.head_inconsistencies));
+            let seen = self
+                .nodes
+                .get(view.index)
+                .map_or(0, NodeTrust::inconsistencies);
             if seen > 0 && inconsistent.len() < SHOWN_MAX {
                 inconsistent.push(format!("n{} saw {seen} inconsistent heads", view.index));
             }
-            let Some(head) = head else { continue };
-            heads.insert(head.size);
+        }
+        for (head, index) in &self.heads {
             match log.head_at(head.size) {
-                Ok(ours) if ours == head => {}
+                Ok(ours) if ours == *head => {}
                 _ if inconsistent.len() < SHOWN_MAX => inconsistent.push(format!(
-                    "n{}'s head (size {}) is not the audited log's",
-                    view.index, head.size
+                    "n{index}'s head (size {}) is not the audited log's",
+                    head.size
                 )),
                 _ => {}
             }
         }
         properties.push(PropertyResult {
             name: "ct-consistent".into(),
-            passed: inconsistent.is_empty() && !heads.is_empty(),
-            detail: if inconsistent.is_empty() && heads.is_empty() {
+            passed: inconsistent.is_empty() && !self.heads.is_empty(),
+            detail: if inconsistent.is_empty() && self.heads.is_empty() {
                 format!("{NOT_EXERCISED}: no honest node reported a log head")
             } else if inconsistent.is_empty() {
                 format!(
-                    "{} distinct heads across honest nodes, all prefixes of one log of {} certificates",
-                    heads.len(),
+                    "{} distinct heads held by honest nodes over the run, all prefixes of one log of {} certificates",
+                    self.heads.len(),
                     log.len()
                 )
             } else {
@@ -391,18 +477,19 @@ impl TrustChecker {
             },
         });
 
-        // Accepted certificates are logged.
+        // Accepted certificates are logged, whichever life accepted them.
         let mut accepted = 0usize;
         let mut unlogged = Vec::new();
         for view in nodes.iter().filter(|view| view.honest) {
-            view.status.with(|status| {
-                for fingerprint in &status.trust.accepted_certificates {
-                    accepted += 1;
-                    if trust.certificate(fingerprint).is_none() && unlogged.len() < SHOWN_MAX {
-                        unlogged.push(format!("n{} accepted {fingerprint}", view.index));
-                    }
+            let Some(node) = self.nodes.get(view.index) else {
+                continue;
+            };
+            for fingerprint in &node.accepted {
+                accepted += 1;
+                if trust.certificate(fingerprint).is_none() && unlogged.len() < SHOWN_MAX {
+                    unlogged.push(format!("n{} accepted {fingerprint}", view.index));
                 }
-            });
+            }
         }
         properties.push(PropertyResult {
             name: "only-logged-certificates".into(),
@@ -472,8 +559,10 @@ impl TrustChecker {
         }
         properties.push(PropertyResult {
             name: "names-resolve".into(),
-            passed: missing.is_empty(),
-            detail: if missing.is_empty() {
+            passed: missing.is_empty() && registered > 0,
+            detail: if missing.is_empty() && registered == 0 {
+                format!("{NOT_EXERCISED}: no honest node's name was judged")
+            } else if missing.is_empty() {
                 format!(
                     "all {registered} honest names resolve to their node's address and certificate in the state every live honest node holds"
                 )
@@ -482,5 +571,434 @@ impl TrustChecker {
             },
         });
         properties
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hm_env::mem::SeededEntropy;
+    use hm_kernel::app::{Application, BlockContext};
+    use hm_node::app::{NodeApp, trust_app_for, trust_tx};
+    use hm_node::{NodeId, NodeStatus};
+    use hm_trustchain::cert::{Certificate, CertificateRequest, SignedRequest};
+    use hm_trustchain::dns::{NameClaim, SignedNameClaim};
+    use hm_trustchain::tx::TrustTx;
+    use hm_wire::{KemSecretKey, SigningKey};
+
+    use super::*;
+    use crate::testkit::{assert_fails, assert_passes, one_validator_chain, property};
+
+    /// Block times of the crafted chain.
+    const TIME_MS: u64 = 1_000_000;
+
+    /// Two nodes (n0 and n1), one genesis validator (n0), names registered.
+    const TRUST: &str = r#"
+        [nodes]
+        count = 2
+        seeds = 1
+        [chain]
+        validators = 1
+        [trust]
+        zone = "mesh"
+        [properties]
+        phase3_within_s = 60
+    "#;
+
+    fn scenario() -> Scenario {
+        Scenario::parse("test.toml", TRUST).expect("a valid scenario")
+    }
+
+    /// TrustChain's state after two crafted blocks: height 1 logs a
+    /// certificate the chain issued to n0, height 2 registers n0.mesh
+    /// (n0's address, that certificate).
+    struct Logged {
+        trust: SharedTrust,
+        validators: ValidatorSet,
+        validator: Hash,
+        /// n0's identity and its logged certificate.
+        owner: Hash,
+        certificate: Hash,
+        head: LogHead,
+    }
+
+    fn logged() -> Logged {
+        let (validator, genesis, zone) = one_validator_chain("trust-test");
+        let trust = SharedTrust::new(trust_app_for(&genesis, zone).expect("a valid genesis"));
+        let mut app = NodeApp::new(trust.clone());
+        let commit = |app: &mut NodeApp, height: u64, tx: TrustTx| {
+            let block = BlockContext::new(height, TIME_MS + height);
+            let execution = app.execute_block(block, &[trust_tx(&tx)]);
+            assert!(
+                execution.results.iter().all(Result::is_ok),
+                "{:?}",
+                execution.results
+            );
+            app.commit(height, &execution.updates).expect("in order");
+        };
+        let subject = SigningKey::generate(&SeededEntropy::new(2, b"trust-test-subject"));
+        let entropy = SeededEntropy::new(3, b"trust-test");
+        let request = SignedRequest::sign(
+            CertificateRequest {
+                subject_key: subject.verifying_key(),
+                kem_key: KemSecretKey::generate(&entropy).public_key(),
+                dns_names: Vec::new(),
+                validity_ms: 3_600_000,
+                requested_at_ms: TIME_MS,
+                nonce: 1,
+            },
+            &subject,
+            &entropy,
+        );
+        commit(&mut app, 1, TrustTx::IssueCertificate(request.clone()));
+        let certificate = Certificate::issue_by_chain(request, 1, TIME_MS + 1).fingerprint();
+        let claim = NameClaim {
+            name: DnsName::parse("n0.mesh").expect("a valid name"),
+            owner_key: subject.verifying_key(),
+            addrs: vec![node_ip(0)],
+            certificate,
+            sequence: 1,
+        };
+        commit(
+            &mut app,
+            2,
+            TrustTx::RegisterName(SignedNameClaim::sign(claim, &subject, &entropy)),
+        );
+        let head = trust.read().log_head();
+        assert_eq!(head.size, 1);
+        assert!(trust.read().certificate(&certificate).is_some());
+        Logged {
+            trust,
+            validators: genesis.validator_set().expect("a valid genesis"),
+            validator: validator.verifying_key().fingerprint(),
+            owner: subject.verifying_key().fingerprint(),
+            certificate,
+            head,
+        }
+    }
+
+    fn checker() -> TrustChecker {
+        let (groups, _) = groups(&scenario(), &[false, false]);
+        TrustChecker::new(Timeline {
+            interval_ms: 1_000,
+            groups,
+            ..Timeline::default()
+        })
+    }
+
+    /// A running node in bootstrap phase `phase`, in its `boots`-th life.
+    fn node(boots: u32, phase: u8) -> StatusHandle {
+        let status = StatusHandle::default();
+        set(&status, boots, phase);
+        status
+    }
+
+    fn set(status: &StatusHandle, boots: u32, phase: u8) {
+        status.update(|status| {
+            status.running = true;
+            status.chain.boots = boots;
+            status.trust.phase = phase;
+        });
+    }
+
+    /// A new life: the node's status starts again from nothing.
+    fn restart(status: &StatusHandle, boots: u32, phase: u8) {
+        status.update(|status| *status = NodeStatus::default());
+        set(status, boots, phase);
+    }
+
+    fn with_head(status: &StatusHandle, head: LogHead) {
+        status.update(|status| status.trust.log_head = Some(head));
+    }
+
+    fn accepting(status: &StatusHandle, certificate: Hash) {
+        status.update(|status| {
+            status.trust.accepted_certificates.insert(certificate);
+        });
+    }
+
+    /// A head of size 1 that is not the crafted log's.
+    const FORKED: LogHead = LogHead {
+        size: 1,
+        root: Hash([7; 32]),
+    };
+
+    /// `(status, honest)` per node, all alive.
+    fn views<'a>(nodes: &[(&'a StatusHandle, bool)]) -> Vec<TrustView<'a>> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(index, (status, honest))| TrustView {
+                index,
+                status,
+                alive: true,
+                honest: *honest,
+                group: if *honest { usize::from(index > 0) } else { 2 },
+            })
+            .collect()
+    }
+
+    fn observe(checker: &mut TrustChecker, now_ms: u64, nodes: &[(&StatusHandle, bool)]) {
+        checker.observe(now_ms, views(nodes).into_iter());
+    }
+
+    /// Property `name`, judged over `nodes` against the crafted chain.
+    fn verdict(
+        checker: &TrustChecker,
+        logged: &Logged,
+        nodes: &[(&StatusHandle, bool)],
+        name: &str,
+    ) -> PropertyResult {
+        let properties = checker.properties(
+            &scenario(),
+            &views(nodes),
+            Ok(&logged.trust),
+            Ok(&logged.trust),
+            &[],
+        );
+        property(&properties, name)
+    }
+
+    #[test]
+    fn no_property_passes_over_an_empty_history() {
+        let logged = logged();
+        let checker = checker();
+        assert_fails(
+            &verdict(&checker, &logged, &[], "phase-3"),
+            "not every live honest node reached phase 3",
+        );
+        for name in ["ct-consistent", "only-logged-certificates", "names-resolve"] {
+            assert_fails(&verdict(&checker, &logged, &[], name), NOT_EXERCISED);
+        }
+        assert_fails(&checker.minority_property(), NOT_EXERCISED);
+        // Nothing to judge against: everything fails, none passes.
+        let unaudited = checker.properties(
+            &scenario(),
+            &[],
+            Err("no honest node to audit".into()),
+            Err("no honest node to audit".into()),
+            &[],
+        );
+        assert!(unaudited.iter().all(|property| !property.passed));
+    }
+
+    #[test]
+    fn phase_3_fails_for_a_node_behind_at_the_end() {
+        let logged = logged();
+        let (a, b) = (node(1, 3), node(1, 3));
+        let mut checker = checker();
+        observe(&mut checker, 30_000, &[(&a, true), (&b, true)]);
+        assert_passes(&verdict(&checker, &logged, &[], "phase-3"));
+        // n1 restarts and comes back in phase 2, to stay.
+        restart(&b, 2, 2);
+        observe(&mut checker, 40_000, &[(&a, true), (&b, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[], "phase-3"),
+            "all were in phase 3 at 30.0 s, but at the end: n1 in phase 2",
+        );
+    }
+
+    #[test]
+    fn phase_3_fails_when_reached_after_the_bound() {
+        let logged = logged();
+        let (a, b) = (node(1, 3), node(1, 2));
+        let mut checker = checker();
+        observe(&mut checker, 30_000, &[(&a, true), (&b, true)]);
+        set(&b, 1, 3);
+        observe(&mut checker, 61_000, &[(&a, true), (&b, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[], "phase-3"),
+            "by 61.0 s (bound 60 s)",
+        );
+    }
+
+    #[test]
+    fn a_node_on_the_minority_side_that_commits_fails_minority_commits_nothing() {
+        let logged = logged();
+        // n0, the only validator, alone on side 0; n1 on side 1, without stake.
+        let partition = |checker: &mut TrustChecker, before: [u64; 2], after: [u64; 2], honest| {
+            let validators = [logged.validator];
+            checker.partition_began(&[0, 1], &logged.validators, &validators, &before);
+            checker.partition_ended(&after, &[true, honest]);
+        };
+        let mut checker = checker();
+        partition(&mut checker, [5, 5], [9, 5], true);
+        assert_passes(&checker.minority_property());
+        partition(&mut checker, [9, 5], [12, 10], true);
+        assert_fails(
+            &checker.minority_property(),
+            "n1 on the minority side reached height 10 (highest before the partition 9)",
+        );
+        // A Byzantine node there is not judged.
+        let mut checker = self::checker();
+        partition(&mut checker, [9, 5], [12, 10], false);
+        assert_passes(&checker.minority_property());
+    }
+
+    #[test]
+    fn ct_consistent_fails_on_a_head_that_is_not_the_logs() {
+        let logged = logged();
+        let (a, b) = (node(1, 3), node(1, 3));
+        let both = [(&a, true), (&b, true)];
+        with_head(&a, logged.head);
+        with_head(&b, logged.head);
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &both);
+        assert_passes(&verdict(&checker, &logged, &both, "ct-consistent"));
+        with_head(&b, FORKED);
+        observe(&mut checker, 2_000, &both);
+        assert_fails(
+            &verdict(&checker, &logged, &both, "ct-consistent"),
+            "n1's head (size 1) is not the audited log's",
+        );
+    }
+
+    #[test]
+    fn ct_consistent_fails_on_a_head_an_earlier_life_held() {
+        let logged = logged();
+        let a = node(1, 3);
+        with_head(&a, FORKED);
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &[(&a, true)]);
+        restart(&a, 2, 3);
+        with_head(&a, logged.head);
+        observe(&mut checker, 2_000, &[(&a, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true)], "ct-consistent"),
+            "n0's head (size 1) is not the audited log's",
+        );
+    }
+
+    #[test]
+    fn ct_consistent_counts_inconsistent_heads_of_every_life() {
+        let logged = logged();
+        let a = node(1, 3);
+        with_head(&a, logged.head);
+        a.update(|status| status.trust.head_inconsistencies = 2);
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &[(&a, true)]);
+        // A real node's new process, polled before its chain service
+        // started, reports nothing yet.
+        restart(&a, 0, 0);
+        observe(&mut checker, 1_500, &[(&a, true)]);
+        // The next life counts from zero, and saw one more (seen twice).
+        restart(&a, 2, 3);
+        with_head(&a, logged.head);
+        a.update(|status| status.trust.head_inconsistencies = 1);
+        observe(&mut checker, 2_000, &[(&a, true)]);
+        observe(&mut checker, 3_000, &[(&a, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true)], "ct-consistent"),
+            "n0 saw 3 inconsistent heads",
+        );
+    }
+
+    #[test]
+    fn accepting_an_unlogged_certificate_fails_only_logged_certificates() {
+        let logged = logged();
+        let (a, b) = (node(1, 3), node(1, 3));
+        let unlogged = Hash([5; 32]);
+        accepting(&a, logged.certificate);
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &[(&a, true), (&b, true)]);
+        let name = "only-logged-certificates";
+        assert_passes(&verdict(&checker, &logged, &[(&a, true), (&b, true)], name));
+        accepting(&b, unlogged);
+        observe(&mut checker, 2_000, &[(&a, true), (&b, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true), (&b, true)], name),
+            &format!("certificates absent from the log were accepted: n1 accepted {unlogged}"),
+        );
+        // A Byzantine node's acceptances are its own business.
+        let mut checker = self::checker();
+        observe(&mut checker, 1_000, &[(&a, true), (&b, false)]);
+        assert_passes(&verdict(
+            &checker,
+            &logged,
+            &[(&a, true), (&b, false)],
+            name,
+        ));
+    }
+
+    #[test]
+    fn an_unlogged_certificate_accepted_in_an_earlier_life_still_fails() {
+        let logged = logged();
+        let a = node(1, 3);
+        let unlogged = Hash([5; 32]);
+        accepting(&a, unlogged);
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &[(&a, true)]);
+        // The restarted node's status no longer shows it.
+        restart(&a, 2, 3);
+        accepting(&a, logged.certificate);
+        observe(&mut checker, 2_000, &[(&a, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true)], "only-logged-certificates"),
+            &format!("n0 accepted {unlogged}"),
+        );
+    }
+
+    #[test]
+    fn an_acceptance_made_in_an_earlier_life_counts_as_exercised() {
+        let logged = logged();
+        let a = node(1, 3);
+        let name = "only-logged-certificates";
+        let mut checker = checker();
+        observe(&mut checker, 1_000, &[(&a, true)]);
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true)], name),
+            NOT_EXERCISED,
+        );
+        accepting(&a, logged.certificate);
+        observe(&mut checker, 2_000, &[(&a, true)]);
+        restart(&a, 2, 3);
+        observe(&mut checker, 3_000, &[(&a, true)]);
+        let verdict = verdict(&checker, &logged, &[(&a, true)], name);
+        assert_passes(&verdict);
+        assert!(
+            verdict.detail.starts_with("all 1 certificate"),
+            "{}",
+            verdict.detail
+        );
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_fails_names_resolve() {
+        let logged = logged();
+        let (a, b) = (node(1, 3), node(1, 3));
+        a.update(|status| status.node_id = Some(NodeId(logged.owner.0)));
+        let checker = checker();
+        assert_passes(&verdict(&checker, &logged, &[(&a, true)], "names-resolve"));
+        // n1 never registered its name.
+        assert_fails(
+            &verdict(
+                &checker,
+                &logged,
+                &[(&a, true), (&b, true)],
+                "names-resolve",
+            ),
+            "names that do not resolve on every node: n1.mesh: not registered",
+        );
+        // n0's name is registered, but to another identity than n0's.
+        a.update(|status| status.node_id = Some(NodeId([9; 32])));
+        assert_fails(
+            &verdict(&checker, &logged, &[(&a, true)], "names-resolve"),
+            "n0.mesh: wrong record",
+        );
+    }
+
+    #[test]
+    fn a_byzantine_authority_without_findings_fails_revocation() {
+        let logged = logged();
+        let properties = checker().properties(
+            &scenario(),
+            &[],
+            Ok(&logged.trust),
+            Ok(&logged.trust),
+            &[(0, logged.validator)],
+        );
+        assert_fails(
+            &property(&properties, "byzantine-authorities-revoked"),
+            "Byzantine authorities not caught: n0",
+        );
     }
 }

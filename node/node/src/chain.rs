@@ -1046,6 +1046,23 @@ impl<E: Env> ChainShell<E> {
         self.published_height = height;
     }
 
+    /// Starts this life's chain status from what the disk held at boot:
+    /// the committed list is replaced, not extended, and the life counted.
+    fn publish_boot(&mut self, boot_height: hm_kernel::block::Height) {
+        debug_assert_eq!(boot_height, self.replica.height());
+        let head = (boot_height > 0).then(|| self.replica.head_hash());
+        let committed = self.committed.clone();
+        self.status.update(|status| {
+            let chain = &mut status.chain;
+            chain.boots += 1;
+            chain.boot_height = boot_height;
+            chain.height = boot_height;
+            chain.head = head;
+            chain.committed = committed;
+        });
+        self.published_height = boot_height;
+    }
+
     fn publish_status(&mut self) {
         self.publish_new_commits();
         let replica = &self.replica;
@@ -1279,12 +1296,25 @@ pub(crate) async fn run_chain<E: Env>(
             entropy: SeededEntropy::new(env.entropy().next_u64(), b"chain-conduct"),
         }));
     }
-    // Blocks already on disk count as committed for the checkers.
-    for height in 1..=shell.replica.height() {
-        if let Ok(Some(block)) = shell.replica.store().block(height) {
-            shell.committed.push(block.hash());
-        }
+    // Blocks already on disk count as committed: this life's status starts
+    // from them, not from what an earlier life published, so a checker
+    // sees a committed block that a crash lost or replaced.
+    let boot_height = shell.replica.height();
+    for height in 1..=boot_height.min(STATUS_COMMITTED_MAX as u64) {
+        let block = shell
+            .replica
+            .store()
+            .block(height)
+            .map_err(|error| error.to_string())
+            .and_then(|block| block.ok_or_else(|| "it is missing".to_string()))
+            .map_err(|error| {
+                NodeError::ChainStopped(format!(
+                    "committed block {height} of {boot_height} cannot be read at boot: {error}"
+                ))
+            })?;
+        shell.committed.push(block.hash());
     }
+    shell.publish_boot(boot_height);
     shell.drain();
     shell.check_failed()?;
     let status_interval = Duration::from_millis(500);

@@ -82,9 +82,20 @@ pub struct ChainStatus {
     pub round: Option<u32>,
     pub mempool: usize,
     pub links: usize,
-    /// Hash of every committed block, by height - 1 (for the checkers; kept
-    /// across restarts of the node).
+    /// Hash of every committed block, by height - 1, as this life of the
+    /// node knows them: read from its own disk when the chain service
+    /// starts (replacing whatever an earlier life published), then one more
+    /// per commit; at most `chain::STATUS_COMMITTED_MAX` (for the checkers,
+    /// which judge a block lost or replaced by a crash from it).
     pub committed: Vec<hm_wire::Hash>,
+    /// How many times a chain service started on this status handle: 1 in
+    /// a real node (one life per process); the simulator keeps one handle
+    /// per node across its restarts, so there it numbers the node's lives.
+    #[serde(default)]
+    pub boots: u32,
+    /// The committed height this life found on its disk when it started.
+    #[serde(default)]
+    pub boot_height: u64,
     pub transactions_committed: u64,
     pub evidence_committed: u64,
     /// Peers' misbehaviour this node detected (invalid blocks, rejected
@@ -203,7 +214,9 @@ impl StatusHandle {
     }
 
     /// The node was killed: it holds no view and no connections any more.
-    /// What it accepted stays on record for the safety checkers.
+    /// What it committed and accepted stays on record for the safety
+    /// checkers until its next life's chain service starts and publishes
+    /// what its disk holds.
     pub fn mark_down(&self) {
         self.update(|status| {
             status.running = false;

@@ -19,8 +19,7 @@ use hm_kernel::consensus::Signer;
 use hm_kernel::genesis::Genesis;
 use hm_kernel::proof::{GENESIS_PLOT_NONCE, SpacePlot};
 use hm_kernel::replica::{
-    ChainMessage, Destination, Now, Replica, ReplicaConfig, ReplicaOutput, TX_RELAY_PEERS,
-    ValidatorIdentity,
+    ChainMessage, Destination, Now, Replica, ReplicaConfig, ReplicaOutput, ValidatorIdentity,
 };
 use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
@@ -37,6 +36,7 @@ use crate::conduct::{
     IssuanceDecision, IssuanceFacts,
 };
 use crate::link::Link;
+use crate::links;
 use crate::node::NodeError;
 use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
 use crate::trust::{AgentNow, TrustAction, TrustAgent, TrustSettings, TrustShared};
@@ -305,47 +305,16 @@ impl<E: Env> ChainShell<E> {
     }
 
     fn send_raw(&mut self, to: Destination, message: &ChainMessage) {
-        let targets: Vec<Hash> = match to {
-            Destination::Peer(peer) => vec![peer],
-            Destination::Peers => self.links.keys().copied().collect(),
-            Destination::Followers => self
-                .links
-                .keys()
-                .filter(|peer| !self.validators.contains(peer))
-                .copied()
-                .collect(),
-            Destination::PeersBehind { height } => self
-                .links
-                .keys()
-                .filter(|peer| !self.replica.peer_holds(peer, height))
-                .copied()
-                .collect(),
-            Destination::FollowersBehind { height } => self
-                .links
-                .keys()
-                .filter(|peer| {
-                    !self.validators.contains(peer) && !self.replica.peer_holds(peer, height)
-                })
-                .copied()
-                .collect(),
-            Destination::Validators | Destination::TowardValidators { .. } => {
-                let linked: Vec<Hash> = self
-                    .links
-                    .keys()
-                    .filter(|peer| self.validators.contains(peer))
-                    .copied()
-                    .collect();
-                if !linked.is_empty() || self.replica.is_validator() {
-                    linked
-                } else if let Destination::TowardValidators { from } = to {
-                    self.relay_turn = self.relay_turn.wrapping_add(1);
-                    relay_targets(self.links.keys().copied(), from, self.relay_turn)
-                } else {
-                    // Our own: through every peer (which relay them on).
-                    self.links.keys().copied().collect()
-                }
-            }
-        };
+        let linked: Vec<Hash> = self.links.keys().copied().collect();
+        let replica = &self.replica;
+        let targets = links::resolve(
+            &to,
+            &linked,
+            &self.validators,
+            replica.is_validator(),
+            |peer, height| replica.peer_holds(peer, height),
+            &mut self.relay_turn,
+        );
         if targets.is_empty() {
             return;
         }
@@ -367,50 +336,22 @@ impl<E: Env> ChainShell<E> {
         }
     }
 
-    /// The links this node wants: every validator (if it is one) and a few
-    /// overlay peers. A follower whose overlay is short of peers (still
-    /// joining, or kept out of the overlay until it holds a certificate
-    /// phase-3 nodes accept) fills up with validators, picked by its node
-    /// id so followers spread over them: chain links need no certificate,
-    /// and without them a newcomer could never sync the chain that would
-    /// certify it.
+    /// The links this node wants (see [`links::wanted`]).
     fn wanted(&self) -> Vec<(Hash, SocketAddrV6)> {
-        let mut wanted: Vec<(Hash, SocketAddrV6)> = Vec::new();
-        if self.replica.is_validator() {
-            wanted.extend(
-                self.config
-                    .validator_addrs
-                    .iter()
-                    .filter(|(id, _)| *id != self.me)
-                    .copied(),
-            );
-        }
         let overlay = self
             .overlay
             .lock()
             .map(|peers| peers.clone())
             .unwrap_or_default();
-        wanted.extend(
-            overlay
-                .into_iter()
-                .filter(|(id, _)| *id != self.me)
-                .take(self.config.sync_peers_max),
-        );
-        let validators = &self.config.validator_addrs;
-        if !self.replica.is_validator()
-            && wanted.len() < self.config.sync_peers_max
-            && !validators.is_empty()
-        {
-            let base = u64::from_le_bytes(self.me.0[..8].try_into().unwrap_or([0; 8]));
-            let missing = self.config.sync_peers_max - wanted.len();
-            for k in 0..validators.len().min(missing) {
-                let pick = validators[(base as usize).wrapping_add(k) % validators.len()];
-                if !wanted.iter().any(|(id, _)| *id == pick.0) {
-                    wanted.push(pick);
-                }
-            }
-        }
-        wanted
+        links::wanted(
+            &links::LinkPolicy {
+                me: self.me,
+                is_validator: self.replica.is_validator(),
+                validator_addrs: &self.config.validator_addrs,
+                sync_peers_max: self.config.sync_peers_max,
+            },
+            overlay,
+        )
     }
 
     fn reconcile(&mut self) {
@@ -421,9 +362,12 @@ impl<E: Env> ChainShell<E> {
             {
                 continue;
             }
-            // Between two validators only the smaller id dials, so they do
-            // not race to two connections.
-            if self.validators.contains(&peer) && self.replica.is_validator() && peer < self.me {
+            if !links::dials(
+                self.me,
+                self.replica.is_validator(),
+                peer,
+                self.validators.contains(&peer),
+            ) {
                 continue;
             }
             self.dialing.insert(peer);
@@ -1404,56 +1348,4 @@ fn load_phase<E: Env>(env: &E) -> Result<Phase, NodeError> {
         .and_then(|bytes| bytes.first().copied())
         .and_then(Phase::from_number)
         .unwrap_or_default())
-}
-
-/// The peers a relayed transaction goes to: at most [`TX_RELAY_PEERS`] of
-/// `peers`, never `from`, consecutive from a place `turn` moves, so
-/// successive relays spread over all peers.
-fn relay_targets(peers: impl Iterator<Item = Hash>, from: Hash, turn: u64) -> Vec<Hash> {
-    let others: Vec<Hash> = peers.filter(|peer| *peer != from).collect();
-    if others.is_empty() {
-        return others;
-    }
-    let start = (turn % others.len() as u64) as usize;
-    others
-        .iter()
-        .cycle()
-        .skip(start)
-        .take(others.len().min(TX_RELAY_PEERS))
-        .copied()
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relayed_transactions_go_to_a_few_peers_never_back_and_spread_over_turns() {
-        let peers: Vec<Hash> = (1..=5u8).map(|n| Hash([n; 32])).collect();
-        let from = peers[2];
-        let mut reached = BTreeSet::new();
-        for turn in 0..8 {
-            let targets = relay_targets(peers.iter().copied(), from, turn);
-            assert_eq!(targets.len(), TX_RELAY_PEERS);
-            assert!(!targets.contains(&from));
-            assert_eq!(
-                targets.iter().collect::<BTreeSet<_>>().len(),
-                targets.len(),
-                "no peer twice"
-            );
-            reached.extend(targets);
-        }
-        assert_eq!(
-            reached.len(),
-            peers.len() - 1,
-            "every other peer gets a turn"
-        );
-        // Fewer peers than the fanout: all of them but the sender.
-        assert_eq!(
-            relay_targets([from, peers[0]].into_iter(), from, 3),
-            vec![peers[0]]
-        );
-        assert!(relay_targets([from].into_iter(), from, 0).is_empty());
-    }
 }

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod chain;
 pub mod conduct;
 mod link;
+pub mod links;
 pub mod membership;
 mod node;
 mod status;

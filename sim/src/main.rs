@@ -230,6 +230,12 @@ mod cli {
 
     pub fn main() -> ExitCode {
         hm_sim::wall::tune_allocator();
+        // Every simulated node lives in this process and repeats the same
+        // pure work (signature checks, Brotli, block execution): remember
+        // each answer once for all of them. Memos change no result, only
+        // the work done. The children this binary spawns (--check-determinism,
+        // sweep, shrink) run this same main, so they remember too.
+        hm_env::memo::enable();
         // Logging only on request: madsim opens a span per node and task, and
         // with a subscriber installed every one of them costs a registry entry.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("HM_LOG") {

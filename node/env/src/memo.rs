@@ -5,9 +5,18 @@
 //! signatures, compresses and decompresses the same blocks, executes the
 //! same block on the same parent state. For a pure function, computing once
 //! and handing every caller the same answer changes nothing a node can
-//! observe — only how often the process does the work. The crates that use
-//! a [`Memo`] do so behind a cargo feature that only the simulator turns on;
-//! a real node, alone in its process, gains nothing from sharing.
+//! observe — only how often the process does the work.
+//!
+//! Memos are off unless the process turns them on. Whoever runs many nodes
+//! in one process (`hm-sim`) calls [`enable`] at startup; a real node,
+//! alone in its process, gains nothing from sharing and never does, and
+//! neither do the tests of the node crates, so the build that ships is the
+//! build that is tested. The switch is a run-time capability, not a cargo
+//! feature: the code is the same in every build, and a [`Memo`] that is
+//! off computes every answer without hashing a key or keeping anything.
+//! Tests that need memos on enable them in their own test binary (an
+//! integration test: one process), since the switch is process-wide and
+//! never turns off.
 //!
 //! Entries are keyed by a SHA-256 over everything the answer depends on
 //! ([`memo_id`]): a wrong hit would need a hash collision. Each memo is
@@ -16,8 +25,26 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
+
+/// Whether every [`Memo`] in this process remembers (see the module doc).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns every memo in this process on, for the rest of the process: call
+/// it once at startup, before any node runs. Only a process running many
+/// nodes that repeat the same pure work gains from it (the simulator).
+pub fn enable() {
+    // Relaxed: the switch orders nothing. A memo answers what its function
+    // computes, so a caller that sees the switch late only does the work.
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called in this process.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// The key of a memo entry: SHA-256 over a domain and length-prefixed parts,
 /// so `("ab", "c")` and `("a", "bc")` differ.
@@ -40,7 +67,8 @@ struct Entries<V> {
     misses: u64,
 }
 
-/// A bounded, thread-safe map from [`memo_id`]s to computed values.
+/// A bounded, thread-safe map from [`memo_id`]s to computed values, used
+/// only when memos are [`enabled`].
 pub struct Memo<V> {
     entries_max: usize,
     weight_max: usize,
@@ -73,14 +101,20 @@ impl<V: Clone> Memo<V> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The value for `id`, computing it with `compute` (outside the lock)
-    /// when it is not remembered. `weight` measures a value for the bound.
+    /// The value for the key `id` returns, computing it with `compute`
+    /// (outside the lock) when it is not remembered. `weight` measures a
+    /// value for the bound. When memos are off (see [`enable`]) this is
+    /// `compute()`: neither `id` nor `weight` runs and nothing is counted.
     pub fn get_or_compute(
         &self,
-        id: [u8; 32],
+        id: impl FnOnce() -> [u8; 32],
         weight: impl FnOnce(&V) -> usize,
         compute: impl FnOnce() -> V,
     ) -> V {
+        if !enabled() {
+            return compute();
+        }
+        let id = id();
         {
             let mut entries = self.lock();
             if let Some((value, _)) = entries.values.get(&id) {
@@ -138,38 +172,27 @@ impl<V: Clone> Memo<V> {
 mod tests {
     use super::*;
 
+    /// The test binary of this crate never enables memos (those that need
+    /// them on live in `tests/memo.rs`, their own process).
     #[test]
-    fn computes_once_per_key_and_keeps_the_bounds() {
-        let memo: Memo<Vec<u8>> = Memo::new(3, 100);
+    fn memos_are_off_by_default_and_compute_every_time() {
+        assert!(!enabled(), "nothing in hm-env's unit tests enables memos");
+        let memo: Memo<u32> = Memo::new(4, 100);
         let mut calls = 0;
         for _ in 0..2 {
-            let value = memo.get_or_compute(memo_id("t", &[b"a"]), Vec::len, || {
-                calls += 1;
-                vec![1; 10]
-            });
-            assert_eq!(value, vec![1; 10]);
+            let value = memo.get_or_compute(
+                || unreachable!("no key is computed when memos are off"),
+                |_| unreachable!("nothing is weighed when memos are off"),
+                || {
+                    calls += 1;
+                    7
+                },
+            );
+            assert_eq!(value, 7);
         }
-        assert_eq!(calls, 1);
-        assert_eq!(memo.hits_and_misses(), (1, 1));
-        // Entry bound: the oldest goes first.
-        for key in [b"b", b"c", b"d"] {
-            memo.get_or_compute(memo_id("t", &[key]), Vec::len, || vec![2; 10]);
-        }
-        assert_eq!(memo.len(), 3);
-        memo.get_or_compute(memo_id("t", &[b"a"]), Vec::len, || {
-            calls += 1;
-            vec![1; 10]
-        });
-        assert_eq!(calls, 2, "the oldest entry was evicted");
-        // Weight bound: a heavy value evicts until the total fits; one
-        // heavier than the whole budget is returned but not kept.
-        memo.get_or_compute(memo_id("t", &[b"e"]), Vec::len, || vec![3; 95]);
-        assert!(memo.len() <= 1);
-        let huge = memo.get_or_compute(memo_id("t", &[b"f"]), Vec::len, || vec![4; 101]);
-        assert_eq!(huge.len(), 101);
-        let (_, misses) = memo.hits_and_misses();
-        memo.get_or_compute(memo_id("t", &[b"f"]), Vec::len, || vec![4; 101]);
-        assert_eq!(memo.hits_and_misses().1, misses + 1, "never kept");
+        assert_eq!(calls, 2);
+        assert_eq!(memo.hits_and_misses(), (0, 0));
+        assert!(memo.is_empty());
     }
 
     #[test]

@@ -30,12 +30,11 @@ pub const MODULE_KV: u8 = 0;
 pub const MODULE_TRUST: u8 = 1;
 pub const NODE_STATE_ROOT_DOMAIN: &str = "hm/node-app-state/v1";
 
-/// Block executions remembered process-wide (feature `memo`, on in the
-/// simulator: every node executes each block on the same parent state).
-#[cfg(feature = "memo")]
+/// Block executions remembered process-wide when memos are on (see
+/// [`hm_env::memo`]; the simulator turns them on: every node executes each
+/// block on the same parent state).
 static EXECUTIONS: hm_env::memo::Memo<Execution> = hm_env::memo::Memo::new(1 << 12, 256 << 20);
 
-#[cfg(feature = "memo")]
 fn execution_weight(execution: &Execution) -> usize {
     execution
         .updates
@@ -156,7 +155,6 @@ impl NodeApp {
     /// Everything a block's execution depends on: the committed state (its
     /// root and log head), the chain and zone the modules are configured
     /// for, the block's context and its transactions.
-    #[cfg(feature = "memo")]
     fn execution_id(&self, block: BlockContext, transactions: &[Transaction]) -> [u8; 32] {
         let state_root = self.state_root();
         let (chain_id, zone, log_head) = {
@@ -322,15 +320,11 @@ impl Application for NodeApp {
     }
 
     fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
-        #[cfg(feature = "memo")]
-        {
-            let id = self.execution_id(block, transactions);
-            EXECUTIONS.get_or_compute(id, execution_weight, || {
-                self.execute_uncached(block, transactions)
-            })
-        }
-        #[cfg(not(feature = "memo"))]
-        self.execute_uncached(block, transactions)
+        EXECUTIONS.get_or_compute(
+            || self.execution_id(block, transactions),
+            execution_weight,
+            || self.execute_uncached(block, transactions),
+        )
     }
 
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
@@ -355,5 +349,37 @@ impl Application for NodeApp {
 
     fn log_head(&self) -> LogHead {
         self.trust.read().log_head()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hm_env::mem::SeededEntropy;
+    use hm_kernel::validators::ValidatorSet;
+    use hm_wire::SigningKey;
+
+    /// hm-node's unit tests run as a real node does: memos are off, so every
+    /// execution is computed and none is remembered (tests/memo.rs runs
+    /// them on, in a process of its own).
+    #[test]
+    fn a_real_node_remembers_no_execution() {
+        assert!(!hm_env::memo::enabled());
+        let key = SigningKey::generate(&SeededEntropy::new(1, b"app-validator"));
+        let validators = ValidatorSet::new([(key.verifying_key(), 1)]).expect("one validator");
+        let app = NodeApp::new(SharedTrust::new(TrustApp::new(
+            hm_trustchain::app::TrustConfig {
+                zone: hm_trustchain::name::DnsName::parse("hm").expect("a valid zone"),
+                authorities: hm_trustchain::cert::Authorities::from_validators(&validators),
+                chain_id: Hash([0xc1; 32]),
+                validators,
+            },
+        )));
+        let block = BlockContext::new(1, 1_000);
+        let transactions = [kv_put(b"a", b"1", 1)];
+        let execution = app.execute_block(block, &transactions);
+        assert_eq!(app.execute_block(block, &transactions), execution);
+        assert_eq!(EXECUTIONS.hits_and_misses(), (0, 0));
+        assert!(EXECUTIONS.is_empty());
     }
 }

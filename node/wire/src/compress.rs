@@ -25,11 +25,10 @@ pub const COMPRESS_WINDOW_BITS: i32 = 22;
 /// can overshoot the cap before we notice (it is then discarded).
 pub const DECOMPRESS_CHUNK_BYTES: usize = 16 << 10;
 
-/// Compressions and decompressions remembered process-wide (feature
-/// `memo`, see [`hm_env::memo`]): every simulated node compresses the
-/// blocks it stores and decompresses the blocks it serves, the same bytes
-/// on every node.
-#[cfg(feature = "memo")]
+/// Compressions and decompressions remembered process-wide when memos are
+/// on (see [`hm_env::memo`]): every simulated node compresses the blocks it
+/// stores and decompresses the blocks it serves, the same bytes on every
+/// node.
 mod memo {
     use hm_env::memo::Memo;
 
@@ -44,39 +43,30 @@ mod memo {
 
 /// Compresses `data` (see the module doc for the settings).
 pub fn compress(data: &[u8]) -> Vec<u8> {
-    #[cfg(feature = "memo")]
-    {
-        let id = hm_env::memo::memo_id("hm/memo/compress", &[data]);
-        memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(data))
-    }
-    #[cfg(not(feature = "memo"))]
-    compress_uncached(data)
+    memo::COMPRESSED.get_or_compute(
+        || hm_env::memo::memo_id("hm/memo/compress", &[data]),
+        Vec::len,
+        || compress_uncached(data),
+    )
 }
 
 /// [`compress`] of the bytes `content` produces, for callers that can name
-/// those bytes more cheaply than by hashing them: with the `memo` feature
-/// the result is remembered under the parts `identity` returns, and
-/// `content` runs only when it is not. The caller guarantees that equal
-/// identities mean equal content (e.g. a block's header hash, which commits
-/// to its body, with its proofs). Without the feature this is
-/// `compress(&content())` and `identity` never runs.
+/// those bytes more cheaply than by hashing them: when memos are on the
+/// result is remembered under the parts `identity` returns, and `content`
+/// runs only when it is not. The caller guarantees that equal identities
+/// mean equal content (e.g. a block's header hash, which commits to its
+/// body, with its proofs). When memos are off this is `compress(&content())`
+/// and `identity` never runs.
 pub fn compress_named(
     identity: impl FnOnce() -> Vec<Vec<u8>>,
     content: impl FnOnce() -> Vec<u8>,
 ) -> Vec<u8> {
-    #[cfg(feature = "memo")]
-    {
+    let id = || {
         let parts = identity();
         let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let id = hm_env::memo::memo_id("hm/memo/compress-named", &parts);
-        memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(&content()))
-    }
-    #[cfg(not(feature = "memo"))]
-    {
-        // Without the memo nothing needs the name: it is never computed.
-        let _ = identity;
-        compress_uncached(&content())
-    }
+        hm_env::memo::memo_id("hm/memo/compress-named", &parts)
+    };
+    memo::COMPRESSED.get_or_compute(id, Vec::len, || compress_uncached(&content()))
 }
 
 fn compress_uncached(data: &[u8]) -> Vec<u8> {
@@ -98,20 +88,16 @@ fn compress_uncached(data: &[u8]) -> Vec<u8> {
 /// Decompresses a complete Brotli stream, refusing to produce more than
 /// `max_bytes`.
 pub fn decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
-    #[cfg(feature = "memo")]
-    {
-        let id = hm_env::memo::memo_id(
-            "hm/memo/decompress",
-            &[data, &(max_bytes as u64).to_le_bytes()],
-        );
-        memo::DECOMPRESSED.get_or_compute(
-            id,
-            |result| result.as_ref().map_or(0, Vec::len),
-            || decompress_uncached(data, max_bytes),
-        )
-    }
-    #[cfg(not(feature = "memo"))]
-    decompress_uncached(data, max_bytes)
+    memo::DECOMPRESSED.get_or_compute(
+        || {
+            hm_env::memo::memo_id(
+                "hm/memo/decompress",
+                &[data, &(max_bytes as u64).to_le_bytes()],
+            )
+        },
+        |result| result.as_ref().map_or(0, Vec::len),
+        || decompress_uncached(data, max_bytes),
+    )
 }
 
 fn decompress_uncached(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
@@ -210,7 +196,11 @@ mod tests {
     }
 
     #[test]
-    fn named_content_compresses_like_its_bytes_and_is_produced_at_most_once() {
+    fn named_content_compresses_like_its_bytes_and_without_memos_is_produced_each_time() {
+        assert!(
+            !hm_env::memo::enabled(),
+            "hm-wire's unit tests run as a real node does, with memos off"
+        );
         let content = b"named named named content".repeat(50);
         let mut produced = 0;
         let packed = compress_named(
@@ -230,9 +220,9 @@ mod tests {
             },
         );
         assert_eq!(decompress(&again, content.len()), Ok(content.clone()));
-        // With the memo the second call reuses the first; without it, it
-        // produces the content again.
-        assert_eq!(produced, if cfg!(feature = "memo") { 1 } else { 2 });
+        // Memos are off in this test binary: the second call produces the
+        // content again (tests/memo.rs checks the memo reuses the first).
+        assert_eq!(produced, 2);
     }
 
     proptest! {

@@ -208,10 +208,7 @@ impl VerifyingKey {
                 message,
             )
         };
-        #[cfg(feature = "memo")]
         let valid = verify_cache::verified(&self.fingerprint, domain, message, signature, check);
-        #[cfg(not(feature = "memo"))]
-        let valid = check();
         if valid {
             Ok(())
         } else {
@@ -363,38 +360,6 @@ const _: () = assert!(SIGNATURE_NONCE_BYTES + 1 < SIGNATURE_BYTES);
 
 #[cfg(test)]
 mod tests {
-    /// With the process-wide memo on, a remembered verdict never leaks to
-    /// another message, signature or key.
-    #[cfg(feature = "memo")]
-    #[test]
-    fn the_verify_cache_keeps_verdicts_apart() {
-        let entropy = SeededEntropy::new(9, b"verify-cache");
-        let key = SigningKey::generate(&entropy);
-        let other = SigningKey::generate(&entropy);
-        let signature = key.sign("test/cache", b"message", &entropy);
-        for _ in 0..2 {
-            key.verifying_key()
-                .verify("test/cache", b"message", &signature)
-                .expect("valid, first from the check, then from the memo");
-            assert!(
-                key.verifying_key()
-                    .verify("test/cache", b"massage", &signature)
-                    .is_err()
-            );
-            assert!(
-                key.verifying_key()
-                    .verify("test/other", b"message", &signature)
-                    .is_err()
-            );
-            assert!(
-                other
-                    .verifying_key()
-                    .verify("test/cache", b"message", &signature)
-                    .is_err()
-            );
-        }
-    }
-
     use super::*;
     use hm_env::mem::SeededEntropy;
     use pqcrypto_falcon::falconpadded1024 as pq;
@@ -861,10 +826,10 @@ mod tests {
     }
 }
 
-/// Process-wide memo of signature checks (feature `memo`): a check is a
-/// pure function of (key, domain, message, signature), so its verdict can
-/// be shared by every simulated node that makes it (see [`hm_env::memo`]).
-#[cfg(feature = "memo")]
+/// Process-wide memo of signature checks, used when memos are on (see
+/// [`hm_env::memo`]): a check is a pure function of (key, domain, message,
+/// signature), so its verdict can be shared by every simulated node that
+/// makes it.
 mod verify_cache {
     use hm_env::memo::{Memo, memo_id};
 
@@ -882,10 +847,12 @@ mod verify_cache {
         signature: &Signature,
         check: impl FnOnce() -> bool,
     ) -> bool {
-        let id = memo_id(
-            "hm/memo/verify",
-            &[key.as_bytes(), domain.as_bytes(), message, &signature.0[..]],
-        );
+        let id = || {
+            memo_id(
+                "hm/memo/verify",
+                &[key.as_bytes(), domain.as_bytes(), message, &signature.0[..]],
+            )
+        };
         VERDICTS.get_or_compute(id, |_| 0, check)
     }
 }

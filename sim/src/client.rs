@@ -209,3 +209,61 @@ pub fn acked_property(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{assert_fails, assert_passes};
+
+    fn acked(n: u8, node: u32) -> Acked {
+        Acked {
+            id: Hash([n; 32]),
+            node,
+            at_ms: 1_000 * u64::from(n),
+        }
+    }
+
+    #[test]
+    fn every_acknowledged_transaction_committed_passes() {
+        let log = ClientLog {
+            acked: vec![acked(1, 0), acked(2, 7)],
+            refused: 1,
+            unreachable: 3,
+        };
+        let committed = Ok([Hash([1; 32]), Hash([2; 32]), Hash([9; 32])].into());
+        assert_passes(&acked_property(&log, &committed, 60.0));
+    }
+
+    #[test]
+    fn a_lost_acknowledged_transaction_fails_naming_the_node_that_acked_it() {
+        let log = ClientLog {
+            acked: vec![acked(1, 0), acked(2, 8)],
+            ..ClientLog::default()
+        };
+        let committed = Ok([Hash([1; 32])].into());
+        assert_fails(
+            &acked_property(&log, &committed, 60.0),
+            "1 of 2 acknowledged transactions never committed: 020202020202 (acked by n8 at 2.0 s)",
+        );
+    }
+
+    #[test]
+    fn nothing_acknowledged_is_not_exercised_and_an_unreadable_chain_fails() {
+        let log = ClientLog {
+            unreachable: 5,
+            ..ClientLog::default()
+        };
+        assert_fails(
+            &acked_property(&log, &Ok(BTreeSet::new()), 60.0),
+            crate::runner::NOT_EXERCISED,
+        );
+        let log = ClientLog {
+            acked: vec![acked(1, 0)],
+            ..ClientLog::default()
+        };
+        assert_fails(
+            &acked_property(&log, &Err("disk I/O error".into()), 60.0),
+            "cannot be read",
+        );
+    }
+}

@@ -183,3 +183,138 @@ pub fn accountable_property(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{assert_fails, assert_passes};
+    use hm_env::mem::SeededEntropy;
+    use hm_kernel::block::{Evidence, SignedVote, Vote, VoteKind};
+    use hm_kernel::genesis::ProofParams;
+    use hm_wire::SigningKey;
+
+    /// Four validators of stake 10; validator index → node index is the
+    /// identity here.
+    fn committee() -> (Vec<SigningKey>, Genesis) {
+        let entropy = SeededEntropy::new(3, b"fork-test");
+        let keys: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate(&entropy)).collect();
+        let members: Vec<_> = keys.iter().map(|key| (key.verifying_key(), 10)).collect();
+        let (genesis, _) =
+            Genesis::with_plots("fork-test", 0, &members, ProofParams::for_simulation())
+                .expect("small plots");
+        (keys, genesis)
+    }
+
+    /// A duplicate precommit by validator `index` (the key at its position
+    /// in the validator set).
+    fn evidence(keys: &[SigningKey], genesis: &Genesis, index: ValidatorIndex) -> Evidence {
+        let set = genesis.validator_set().expect("set");
+        let id = set.get(index).expect("member").id;
+        let key = keys
+            .iter()
+            .find(|key| key.verifying_key().fingerprint() == id)
+            .expect("its key");
+        let entropy = SeededEntropy::new(4, b"fork-test-votes");
+        let vote = |block: u8| {
+            SignedVote::sign(
+                &genesis.chain_id(),
+                Vote {
+                    kind: VoteKind::Precommit,
+                    height: 5,
+                    round: 0,
+                    block_hash: Some(Hash([block; 32])),
+                    validator: index,
+                },
+                key,
+                &entropy,
+            )
+        };
+        Evidence::DuplicateVote {
+            first: vote(1),
+            second: vote(2),
+        }
+    }
+
+    fn fork(convicted: Vec<(ValidatorIndex, Evidence)>, suspects: Vec<ValidatorIndex>) -> Fork {
+        let stake = 10 * (convicted.len() + suspects.len()) as u64;
+        Fork {
+            height: 5,
+            sides: [(0, Hash([1; 32])), (3, Hash([2; 32]))],
+            conviction: Conviction {
+                convicted,
+                suspects,
+                stake,
+            },
+        }
+    }
+
+    fn judge(
+        fork: Result<Option<Fork>, String>,
+        genesis: &Genesis,
+        byzantine: &[usize],
+    ) -> PropertyResult {
+        accountable_property(&fork, genesis, &|index| Some(usize::from(index)), &|node| {
+            byzantine.contains(&node)
+        })
+    }
+
+    #[test]
+    fn a_fork_convicting_only_byzantine_validators_with_over_a_third_passes() {
+        let (keys, genesis) = committee();
+        let convicted = vec![
+            (1, evidence(&keys, &genesis, 1)),
+            (2, evidence(&keys, &genesis, 2)),
+        ];
+        let verdict = judge(Ok(Some(fork(convicted, Vec::new()))), &genesis, &[1, 2]);
+        assert_passes(&verdict);
+        assert!(verdict.detail.contains("n1") && verdict.detail.contains("n2"));
+    }
+
+    #[test]
+    fn an_honest_validator_named_fails() {
+        let (keys, genesis) = committee();
+        let convicted = vec![
+            (1, evidence(&keys, &genesis, 1)),
+            (2, evidence(&keys, &genesis, 2)),
+        ];
+        let verdict = judge(Ok(Some(fork(convicted, Vec::new()))), &genesis, &[1]);
+        assert_fails(&verdict, "honest validators named as culprits: n2");
+    }
+
+    #[test]
+    fn proven_double_signers_under_a_third_fail() {
+        let (keys, genesis) = committee();
+        // One proven (10 of 40), the others only suspects (different rounds).
+        let verdict = judge(
+            Ok(Some(fork(vec![(1, evidence(&keys, &genesis, 1))], vec![2]))),
+            &genesis,
+            &[1, 2],
+        );
+        assert_fails(&verdict, "not more than a third");
+    }
+
+    #[test]
+    fn no_fork_and_an_unreadable_fork_fail() {
+        let (_, genesis) = committee();
+        assert_fails(&judge(Ok(None), &genesis, &[]), "hold none");
+        assert_fails(
+            &judge(Err("height 5: bad certificate".into()), &genesis, &[]),
+            "cannot be judged",
+        );
+    }
+
+    #[test]
+    fn agreeing_honest_disks_hold_no_fork() {
+        let (_, genesis) = committee();
+        let disks = [
+            MemDisk::new(hm_node::COLUMN_FAMILIES),
+            MemDisk::new(hm_node::COLUMN_FAMILIES),
+        ];
+        let views: Vec<NodeDisk<'_>> = disks
+            .iter()
+            .enumerate()
+            .map(|(index, disk)| NodeDisk { index, disk })
+            .collect();
+        assert!(matches!(find_fork(&genesis, &views), Ok(None)));
+    }
+}

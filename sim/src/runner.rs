@@ -1437,6 +1437,34 @@ pub fn run(scenario: &Scenario, scenario_path: &str, seed: u64, progress: bool) 
 mod tests {
     use super::*;
 
+    fn verdict(name: &str, passed: bool) -> PropertyResult {
+        PropertyResult {
+            name: name.into(),
+            passed,
+            detail: "detail".into(),
+        }
+    }
+
+    #[test]
+    fn an_expected_fork_must_happen_and_then_excuses_only_liveness() {
+        // Forked as expected: agreement's failure passes, liveness is not
+        // required, anything else still counts.
+        let mut properties = vec![
+            verdict("chain-agreement", false),
+            verdict("chain-liveness", false),
+            verdict("chain-validity", false),
+        ];
+        expect_fork(&mut properties);
+        assert!(properties[0].passed && properties[0].detail.starts_with("forked, as"));
+        assert!(properties[1].passed && properties[1].detail.starts_with("not required"));
+        assert!(!properties[2].passed, "validity is never excused");
+        // No fork: the run fails on agreement.
+        let mut properties = vec![verdict("chain-agreement", true)];
+        expect_fork(&mut properties);
+        assert!(!properties[0].passed);
+        assert!(properties[0].detail.contains("none happened"));
+    }
+
     const TINY: &str = r#"
         name = "tiny"
         duration_s = 60

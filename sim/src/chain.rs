@@ -428,8 +428,10 @@ impl ChainChecker {
             match self.canonical.get(at) {
                 Some(canonical) if canonical != hash => self.violations.push(|| {
                     format!(
-                        "n{index} committed {hash} at height {}, others {canonical}",
-                        at + 1
+                        "n{index} committed {} at height {}, others {}",
+                        &hash.to_hex()[..12],
+                        at + 1,
+                        &canonical.to_hex()[..12]
                     )
                 }),
                 Some(_) => {}
@@ -782,7 +784,11 @@ mod tests {
         observe(&mut checker, &[(&a, true), (&b, true)], 2_000);
         assert_fails(
             &verdict(&checker, "", "chain-agreement"),
-            &format!("n1 committed {} at height 3, others {}", block(7), block(3)),
+            &format!(
+                "n1 committed {} at height 3, others {}",
+                &block(7).to_hex()[..12],
+                &block(3).to_hex()[..12]
+            ),
         );
     }
 

@@ -745,7 +745,7 @@ mod tests {
             .iter()
             .map(|k| k.verifying_key().fingerprint())
             .collect();
-        let key = SigningKey::from_bytes(&keys[0].to_bytes()).expect("key");
+        let key = keys[0].duplicate();
         (
             ByzantineValidator::new(fault, key, chain_id, ids, entropy),
             set,
@@ -872,7 +872,7 @@ mod tests {
             .iter()
             .map(|key| {
                 ByzantineValidator::splitting(
-                    SigningKey::from_bytes(&key.to_bytes()).expect("key"),
+                    key.duplicate(),
                     chain_id,
                     set.clone(),
                     colluders.clone(),

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use hm_env::Entropy;
 use hm_env::mem::SeededEntropy;
 use hm_node::conduct::{
-    AuthorityConduct, AuthorityConductFactory, AuthorityContext, IssuanceDecision, IssuanceFacts,
-    PresentationConduct,
+    AuthorityConduct, AuthorityConductFactory, AuthorityContext, AuthorityError, IssuanceDecision,
+    IssuanceFacts, IssuanceRefusal, PresentationConduct, ProvedCertificate,
 };
 use hm_trustchain::log::LogHead;
-use hm_trustchain::log::{InclusionProof, SignedTreeHead};
+use hm_trustchain::log::SignedTreeHead;
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,9 @@ impl<E: Entropy> ByzantineAuthority<E> {
                 self.misdeeds += 1;
                 IssuanceDecision::Issue { log: false }
             }
-            (_, Some(name)) => IssuanceDecision::Refuse(format!("{name} belongs to another node")),
+            (_, Some(name)) => {
+                IssuanceDecision::Refuse(IssuanceRefusal::NameTaken { name: name.clone() })
+            }
             (AuthorityFault::Unlogged, None) => {
                 self.misdeeds += 1;
                 IssuanceDecision::Issue { log: false }
@@ -93,10 +95,13 @@ impl<E: Entropy> ByzantineAuthority<E> {
     /// built (its head already went through [`Self::tree_head`]).
     pub fn proof(
         &mut self,
-        answer: Result<(InclusionProof, SignedTreeHead), String>,
-    ) -> Result<(InclusionProof, SignedTreeHead), String> {
+        fingerprint: &Hash,
+        answer: Result<ProvedCertificate, AuthorityError>,
+    ) -> Result<ProvedCertificate, AuthorityError> {
         match self.fault {
-            AuthorityFault::Unlogged => Err("not logged yet; ask again later".into()),
+            AuthorityFault::Unlogged => Err(AuthorityError::NotLogged {
+                fingerprint: *fingerprint,
+            }),
             AuthorityFault::FalseHeads | AuthorityFault::Forge => answer,
         }
     }
@@ -134,9 +139,10 @@ impl<E: Entropy + Send> AuthorityConduct for ByzantineAuthority<E> {
 
     fn proof(
         &mut self,
-        honest: Result<(InclusionProof, SignedTreeHead), String>,
-    ) -> Result<(InclusionProof, SignedTreeHead), String> {
-        ByzantineAuthority::proof(self, honest)
+        fingerprint: &Hash,
+        honest: Result<ProvedCertificate, AuthorityError>,
+    ) -> Result<ProvedCertificate, AuthorityError> {
+        ByzantineAuthority::proof(self, fingerprint, honest)
     }
 }
 
@@ -181,6 +187,7 @@ mod tests {
     use super::*;
     use hm_env::mem::SeededEntropy;
     use hm_trustchain::cert::Authorities;
+    use hm_trustchain::log::InclusionProof;
 
     fn authority(fault: AuthorityFault) -> (ByzantineAuthority<SeededEntropy>, Authorities) {
         let key = SigningKey::generate(&SeededEntropy::new(1, b"authority"));
@@ -213,9 +220,7 @@ mod tests {
         assert!(forged.presents_unproven());
     }
 
-    fn honest_answer(
-        byzantine: &ByzantineAuthority<SeededEntropy>,
-    ) -> (InclusionProof, SignedTreeHead) {
+    fn honest_answer(byzantine: &ByzantineAuthority<SeededEntropy>) -> ProvedCertificate {
         let head = LogHead {
             size: 3,
             root: hm_wire::hash("test", b"root"),
@@ -257,16 +262,26 @@ mod tests {
             IssuanceDecision::Issue { log: false },
             "revoked, it still issues, and logs nothing"
         );
-        assert!(matches!(
+        assert_eq!(
             unlogged.decide(&facts(Some("n1.mesh"))),
-            IssuanceDecision::Refuse(_)
-        ));
+            IssuanceDecision::Refuse(IssuanceRefusal::NameTaken {
+                name: "n1.mesh".into()
+            })
+        );
         let honest = honest_answer(&unlogged);
-        assert!(unlogged.proof(Ok(honest)).is_err());
+        let fingerprint = Hash([7; 32]);
+        assert_eq!(
+            unlogged.proof(&fingerprint, Ok(honest)),
+            Err(AuthorityError::NotLogged { fingerprint }),
+            "an unlogging authority denies every proof"
+        );
         let (mut forger_proofs, _) = authority(AuthorityFault::Forge);
         let honest = honest_answer(&forger_proofs);
         assert_eq!(
-            forger_proofs.proof(Ok(honest.clone())).expect("answers").1,
+            forger_proofs
+                .proof(&Hash([7; 32]), Ok(honest.clone()))
+                .expect("answers")
+                .1,
             honest.1,
             "a forger's heads are honest"
         );

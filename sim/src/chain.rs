@@ -605,7 +605,9 @@ pub fn audit_chain(
         return Ok(audit);
     }
     let store = ChainStore::open(disk.clone(), chain_id).map_err(|error| error.to_string())?;
-    let trust = SharedTrust::new(hm_node::app::trust_app_for(genesis, zone.clone())?);
+    let trust = SharedTrust::new(
+        hm_node::app::trust_app_for(genesis, zone.clone()).map_err(|error| error.to_string())?,
+    );
     let mut app = NodeApp::new(trust.clone());
     let mut parent = ParentInfo::genesis(genesis);
     let last = up_to.map_or(store.height(), |up_to| up_to.min(store.height()));
@@ -1015,7 +1017,7 @@ mod tests {
         let entropy = Arc::new(SeededEntropy::new(1, b"audit-test-replica"));
         let identity = ValidatorIdentity {
             signer: Signer::open(
-                SigningKey::from_bytes(&key.to_bytes()).expect("own key"),
+                key.duplicate(),
                 genesis.chain_id(),
                 disk.clone(),
                 entropy.clone(),

@@ -7,11 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(crate) use hm_env::sync::lock;
 
 /// What kind of event a digest entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

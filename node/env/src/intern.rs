@@ -61,7 +61,7 @@ static POOL: Mutex<Pool<[u8; 32]>> = Mutex::new(Pool::new());
 static CHECKSUM_POOL: Mutex<Pool<u64>> = Mutex::new(Pool::new());
 
 fn locked<K>(pool: &Mutex<Pool<K>>) -> std::sync::MutexGuard<'_, Pool<K>> {
-    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::sync::lock(pool)
 }
 
 /// The SHA-256 of `bytes` and a shared allocation holding them.

@@ -8,6 +8,7 @@ pub mod intern;
 pub mod mem;
 pub mod memo;
 pub mod net;
+pub mod sync;
 
 pub use clock::{BoxSleep, Clock, Elapsed, RuntimeClock, timeout};
 pub use disk::{BatchOp, Disk, DiskError, Entries, WriteBatch};

@@ -17,13 +17,7 @@ use crate::hardware::{Hardware, HardwareInventory, UsageSample};
 use crate::net::{DATAGRAM_BYTES_MAX, DatagramSocket, Net, RecvMeta, Transmit};
 use crate::{Entropy, Env, RuntimeClock};
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks already failed the test that
-    // caused it; keep serving the data rather than cascading.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::sync::lock;
 
 // ---------------------------------------------------------------- disk
 

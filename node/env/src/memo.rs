@@ -96,9 +96,7 @@ impl<V: Clone> Memo<V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
         // A panic while holding the lock leaves the maps consistent (every
         // mutation below is completed before anything that can panic).
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The value for the key `id` returns, computing it with `compute`

@@ -305,8 +305,34 @@ pub enum ReplicaError {
     Genesis(#[from] crate::genesis::GenesisError),
     #[error(transparent)]
     Core(#[from] CoreError),
-    #[error("replaying committed block {height} into the application failed: {reason}")]
-    Replay { height: Height, reason: String },
+    #[error(
+        "committed block {height} is missing below the head {head} on this node's disk; \
+         restore the data directory from a backup, or move it aside so the node syncs the chain \
+         from its peers"
+    )]
+    MissingBelowHead { height: Height, head: Height },
+    #[error(
+        "replaying committed block {height} into the application failed: {reason}; \
+         restore the data directory from a backup, or move it aside so the node syncs the chain \
+         from its peers"
+    )]
+    ReplayFailed { height: Height, reason: String },
+    /// Re-executing a committed block gave other state than its header
+    /// commits to: the disk or the application's code differs from what
+    /// committed it.
+    #[error(
+        "replaying committed block {height} gives {what} {replayed}, but the block commits to \
+         {committed}; this node's chain on disk, or the build running it, differs from the one \
+         that committed it: run the network's release, or move the data directory aside so the \
+         node syncs the chain from its peers"
+    )]
+    ReplayMismatch {
+        height: Height,
+        /// Which root: "write-set root", "state root" or "log head root".
+        what: &'static str,
+        committed: Hash,
+        replayed: Hash,
+    },
     #[error("the validator's space plot does not belong to its key: {0}")]
     Plot(String),
 }
@@ -402,37 +428,45 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let mut client_txs = load_client_transactions(store.disk())?;
         let mut committed_client_txs = WriteBatch::new();
         for height in 1..=store.height() {
-            let block = store.block(height)?.ok_or_else(|| ReplicaError::Replay {
+            let block = store.block(height)?.ok_or(ReplicaError::MissingBelowHead {
                 height,
-                reason: "block missing below the head".into(),
+                head: store.height(),
             })?;
             let execution = app.execute_block(
                 BlockContext::new(height, block.header.timestamp_ms),
                 &block.body.transactions,
             );
-            if execution.updates_root() != block.header.updates_root {
-                return Err(ReplicaError::Replay {
+            let mismatch = |what, committed: Hash, replayed: Hash| {
+                (committed != replayed).then_some(ReplicaError::ReplayMismatch {
                     height,
-                    reason:
-                        "re-executing the block gives a write set its header does not commit to"
-                            .into(),
-                });
+                    what,
+                    committed,
+                    replayed,
+                })
+            };
+            if let Some(error) = mismatch(
+                "write-set root",
+                block.header.updates_root,
+                execution.updates_root(),
+            ) {
+                return Err(error);
             }
-            app.commit_execution(height, &execution)
-                .map_err(|error| ReplicaError::Replay {
+            app.commit_execution(height, &execution).map_err(|error| {
+                ReplicaError::ReplayFailed {
                     height,
                     reason: error.to_string(),
-                })?;
-            if app.state_root() != block.header.state_root {
-                return Err(ReplicaError::Replay {
-                    height,
-                    reason: "the replayed state root differs from the block's".into(),
-                });
+                }
+            })?;
+            if let Some(error) = mismatch("state root", block.header.state_root, app.state_root()) {
+                return Err(error);
             }
-            if app.log_head() != block.header.log_head {
-                return Err(ReplicaError::Replay {
+            let log_head = app.log_head();
+            if log_head != block.header.log_head {
+                return Err(ReplicaError::ReplayMismatch {
                     height,
-                    reason: "the replayed log head differs from the block's".into(),
+                    what: "log head root",
+                    committed: block.header.log_head.root,
+                    replayed: log_head.root,
                 });
             }
             if config.committed_index_max > 0 || !client_txs.is_empty() {

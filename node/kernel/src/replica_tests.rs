@@ -808,3 +808,87 @@ fn commit_news_skips_peers_that_announced_the_height_first() {
     net.run_until(|net| net.heights().iter().all(|height| *height >= target));
     net.assert_agreement();
 }
+
+/// A build whose state root is computed differently from the build that
+/// committed the chain (same transactions, same write sets).
+struct OtherRootApp(KvApp);
+
+impl Application for OtherRootApp {
+    fn check_tx(&self, tx: &Transaction) -> Result<(), crate::app::TxError> {
+        self.0.check_tx(tx)
+    }
+
+    fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
+        self.0.execute_block(block, transactions)
+    }
+
+    fn commit(
+        &mut self,
+        height: Height,
+        updates: &[crate::block::StateUpdate],
+    ) -> Result<(), crate::app::CommitError> {
+        self.0.commit(height, updates)
+    }
+
+    fn state_root(&self) -> Hash {
+        hm_wire::hash("other-build", &self.0.state_root().0)
+    }
+
+    fn committed_height(&self) -> Height {
+        self.0.committed_height()
+    }
+}
+
+#[test]
+fn a_replay_that_disagrees_with_a_committed_block_names_the_height_and_both_roots() {
+    let mut net = Net::new(1, 1, 4);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 3));
+    let follower = &net.members[1];
+    let committed_root = follower
+        .replica
+        .as_ref()
+        .expect("running")
+        .store()
+        .block(1)
+        .expect("reads")
+        .expect("stored")
+        .header
+        .state_root;
+    let disk = follower.disk.clone();
+    net.crash(1);
+    let opened = Replica::new(
+        net.genesis.clone(),
+        disk,
+        OtherRootApp(KvApp::new()),
+        None::<ValidatorIdentity<TestSigner>>,
+        fast_config(),
+        Arc::new(SeededEntropy::new(1, b"replay")),
+        net.now(),
+    );
+    let error = match opened {
+        Ok(_) => panic!("a replay giving another state root must not open"),
+        Err(error) => error,
+    };
+    let message = error.to_string();
+    let ReplicaError::ReplayMismatch {
+        height,
+        what,
+        committed,
+        replayed,
+    } = error
+    else {
+        panic!("expected a replay mismatch, got: {message}");
+    };
+    assert_eq!((height, what), (1, "state root"));
+    assert_eq!(committed, committed_root);
+    // The inner application replayed correctly; only the root's recipe differs.
+    assert_eq!(replayed, hm_wire::hash("other-build", &committed_root.0));
+    for needle in [
+        "block 1".to_string(),
+        committed.to_string(),
+        replayed.to_string(),
+        "syncs the chain".to_string(),
+    ] {
+        assert!(message.contains(&needle), "{message:?} lacks {needle:?}");
+    }
+}

@@ -57,15 +57,11 @@ impl SharedTrust {
     /// a commit, which already took the node down; reading on is safe
     /// because commits replace state only after they succeed.
     pub fn read(&self) -> RwLockReadGuard<'_, TrustApp> {
-        self.0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        hm_env::sync::read(&self.0)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, TrustApp> {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        hm_env::sync::write(&self.0)
     }
 }
 
@@ -74,10 +70,8 @@ impl SharedTrust {
 pub fn trust_app_for(
     genesis: &hm_kernel::genesis::Genesis,
     zone: hm_trustchain::name::DnsName,
-) -> Result<TrustApp, String> {
-    let validators = genesis
-        .validator_set()
-        .map_err(|error| format!("genesis: {error}"))?;
+) -> Result<TrustApp, hm_kernel::genesis::GenesisError> {
+    let validators = genesis.validator_set()?;
     Ok(TrustApp::new(hm_trustchain::app::TrustConfig {
         zone,
         authorities: hm_trustchain::cert::Authorities::from_validators(&validators),

@@ -25,21 +25,19 @@ use hm_stoq::{Connection, Endpoint};
 use hm_wire::{Hash, SigningKey};
 use tokio::sync::mpsc;
 
-use crate::api::{
-    API_PEERS_MAX, ApiCall, ApiClient, ApiRequest, ApiResponse, BlockSummary, CertificateSummary,
-    NodeSummary, PeerSummary,
-};
+use crate::answer::{ApiNode, KnownPeers};
+use crate::api::{ApiCall, ApiClient, ApiRequest, ApiResponse};
 use crate::app::{NodeApp, kv_tx, trust_tx};
 use crate::bootstrap::Phase;
 use crate::conduct::{
-    AuthorityConduct, AuthorityContext, ChainConduct, ChainContext, Conduct, HonestAuthority,
-    IssuanceDecision, IssuanceFacts,
+    AuthorityConduct, AuthorityContext, AuthorityError, ChainConduct, ChainContext, Conduct,
+    HonestAuthority, IssuanceDecision, IssuanceFacts, ProvedCertificate,
 };
 use crate::link::Link;
 use crate::links;
 use crate::node::NodeError;
 use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
-use crate::trust::{AgentNow, TrustAction, TrustAgent, TrustSettings, TrustShared};
+use crate::trust::{AgentNow, AgentStatus, TrustAction, TrustAgent, TrustSettings, TrustShared};
 
 /// ALPN id of chain connections.
 pub const CHAIN_PROTOCOL: &[u8] = b"hm/chain/1";
@@ -134,13 +132,7 @@ pub(crate) enum ChainEvent {
     /// An authority answered (or did not) a proof request.
     ProofAnswer {
         authority: Hash,
-        answer: Result<
-            (
-                hm_trustchain::log::InclusionProof,
-                hm_trustchain::log::SignedTreeHead,
-            ),
-            String,
-        >,
+        answer: Result<ProvedCertificate, String>,
     },
 }
 
@@ -485,7 +477,7 @@ impl<E: Env> ChainShell<E> {
                 }
             }
             ChainEvent::Api(call) => {
-                let response = self.answer(call.request);
+                let response = crate::answer::answer(self, call.request);
                 // The client may have gone; nothing to do then.
                 let _ = call.reply.send(response);
             }
@@ -596,7 +588,9 @@ impl<E: Env> ChainShell<E> {
                 request,
             } => {
                 if authority == self.me {
-                    let answer = self.issue_certificate(*request);
+                    let answer = self
+                        .issue_as_authority(*request)
+                        .map_err(|error| error.to_string());
                     let now = self.agent_now();
                     if let Some(agent) = self.agent.as_mut() {
                         agent.on_certificate(now, authority, answer);
@@ -632,7 +626,9 @@ impl<E: Env> ChainShell<E> {
                 fingerprint,
             } => {
                 if authority == self.me {
-                    let answer = self.prove_certificate(&fingerprint);
+                    let answer = self
+                        .prove_as_authority(&fingerprint)
+                        .map_err(|error| error.to_string());
                     if let Some(agent) = self.agent.as_mut() {
                         let trust = self.trust.trust.read();
                         let mut monitor = self.trust.monitor();
@@ -693,20 +689,16 @@ impl<E: Env> ChainShell<E> {
 
     /// Acting as a certificate authority (genesis validators): checks the
     /// request, signs a certificate and submits it to the log.
-    fn issue_certificate(
+    fn issue_as_authority(
         &mut self,
         request: hm_trustchain::cert::SignedRequest,
-    ) -> Result<hm_trustchain::cert::Certificate, String> {
+    ) -> Result<hm_trustchain::cert::Certificate, AuthorityError> {
         let (revoked, stolen) = {
             let trust = self.trust.trust.read();
             if !trust.authorities().contains(&self.me) {
-                return Err(
-                    "this node is not a certificate authority; ask a genesis validator".into(),
-                );
+                return Err(AuthorityError::NotAnAuthority);
             }
-            request
-                .verify()
-                .map_err(|error| format!("certificate request refused: {error}"))?;
+            request.verify()?;
             let subject = request.subject();
             let stolen = request.request.dns_names.iter().find(|name| {
                 trust
@@ -723,7 +715,7 @@ impl<E: Env> ChainShell<E> {
             stolen_name: stolen,
         };
         let log = match self.authority.decide(&facts) {
-            IssuanceDecision::Refuse(reason) => return Err(reason),
+            IssuanceDecision::Refuse(reason) => return Err(reason.into()),
             IssuanceDecision::Issue { log } => log,
         };
         let certificate = hm_trustchain::cert::Certificate::issue_by_authority(
@@ -735,18 +727,16 @@ impl<E: Env> ChainShell<E> {
         if log {
             let now = self.now();
             let log = hm_trustchain::tx::TrustTx::LogCertificate(certificate.clone());
-            self.replica
-                .submit_transaction(now, trust_tx(&log))
-                .map_err(|error| format!("cannot log the certificate: {error}"))?;
+            self.replica.submit_transaction(now, trust_tx(&log))?;
         }
         Ok(certificate)
     }
 
     /// This authority's signed head of its committed certificate log.
-    fn signed_head(&mut self) -> Result<hm_trustchain::log::SignedTreeHead, String> {
+    fn head_as_authority(&mut self) -> Result<hm_trustchain::log::SignedTreeHead, AuthorityError> {
         let trust = self.trust.trust.read();
         if !trust.authorities().contains(&self.me) {
-            return Err("this node is not a certificate authority".into());
+            return Err(AuthorityError::NotAnAuthority);
         }
         let head = hm_trustchain::log::SignedTreeHead::sign(
             trust.log_head(),
@@ -759,212 +749,20 @@ impl<E: Env> ChainShell<E> {
 
     /// A certificate's inclusion proof at the committed head, with the
     /// head signed by this authority.
-    fn prove_certificate(
+    fn prove_as_authority(
         &mut self,
         fingerprint: &Hash,
-    ) -> Result<
-        (
-            hm_trustchain::log::InclusionProof,
-            hm_trustchain::log::SignedTreeHead,
-        ),
-        String,
-    > {
-        let proof = self
-            .trust
-            .trust
-            .read()
-            .inclusion_proof(fingerprint)
-            .ok_or_else(|| format!("certificate {fingerprint} is not logged (yet)"));
-        let honest = match proof {
-            Ok(proof) => self.signed_head().map(|head| (proof, head)),
-            Err(error) => Err(error),
-        };
-        self.authority.proof(honest)
-    }
-
-    fn answer(&mut self, request: ApiRequest) -> ApiResponse {
-        match request {
-            ApiRequest::Submit(transactions) => {
-                let now = self.now();
-                let outcomes = self
-                    .replica
-                    .submit_transactions(now, transactions)
-                    .into_iter()
-                    .map(|outcome| outcome.map_err(|error| error.to_string()))
-                    .collect();
-                ApiResponse::Submitted(outcomes)
-            }
-            ApiRequest::Get { key } => ApiResponse::Value {
-                height: self.replica.height(),
-                value: self.replica.app().kv().get(&key).map(<[u8]>::to_vec),
-            },
-            ApiRequest::RequestCertificate(request) => match self.issue_certificate(*request) {
-                Ok(certificate) => ApiResponse::Certificate(Box::new(certificate)),
-                Err(error) => ApiResponse::Error(error),
-            },
-            ApiRequest::CertificateProof { fingerprint } => {
-                match self.prove_certificate(&fingerprint) {
-                    Ok((proof, head)) => ApiResponse::Proof {
-                        proof: Box::new(proof),
-                        head: Box::new(head),
-                    },
-                    Err(error) => ApiResponse::Error(error),
-                }
-            }
-            ApiRequest::TreeHead => match self.signed_head() {
-                Ok(head) => ApiResponse::TreeHead(Box::new(head)),
-                Err(error) => ApiResponse::Error(error),
-            },
-            ApiRequest::Resolve { name } => match hm_trustchain::name::DnsName::parse(&name) {
-                Ok(name) => {
-                    ApiResponse::Record(self.trust.trust.read().record(&name).map(Box::new))
-                }
-                Err(error) => ApiResponse::Error(format!("{name:?} is not a DNS name: {error}")),
-            },
-            ApiRequest::Status => {
-                let agent = self.agent.as_ref().map(TrustAgent::status);
-                let trust = self.trust.trust.read();
-                ApiResponse::Status(Box::new(NodeSummary {
-                    node_id: self.me,
-                    validator: self.replica.is_validator(),
-                    height: self.replica.height(),
-                    head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
-                    phase: self.trust.phase().number(),
-                    certificate: agent.as_ref().and_then(|agent| agent.certificate),
-                    certificate_chain_issued: agent
-                        .as_ref()
-                        .is_some_and(|agent| agent.chain_issued),
-                    missing_for_next_phase: agent
-                        .as_ref()
-                        .and_then(|agent| agent.missing)
-                        .map(str::to_string),
-                    log_size: trust.log_head().size,
-                    name: self
-                        .config
-                        .trust
-                        .as_ref()
-                        .and_then(|settings| settings.name.as_ref())
-                        .map(ToString::to_string),
-                }))
-            }
-            ApiRequest::Head => ApiResponse::Head {
-                height: self.replica.height(),
-                head: (self.replica.height() > 0).then(|| self.replica.head_hash()),
-                validator: self.replica.is_validator(),
-            },
-            ApiRequest::Block { height } => self.block_summary(height),
-            ApiRequest::Peers => ApiResponse::Peers(self.peer_summaries()),
-            ApiRequest::CertificateInfo { fingerprint } => self.certificate_summary(fingerprint),
-            ApiRequest::TransactionStatus { ids } => ApiResponse::TransactionStatus {
-                height: self.replica.height(),
-                statuses: ids
-                    .iter()
-                    .map(|id| self.replica.transaction_status(id))
-                    .collect(),
-            },
-            ApiRequest::RenewCertificate => match self.agent.as_mut() {
-                None => ApiResponse::Error(
-                    "this node runs no TrustChain agent (no [chain.trust] in its config)".into(),
-                ),
-                Some(agent) => match agent.renew_now() {
-                    Ok(replacing) => ApiResponse::Renewing { replacing },
-                    Err(reason) => ApiResponse::Error(reason.into()),
-                },
-            },
-        }
-    }
-
-    fn block_summary(&self, height: hm_kernel::block::Height) -> ApiResponse {
-        let top = self.replica.height();
-        if height == 0 || height > top {
-            return ApiResponse::Error(format!(
-                "no block at height {height}; committed heights are 1..={top}"
-            ));
-        }
-        match self.replica.store().block(height) {
-            Ok(Some(block)) => ApiResponse::Block(Box::new(BlockSummary {
-                height,
-                hash: block.header.hash(),
-                round: block.header.round,
-                previous_hash: block.header.previous_hash,
-                timestamp_ms: block.header.timestamp_ms,
-                transactions: block.body.transactions.len() as u64,
-                evidence: block.body.evidence.len() as u64,
-                state_root: block.header.state_root,
-                log_size: block.header.log_head.size,
-                encoded_bytes: hm_wire::encoded_len(&block) as u64,
-            })),
-            Ok(None) => ApiResponse::Error(format!(
-                "block {height} is not stored on this node (pruned or not yet synced)"
-            )),
-            Err(error) => ApiResponse::Error(format!("cannot read block {height}: {error}")),
-        }
-    }
-
-    fn peer_summaries(&self) -> Vec<PeerSummary> {
-        let (members, overlay) = self.status.with(|status| {
-            let ids = |list: &[crate::membership::NodeId]| -> BTreeSet<Hash> {
-                list.iter().map(|id| Hash::from(id.0)).collect()
-            };
-            (ids(&status.alive_members), ids(&status.active_peers))
-        });
-        let mut peers: BTreeSet<Hash> = members.union(&overlay).copied().collect();
-        peers.extend(self.links.keys().copied());
-        peers.remove(&self.me);
-        peers
-            .into_iter()
-            .take(API_PEERS_MAX)
-            .map(|node_id| PeerSummary {
-                node_id,
-                member: members.contains(&node_id),
-                overlay: overlay.contains(&node_id),
-                chain_link: self.links.contains_key(&node_id),
-                validator: self.validators.contains(&node_id),
-            })
-            .collect()
-    }
-
-    fn certificate_summary(&self, fingerprint: Option<Hash>) -> ApiResponse {
-        let fingerprint = match fingerprint {
-            Some(fingerprint) => fingerprint,
-            None => match self
-                .agent
-                .as_ref()
-                .and_then(|agent| agent.status().certificate)
-            {
-                Some(fingerprint) => fingerprint,
-                None => {
-                    return ApiResponse::Error(
-                        "this node holds no logged certificate yet (bootstrap phase 0); ask again once it reaches phase 1".into(),
-                    );
-                }
-            },
-        };
-        let Some((certificate, status)) = self.trust.trust.read().certificate(&fingerprint) else {
-            return ApiResponse::Error(format!(
-                "no certificate {fingerprint} in this node's committed log"
-            ));
-        };
-        let (authority, issued_at_height) = match certificate.issuer {
-            hm_trustchain::cert::Issuer::Authority(id) => (Some(id), None),
-            hm_trustchain::cert::Issuer::Chain { height } => (None, Some(height)),
-        };
-        ApiResponse::CertificateInfo(Box::new(CertificateSummary {
-            fingerprint,
-            subject: certificate.subject(),
-            names: certificate
-                .dns_names()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            not_before_ms: certificate.not_before_ms,
-            not_after_ms: certificate.not_after_ms,
-            authority,
-            issued_at_height,
-            log_index: status.log_index,
-            revoked: status.revoked,
-            issuer_revoked: status.issuer_revoked,
-        }))
+    ) -> Result<ProvedCertificate, AuthorityError> {
+        let proof =
+            self.trust
+                .trust
+                .read()
+                .inclusion_proof(fingerprint)
+                .ok_or(AuthorityError::NotLogged {
+                    fingerprint: *fingerprint,
+                });
+        let honest = proof.and_then(|proof| self.head_as_authority().map(|head| (proof, head)));
+        self.authority.proof(fingerprint, honest)
     }
 
     /// Shows new commits in the status at once (the full status follows
@@ -1070,6 +868,120 @@ impl<E: Env> ChainShell<E> {
     }
 }
 
+/// The chain service as the API sees it (`answer.rs` decides the answers).
+impl<E: Env> ApiNode for ChainShell<E> {
+    fn node_id(&self) -> Hash {
+        self.me
+    }
+
+    fn height(&self) -> hm_kernel::block::Height {
+        self.replica.height()
+    }
+
+    fn head_hash(&self) -> Hash {
+        self.replica.head_hash()
+    }
+
+    fn is_validator(&self) -> bool {
+        self.replica.is_validator()
+    }
+
+    fn phase(&self) -> u8 {
+        self.trust.phase().number()
+    }
+
+    fn name(&self) -> Option<String> {
+        let settings = self.config.trust.as_ref()?;
+        settings.name.as_ref().map(ToString::to_string)
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.replica.app().kv().get(key).map(<[u8]>::to_vec)
+    }
+
+    fn block(
+        &self,
+        height: hm_kernel::block::Height,
+    ) -> Result<Option<hm_kernel::block::Block>, hm_kernel::chain::ChainError> {
+        self.replica.store().block(height)
+    }
+
+    fn transaction_status(&self, id: &Hash) -> hm_kernel::replica::TransactionStatus {
+        self.replica.transaction_status(id)
+    }
+
+    fn certificate(
+        &self,
+        fingerprint: &Hash,
+    ) -> Option<(
+        hm_trustchain::cert::Certificate,
+        hm_trustchain::app::CertStatus,
+    )> {
+        self.trust.trust.read().certificate(fingerprint)
+    }
+
+    fn record(&self, name: &hm_trustchain::name::DnsName) -> Option<hm_trustchain::dns::DnsRecord> {
+        self.trust.trust.read().record(name)
+    }
+
+    fn log_size(&self) -> u64 {
+        self.trust.trust.read().log_head().size
+    }
+
+    fn agent(&self) -> Option<AgentStatus> {
+        self.agent.as_ref().map(TrustAgent::status)
+    }
+
+    fn peers(&self) -> KnownPeers {
+        let (members, overlay) = self.status.with(|status| {
+            let ids = |list: &[crate::membership::NodeId]| -> BTreeSet<Hash> {
+                list.iter().map(|id| Hash::from(id.0)).collect()
+            };
+            (ids(&status.alive_members), ids(&status.active_peers))
+        });
+        KnownPeers {
+            members,
+            overlay,
+            chain_links: self.links.keys().copied().collect(),
+            validators: self.validators.iter().copied().collect(),
+        }
+    }
+
+    fn submit(
+        &mut self,
+        transactions: Vec<hm_kernel::block::Transaction>,
+    ) -> Vec<Result<Hash, String>> {
+        let now = self.now();
+        self.replica
+            .submit_transactions(now, transactions)
+            .into_iter()
+            .map(|outcome| outcome.map_err(|error| error.to_string()))
+            .collect()
+    }
+
+    fn issue_certificate(
+        &mut self,
+        request: hm_trustchain::cert::SignedRequest,
+    ) -> Result<hm_trustchain::cert::Certificate, AuthorityError> {
+        self.issue_as_authority(request)
+    }
+
+    fn prove_certificate(
+        &mut self,
+        fingerprint: &Hash,
+    ) -> Result<ProvedCertificate, AuthorityError> {
+        self.prove_as_authority(fingerprint)
+    }
+
+    fn signed_head(&mut self) -> Result<hm_trustchain::log::SignedTreeHead, AuthorityError> {
+        self.head_as_authority()
+    }
+
+    fn renew_certificate(&mut self) -> Option<Result<Hash, &'static str>> {
+        self.agent.as_mut().map(TrustAgent::renew_now)
+    }
+}
+
 /// What reaches the chain service from outside its own links.
 pub(crate) struct ChainInbound {
     /// Connections of [`CHAIN_PROTOCOL`] the node's endpoint accepted.
@@ -1094,27 +1006,19 @@ pub(crate) async fn run_chain<E: Env>(
     let me = signing_key.verifying_key().fingerprint();
     let genesis = config.genesis.clone();
     let chain_id = genesis.chain_id();
-    let validator_set = genesis
-        .validator_set()
-        .map_err(|error| NodeError::Config(format!("genesis: {error}")))?;
+    let validator_set = genesis.validator_set()?;
     let validators: BTreeSet<Hash> = validator_set.iter().map(|(_, v)| v.id).collect();
     let identity = if validators.contains(&me) {
-        let plot = SpacePlot::generate(&me, GENESIS_PLOT_NONCE, genesis.proof.space_leaves_log2)
-            .map_err(|error| NodeError::Config(format!("space plot: {error}")))?;
-        let key = |what| {
-            SigningKey::from_bytes(&signing_key.to_bytes())
-                .map_err(|error| NodeError::Identity(format!("{what}: {error}")))
-        };
+        let plot = SpacePlot::generate(&me, GENESIS_PLOT_NONCE, genesis.proof.space_leaves_log2)?;
         let signer = Signer::open(
-            key("consensus signer")?,
+            signing_key.duplicate(),
             chain_id,
             EnvDisk(env.clone()),
             EnvEntropy(env.clone()),
-        )
-        .map_err(|error| NodeError::Config(format!("consensus signer: {error}")))?;
+        )?;
         Some(ValidatorIdentity {
             signer,
-            block_key: key("block key")?,
+            block_key: signing_key.duplicate(),
             plot,
         })
     } else {
@@ -1133,8 +1037,7 @@ pub(crate) async fn run_chain<E: Env>(
         config.replica.clone(),
         EnvEntropy(env.clone()),
         now,
-    )
-    .map_err(|error| NodeError::Config(format!("chain: {error}")))?;
+    )?;
     let (events, mut inbox) = mpsc::channel(CHAIN_EVENT_QUEUE_MAX);
     let ChainInbound {
         mut accepted,
@@ -1165,17 +1068,14 @@ pub(crate) async fn run_chain<E: Env>(
         });
     }
     let nonce_base = u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
-    let key = SigningKey::from_bytes(&signing_key.to_bytes())
-        .map_err(|error| NodeError::Identity(error.to_string()))?;
+    let key = signing_key.duplicate();
     let agent = match config.trust.clone() {
         Some(settings) => {
             let kem = load_or_create_kem_key(&env)?;
             let persisted = load_phase(&env)?;
             trust.set_phase(persisted);
-            let agent_key = SigningKey::from_bytes(&signing_key.to_bytes())
-                .map_err(|error| NodeError::Identity(error.to_string()))?;
             Some(TrustAgent::new(
-                agent_key,
+                signing_key.duplicate(),
                 kem.public_key(),
                 EnvEntropy(env.clone()),
                 settings,
@@ -1223,18 +1123,14 @@ pub(crate) async fn run_chain<E: Env>(
     // The injected conduct (honest unless the caller says otherwise); each
     // gets entropy of its own, drawn from the node's.
     if let Some(factory) = &conduct.authority {
-        let key = SigningKey::from_bytes(&signing_key.to_bytes())
-            .map_err(|error| NodeError::Identity(error.to_string()))?;
         shell.authority = factory(AuthorityContext {
-            key,
+            key: signing_key.duplicate(),
             entropy: SeededEntropy::new(env.entropy().next_u64(), b"authority-conduct"),
         });
     }
     if let Some(factory) = &conduct.chain {
-        let key = SigningKey::from_bytes(&signing_key.to_bytes())
-            .map_err(|error| NodeError::Identity(error.to_string()))?;
         shell.chain_conduct = Some(factory(ChainContext {
-            key,
+            key: signing_key.duplicate(),
             chain_id,
             committee: validator_set.clone(),
             entropy: SeededEntropy::new(env.entropy().next_u64(), b"chain-conduct"),

@@ -24,6 +24,12 @@ use hm_kernel::validators::ValidatorSet;
 use hm_trustchain::log::{InclusionProof, SignedTreeHead};
 use hm_wire::{Hash, SigningKey};
 
+pub use crate::error::{AuthorityError, IssuanceRefusal};
+
+/// A logged certificate's inclusion proof and the signed head it is proved
+/// against: what an authority answers a proof request with.
+pub type ProvedCertificate = (InclusionProof, SignedTreeHead);
+
 /// Everything a node's conduct is made of; `default()` is honest.
 #[derive(Clone)]
 pub struct Conduct {
@@ -111,7 +117,7 @@ pub struct IssuanceFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuanceDecision {
     /// Refuse, with the reason the requester is told.
-    Refuse(String),
+    Refuse(IssuanceRefusal),
     /// Issue; `log`: submit it to the certificate log.
     Issue { log: bool },
 }
@@ -126,11 +132,13 @@ pub trait AuthorityConduct: Send {
         honest
     }
 
-    /// The proof answer to give, given the honest one.
+    /// The answer to a proof request for `fingerprint`, given the honest
+    /// one.
     fn proof(
         &mut self,
-        honest: Result<(InclusionProof, SignedTreeHead), String>,
-    ) -> Result<(InclusionProof, SignedTreeHead), String> {
+        _fingerprint: &Hash,
+        honest: Result<ProvedCertificate, AuthorityError>,
+    ) -> Result<ProvedCertificate, AuthorityError> {
         honest
     }
 }
@@ -143,10 +151,10 @@ pub struct HonestAuthority;
 impl AuthorityConduct for HonestAuthority {
     fn decide(&mut self, facts: &IssuanceFacts) -> IssuanceDecision {
         if facts.revoked {
-            return IssuanceDecision::Refuse("this authority is revoked".into());
+            return IssuanceDecision::Refuse(IssuanceRefusal::AuthorityRevoked);
         }
         if let Some(name) = &facts.stolen_name {
-            return IssuanceDecision::Refuse(format!("{name} belongs to another node"));
+            return IssuanceDecision::Refuse(IssuanceRefusal::NameTaken { name: name.clone() });
         }
         IssuanceDecision::Issue { log: true }
     }
@@ -194,17 +202,19 @@ mod tests {
             revoked: true,
             ..clean.clone()
         };
-        assert!(matches!(
+        assert_eq!(
             policy.decide(&revoked),
-            IssuanceDecision::Refuse(reason) if reason.contains("revoked")
-        ));
+            IssuanceDecision::Refuse(IssuanceRefusal::AuthorityRevoked)
+        );
         let stolen = IssuanceFacts {
             stolen_name: Some("n3.mesh".into()),
             ..clean
         };
         assert_eq!(
             policy.decide(&stolen),
-            IssuanceDecision::Refuse("n3.mesh belongs to another node".into())
+            IssuanceDecision::Refuse(IssuanceRefusal::NameTaken {
+                name: "n3.mesh".into()
+            })
         );
     }
 

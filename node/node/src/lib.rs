@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod answer;
 pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod chain;
 pub mod conduct;
+pub mod error;
 mod link;
 pub mod links;
 pub mod membership;

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hm_env::{Clock, Disk, DiskError, Entropy, Env, WriteBatch};
-use hm_stoq::{Connection, Endpoint, SelfSignedVerifier, StoqConfig, StoqError};
+use hm_stoq::{Connection, Endpoint, SelfSignedVerifier, StoqConfig};
 use hm_wire::sign::SigningKey;
 use tokio::sync::mpsc;
 
 use crate::api::{API_CALL_QUEUE_MAX, API_PROTOCOL, ApiServer};
 use crate::chain::{CHAIN_PROTOCOL, ChainConfig, ChainInbound, OverlayPeers};
 use crate::conduct::Conduct;
+pub use crate::error::NodeError;
 use crate::link::Link;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
@@ -94,29 +95,6 @@ impl NodeConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error(
-        "the node's disk failed at boot ({0}); check the data directory's filesystem and permissions"
-    )]
-    Disk(#[from] DiskError),
-    #[error(
-        "the stored identity key is unreadable ({0}); restore the data directory from a backup or start with an empty one to create a new identity"
-    )]
-    Identity(String),
-    #[error("the transport could not start: {0}")]
-    Transport(#[from] StoqError),
-    #[error("the membership configuration is invalid: {0}")]
-    Config(String),
-    #[error("{0}; its memory is ahead of its disk, so the chain service stops")]
-    ReplicaFailed(String),
-    #[error(
-        "the chain service stopped: {0}; the node stops with it, so that its supervisor \
-         (systemd's Restart=on-failure) starts it again from its disk"
-    )]
-    ChainStopped(String),
-}
-
 /// Runs the disk operation `op` a few times: transient I/O errors at boot
 /// should not kill a node, persistent ones must.
 fn with_retries<T>(mut op: impl FnMut() -> Result<T, DiskError>) -> Result<T, DiskError> {
@@ -156,10 +134,9 @@ pub fn provision_identity<D: Disk>(disk: &D, key: &SigningKey) -> Result<(), Dis
 fn trust_shared(chain: &ChainConfig) -> Result<crate::trust::TrustShared, NodeError> {
     let zone = match &chain.trust {
         Some(settings) => settings.zone.clone(),
-        None => hm_trustchain::name::DnsName::parse(DEFAULT_ZONE)
-            .map_err(|error| NodeError::Config(format!("default zone: {error}")))?,
+        None => hm_trustchain::name::DnsName::parse(DEFAULT_ZONE).map_err(NodeError::Zone)?,
     };
-    let app = crate::app::trust_app_for(&chain.genesis, zone).map_err(NodeError::Config)?;
+    let app = crate::app::trust_app_for(&chain.genesis, zone)?;
     Ok(crate::trust::TrustShared::new(
         crate::app::SharedTrust::new(app),
         crate::bootstrap::Phase::Traditional,
@@ -461,10 +438,7 @@ pub async fn run_with_conduct<E: Env>(
     status: StatusHandle,
     conduct: Conduct,
 ) -> Result<(), NodeError> {
-    config
-        .membership
-        .validate()
-        .map_err(|error| NodeError::Config(error.to_string()))?;
+    config.membership.validate()?;
     let signing_key = load_or_create_identity(&env)?;
     let incarnation = next_incarnation(&env)?;
     let me = NodeId(signing_key.verifying_key().fingerprint().0);
@@ -493,8 +467,7 @@ pub async fn run_with_conduct<E: Env>(
         stoq_config.identity_extra = bundle;
     }
     stoq_config.keep_alive_interval_ms = config.keep_alive_interval_ms;
-    let chain_key = SigningKey::from_bytes(&signing_key.to_bytes())
-        .map_err(|error| NodeError::Identity(error.to_string()))?;
+    let chain_key = signing_key.duplicate();
     // With a chain, TrustChain's committed state decides which certificates
     // peers may present (phase-aware); without one, phase 0 for good.
     let trust = match &config.chain {

@@ -173,9 +173,7 @@ impl std::fmt::Debug for StatusHandle {
 
 impl StatusHandle {
     fn lock(&self) -> MutexGuard<'_, NodeStatus> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        hm_env::sync::lock(&self.0)
     }
 
     /// The node's committed TrustChain state (names, certificates, the CT

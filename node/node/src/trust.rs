@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hm_env::{Clock, Entropy, Env};
 use hm_kernel::app::Application;
 use hm_kernel::validators::ValidatorSet;
-use hm_stoq::{PeerIdentity, PeerVerifier};
+use hm_stoq::{PeerIdentity, PeerRefused, PeerVerifier};
 use hm_trustchain::app::TrustApp;
 use hm_trustchain::cert::{Certificate, CertificateRequest, Issuer, SignedRequest};
 use hm_trustchain::dns::{NameClaim, SignedNameClaim, StaticTable};
@@ -134,15 +134,41 @@ impl CertificateBundle {
         hm_wire::encode(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<CertificateBundle, String> {
-        let bundle: CertificateBundle = hm_wire::decode(bytes, BUNDLE_BYTES_MAX)
-            .map_err(|error| format!("malformed certificate bundle: {error}"))?;
+    pub fn decode(bytes: &[u8]) -> Result<CertificateBundle, BundleError> {
+        let bundle: CertificateBundle =
+            hm_wire::decode(bytes, BUNDLE_BYTES_MAX).map_err(BundleError::Decode)?;
         bundle
             .certificate
             .check_limits()
-            .map_err(|error| format!("malformed certificate: {error}"))?;
+            .map_err(BundleError::Limits)?;
         Ok(bundle)
     }
+}
+
+/// Why presented identity bytes are not a certificate bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("malformed certificate bundle: {0}")]
+    Decode(hm_wire::WireError),
+    #[error("malformed certificate: {0}")]
+    Limits(hm_trustchain::cert::CertError),
+}
+
+/// Why a peer's presented certificate (or its lack of one) is refused;
+/// the peer is shown the sentence as the close reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateRefusal {
+    #[error(
+        "phase 3 accepts only peers with a chain-issued certificate in its log ({why}); ask for one over hm/api/1"
+    )]
+    Uncertified { why: String },
+    #[error(transparent)]
+    Malformed(#[from] BundleError),
+    #[error("the certificate is for {subject}, not for the connection's key {peer}")]
+    WrongSubject { subject: Hash, peer: Hash },
+    /// TrustChain's monitor refused the certificate, with its reason.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What the node's certificate exchange saw, for the status and checkers.
@@ -168,11 +194,7 @@ pub struct TrustShared {
     record: Arc<Mutex<TrustRecord>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use hm_env::sync::lock;
 
 impl TrustShared {
     pub fn new(trust: SharedTrust, phase: Phase) -> TrustShared {
@@ -221,7 +243,7 @@ pub enum Judgement {
     Certified(Hash),
     /// Let in without a certificate.
     Uncertified,
-    Refused(String),
+    Refused(CertificateRefusal),
 }
 
 /// Judges identity bytes `extra` from `peer` on `protocol` in `phase`.
@@ -244,10 +266,7 @@ pub fn judge(
         if policy.accept_uncertified_peers || exempt {
             Judgement::Uncertified
         } else {
-            Judgement::Refused(format!(
-                "phase 3 accepts only peers with a chain-issued certificate in its log ({why}); ask for one over {}",
-                String::from_utf8_lossy(API_PROTOCOL)
-            ))
+            Judgement::Refused(CertificateRefusal::Uncertified { why })
         }
     };
     if extra.is_empty() {
@@ -255,14 +274,14 @@ pub fn judge(
     }
     let bundle = match CertificateBundle::decode(extra) {
         Ok(bundle) => bundle,
-        Err(error) => return Judgement::Refused(error),
+        Err(error) => return Judgement::Refused(error.into()),
     };
     let certificate = &bundle.certificate;
     if certificate.subject() != *peer {
-        return Judgement::Refused(format!(
-            "the certificate is for {}, not for the connection's key {peer}",
-            certificate.subject()
-        ));
+        return Judgement::Refused(CertificateRefusal::WrongSubject {
+            subject: certificate.subject(),
+            peer: *peer,
+        });
     }
     match monitor.check_presented(certificate, bundle.inclusion.as_ref(), trust, now_ms) {
         Verdict::Accept => {
@@ -278,12 +297,12 @@ pub fn judge(
         // stopped past its certificates' lifetime: renewal needs commits,
         // and commits needed links the expired certificates closed.
         Verdict::Lapsed(reason) => uncertified(reason),
-        Verdict::Refuse(reason) => Judgement::Refused(reason),
+        Verdict::Refuse(reason) => Judgement::Refused(CertificateRefusal::Refused(reason)),
     }
 }
 
 impl<E: Env> PeerVerifier for HybridCertValidator<E> {
-    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused> {
         let phase = self.shared.phase();
         let now_ms = self.env.clock().wall_ms();
         let judgement = {
@@ -319,7 +338,7 @@ impl<E: Env> PeerVerifier for HybridCertValidator<E> {
                 } else {
                     record.refused += 1;
                 }
-                Err(reason)
+                Err(PeerRefused::new(reason))
             }
         }
     }

@@ -18,7 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -136,13 +136,7 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here panics while holding a lock; if something did, the data
-    // (counters, buffers) is still consistent enough to keep serving.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(crate) use hm_env::sync::lock;
 
 /// Limits copied from the config (one connection never sees a config change).
 #[derive(Debug, Clone, Copy)]

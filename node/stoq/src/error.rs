@@ -41,7 +41,11 @@ pub enum IdentityError {
     )]
     BadSignature(String),
     #[error("the peer verifier refused node {node_id}: {reason}")]
-    Refused { node_id: String, reason: String },
+    Refused {
+        node_id: String,
+        #[source]
+        reason: crate::identity::PeerRefused,
+    },
     #[error("expected node {expected} but the peer proved it is {got}; check the address book")]
     UnexpectedNode { expected: String, got: String },
     #[error("the TLS exporter is unavailable: {0}")]

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use hm_env::Entropy;
 
@@ -116,20 +117,56 @@ pub fn node_id_hex(node_id: &NodeId) -> String {
 /// bytes (same key, same node id). Called from the connection's tasks: keep
 /// it quick and never block on I/O.
 pub trait PeerVerifier: Send + Sync + 'static {
-    /// `Err(reason)` refuses the peer; the reason goes to the log and, as the
+    /// `Err` refuses the peer; the refusal goes to the log and, as the
     /// close reason, to the peer. Refusing a re-authentication closes the
     /// connection.
-    fn verify(&self, peer: &PeerIdentity) -> Result<(), String>;
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused>;
 }
+
+/// Why a [`PeerVerifier`] refused a peer: the verifier's own typed error,
+/// kept whole (STOQ cannot know the application's error types; callers
+/// that do can [`PeerRefused::reason`] and downcast).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PeerRefused(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl PeerRefused {
+    pub fn new(reason: impl std::error::Error + Send + Sync + 'static) -> PeerRefused {
+        PeerRefused(Arc::new(reason))
+    }
+
+    /// The verifier's error.
+    pub fn reason(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+/// Two refusals are the same when they say the same: the reason's type is
+/// the verifier's and unknown here (this keeps [`crate::IdentityError`]
+/// comparable in tests).
+impl PartialEq for PeerRefused {
+    fn eq(&self, other: &PeerRefused) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for PeerRefused {}
 
 /// Bootstrap phase 0: any key whose binding verifies is accepted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SelfSignedVerifier;
 
 impl PeerVerifier for SelfSignedVerifier {
-    fn verify(&self, _peer: &PeerIdentity) -> Result<(), String> {
+    fn verify(&self, _peer: &PeerIdentity) -> Result<(), PeerRefused> {
         Ok(())
     }
+}
+
+/// [`AllowListVerifier`]'s refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node {node_id} is not on the allow list; add it to the list or connect to another node")]
+pub struct NotAllowed {
+    pub node_id: String,
 }
 
 /// Accepts only the listed node ids.
@@ -139,14 +176,13 @@ pub struct AllowListVerifier {
 }
 
 impl PeerVerifier for AllowListVerifier {
-    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused> {
         if self.allowed.contains(&peer.node_id) {
             Ok(())
         } else {
-            Err(format!(
-                "node {} is not on the allow list",
-                node_id_hex(&peer.node_id)
-            ))
+            Err(PeerRefused::new(NotAllowed {
+                node_id: node_id_hex(&peer.node_id),
+            }))
         }
     }
 }
@@ -218,6 +254,40 @@ pub(crate) fn check_binding(
 mod tests {
     use super::*;
     use hm_env::mem::SeededEntropy;
+
+    #[test]
+    fn the_allow_list_refuses_strangers_with_a_typed_reason_the_caller_can_read() {
+        let entropy = SeededEntropy::new(4, b"identity");
+        let key = SigningKey::generate(&entropy);
+        let mut peer = check_binding(
+            &make_binding(&key, &[1u8; EXPORTER_BYTES], b"", &entropy),
+            &[1u8; EXPORTER_BYTES],
+        )
+        .expect("verifies");
+        let verifier = AllowListVerifier::default();
+        let refused = verifier.verify(&peer).expect_err("not on the list");
+        let reason = refused
+            .reason()
+            .downcast_ref::<NotAllowed>()
+            .expect("the verifier's own error type survives");
+        assert_eq!(reason.node_id, node_id_hex(&peer.node_id));
+        assert!(refused.to_string().contains("not on the allow list"));
+        let error = IdentityError::Refused {
+            node_id: node_id_hex(&peer.node_id),
+            reason: refused.clone(),
+        };
+        assert_eq!(
+            std::error::Error::source(&error).map(ToString::to_string),
+            Some(refused.to_string())
+        );
+
+        let listed = AllowListVerifier {
+            allowed: [peer.node_id].into(),
+        };
+        assert_eq!(listed.verify(&peer), Ok(()));
+        peer.node_id = Hash([9; 32]);
+        assert!(listed.verify(&peer).is_err());
+    }
 
     #[test]
     fn a_binding_verifies_only_against_its_own_exporter_value() {

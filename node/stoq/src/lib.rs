@@ -19,8 +19,8 @@ pub use endpoint::{Endpoint, EndpointStats};
 pub use error::{ConfigError, IdentityError, StoqError};
 pub use glue::{EnvClock, EnvRuntime, EnvSocket};
 pub use identity::{
-    AllowListVerifier, HonestPresenter, NodeId, PeerIdentity, PeerVerifier, Presenter, Role,
-    SelfSignedVerifier, node_id_hex,
+    AllowListVerifier, HonestPresenter, NodeId, NotAllowed, PeerIdentity, PeerRefused,
+    PeerVerifier, Presenter, Role, SelfSignedVerifier, node_id_hex,
 };
 /// quinn, for matching on [`quinn::ConnectionError`] inside [`StoqError`].
 pub use quinn;

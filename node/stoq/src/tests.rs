@@ -16,7 +16,7 @@ use crate::frame::{
 
 use crate::keys::SigningKey;
 use crate::{
-    AllowListVerifier, ConfigError, Connection, Endpoint, IdentityError, PeerIdentity,
+    AllowListVerifier, ConfigError, Connection, Endpoint, IdentityError, PeerIdentity, PeerRefused,
     PeerVerifier, SelfSignedVerifier, StoqConfig, StoqError, close_code,
 };
 
@@ -632,13 +632,16 @@ fn reauth(generation: u64, extra: &[u8]) -> ReauthFrame {
 /// Refuses identity bytes starting with `bad` (a revoked certificate).
 struct RefusesBad;
 
+#[derive(Debug, thiserror::Error)]
+#[error("certificate {0:?} is revoked")]
+struct Revoked(String);
+
 impl PeerVerifier for RefusesBad {
-    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused> {
         if peer.extra.starts_with(b"bad") {
-            Err(format!(
-                "certificate {:?} is revoked",
-                String::from_utf8_lossy(&peer.extra)
-            ))
+            Err(PeerRefused::new(Revoked(
+                String::from_utf8_lossy(&peer.extra).into_owned(),
+            )))
         } else {
             Ok(())
         }
@@ -935,7 +938,7 @@ async fn malformed_reauthentications_are_refused() {
 struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, bool)>>);
 
 impl PeerVerifier for Recorder {
-    fn verify(&self, peer: &PeerIdentity) -> Result<(), String> {
+    fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused> {
         self.0
             .lock()
             .expect("recorder lock")

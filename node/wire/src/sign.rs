@@ -47,7 +47,7 @@ use fn_dsa::{
 use hm_env::Entropy;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use zeroize::Zeroizing;
 
 /// Signing key size in bytes (see the module doc for the layout).
@@ -125,7 +125,7 @@ impl SigningKey {
             "signature domain must be 1..={SIGN_DOMAIN_BYTES_MAX} bytes, got {domain:?}"
         );
         let mut signature = Box::new([0u8; SIGNATURE_BYTES]);
-        let mut expanded = self.expanded.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut expanded = hm_env::sync::lock(&self.expanded);
         let signed = expanded.sign(
             &mut FnDsaRng(entropy),
             &DomainContext(domain.as_bytes()),
@@ -143,6 +143,16 @@ impl SigningKey {
     /// it in a keystore, never log it.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.encoded.to_vec()
+    }
+
+    /// A second handle on the same key, for components that each own one
+    /// (the consensus signer, the block key, the TrustChain agent).
+    /// Infallible: this key's encoding decoded once already.
+    pub fn duplicate(&self) -> SigningKey {
+        match SigningKey::from_bytes(&self.encoded) {
+            Ok(key) => key,
+            Err(error) => panic!("a signing key that decoded once failed to decode again: {error}"),
+        }
     }
 
     /// Decodes and validates a signing key: right size and header, `f`

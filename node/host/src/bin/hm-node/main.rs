@@ -826,7 +826,13 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hm-node: {error:#}");
-            ExitCode::from(1)
+            // A configuration the node refuses (membership, genesis, zone)
+            // fails the same way on every start: exit 2, which the systemd
+            // unit does not restart (RestartPreventExitStatus=2).
+            let refused_config = error
+                .downcast_ref::<hm_node::NodeError>()
+                .is_some_and(hm_node::NodeError::is_refused_configuration);
+            ExitCode::from(if refused_config { 2 } else { 1 })
         }
     }
 }
@@ -919,7 +925,13 @@ fn run(config_path: &Path, log_format: LogFormat) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hm-node: {error:#}");
-            ExitCode::from(1)
+            // A configuration the node refuses (membership, genesis, zone)
+            // fails the same way on every start: exit 2, which the systemd
+            // unit does not restart (RestartPreventExitStatus=2).
+            let refused_config = error
+                .downcast_ref::<hm_node::NodeError>()
+                .is_some_and(hm_node::NodeError::is_refused_configuration);
+            ExitCode::from(if refused_config { 2 } else { 1 })
         }
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV6};
 
 use clap::{Parser, Subcommand};
-use hm_host::client::{ApiEndpoint, ClientError, with_api_endpoint};
+use hm_client::api::{ApiEndpoint, ClientError, with_api_endpoint};
 use hm_node::api::NodeSummary;
 use hm_node::{ApiRequest, ApiResponse};
 use hm_trustchain::dns::DnsRecord;
@@ -13,7 +13,7 @@ use hm_trustchain::name::DnsName;
 use hm_wire::Hash;
 use serde::Serialize;
 
-mod ops;
+pub mod ops;
 
 /// Nodes one `hm status` may ask (each gets its own connection).
 pub const STATUS_NODES_MAX: usize = 256;
@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: TxCommand,
     },
+    /// The committed key-value state.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Certificates in the node's committed transparency log.
     Cert {
         #[command(subcommand)]
@@ -112,6 +117,19 @@ enum TxCommand {
         wait: bool,
         #[arg(long = "timeout-s", value_name = "SECONDS", default_value_t = 60)]
         timeout_s: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// A key's committed value, and the height it was read at.
+    Get {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "to", value_name = "ADDR")]
+        to: String,
         #[arg(long)]
         json: bool,
     },
@@ -234,6 +252,9 @@ where
             json,
             out,
         ),
+        Command::Kv {
+            command: KvCommand::Get { key, to, json },
+        } => ops::kv_get(&key, &to, json, out),
         Command::Cert {
             command:
                 CertCommand::Show {

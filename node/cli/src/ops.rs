@@ -1,12 +1,13 @@
 //! The commands that ask one node about one thing: `hm peers`,
-//! `hm chain head|block N`, `hm tx submit`, `hm cert show|renew`.
+//! `hm chain head|block N`, `hm tx submit`, `hm kv get`, `hm cert
+//! show|renew`. `hm-node submit|get|head` run these too.
 
 use std::io::Write;
 use std::net::SocketAddrV6;
 
+use hm_client::OsEntropy;
+use hm_client::api::with_api_endpoint;
 use hm_env::Entropy as _;
-use hm_host::client::with_api_endpoint;
-use hm_host::entropy::OsEntropy;
 use hm_node::api::{API_STATUS_IDS_MAX, API_SUBMIT_TRANSACTIONS_MAX};
 use hm_node::{ApiRequest, ApiResponse};
 use hm_wire::Hash;
@@ -106,6 +107,33 @@ pub fn chain_head(to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliEr
     }
     let head = head.map_or_else(|| "-".to_string(), |head| head.to_hex());
     writeln!(out, "height {height}\nhead {head}")?;
+    Ok(())
+}
+
+/// `hm kv get`: prints `value <text>` (or `value (none)`) and `height N`.
+pub fn kv_get(key: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let request = ApiRequest::Get {
+        key: key.as_bytes().to_vec(),
+    };
+    let (_, (height, value)) = ask_one(to, request, |answer| match answer {
+        ApiResponse::Value { height, value } => Ok((height, value)),
+        other => Err(other),
+    })?;
+    let value = value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    if json {
+        #[derive(Serialize)]
+        struct ValueJson<'a> {
+            key: &'a str,
+            value: Option<String>,
+            height: u64,
+        }
+        return write_json(out, &ValueJson { key, value, height });
+    }
+    writeln!(
+        out,
+        "value {}\nheight {height}",
+        value.as_deref().unwrap_or("(none)")
+    )?;
     Ok(())
 }
 
@@ -319,7 +347,7 @@ pub fn tx_submit(
 /// its mempool uncommitted for two answers in a row, or `timeout` passes.
 #[allow(clippy::disallowed_methods)] // a client on the real OS: it waits in wall time
 async fn wait_for_commits(
-    endpoint: &hm_host::client::ApiEndpoint,
+    endpoint: &hm_client::api::ApiEndpoint,
     addr: SocketAddrV6,
     ids: &[Hash],
     timeout: std::time::Duration,

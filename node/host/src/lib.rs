@@ -9,13 +9,15 @@ compile_error!(
     "hm-host is the real-OS backend and cannot be built with --cfg madsim; build the simulator with -p hm-sim"
 );
 
-pub mod client;
 pub mod disk;
 pub mod dns;
-pub mod entropy;
 pub mod hardware;
 pub mod http;
-pub mod net;
+
+/// The API client, the network and the entropy backends live in hm-client
+/// (so the `hm` CLI builds without RocksDB); re-exported under their old
+/// paths.
+pub use hm_client::{api as client, entropy, net};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -315,6 +315,33 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
         ok && out.starts_with("submitted "),
         "hm tx submit: {error}\n{out}"
     );
+    let (ok, out, error) = hm(&[
+        "tx",
+        "submit",
+        "--put",
+        "waited=yes",
+        "--to",
+        &addrs[1],
+        "--wait",
+    ]);
+    assert!(
+        ok && out.starts_with("committed "),
+        "hm tx submit --wait: {error}\n{out}"
+    );
+    // Read where it was waited for: another node may not have committed it yet.
+    let (ok, out, error) = hm(&["kv", "get", "--key", "waited", "--to", &addrs[1], "--json"]);
+    assert!(ok, "hm kv get: {error}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value["value"], "yes",
+        "committed on node 1, read on node 0: {out}"
+    );
+    assert!(value["height"].as_u64().unwrap() >= 1, "{out}");
+    let (ok, out, error) = hm(&["kv", "get", "--key", "never-written", "--to", &addrs[0]]);
+    assert!(
+        ok && out.starts_with("value (none)\n"),
+        "hm kv get: {error}\n{out}"
+    );
     let (ok, out, error) = hm(&["cert", "show", "--to", &addrs[3], "--json"]);
     assert!(ok, "hm cert show: {error}");
     let certificate: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -106,7 +106,7 @@ impl Node {
             "submit", "--to", &self.addr, "--put", put, "--random", &random,
         ]);
         assert!(
-            out.lines().all(|line| line.starts_with("submitted ")),
+            out.lines().all(|line| line.starts_with("submitted")),
             "{out}"
         );
     }

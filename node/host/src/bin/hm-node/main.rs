@@ -30,14 +30,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use hm_env::Env as _;
+use hm_env::{Entropy as _, Env as _};
 use hm_host::HostEnv;
 use hm_host::dns::{DnsServer, ZoneAuthority};
 use hm_host::entropy::OsEntropy;
-use hm_kernel::app::KvWorkload;
 use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
 use hm_node::trust::TrustSettings;
-use hm_node::{ApiClient, ApiRequest, ApiResponse, ChainConfig, NodeConfig, StatusHandle};
+use hm_node::{ChainConfig, NodeConfig, StatusHandle};
 use hm_trustchain::name::DnsName;
 use hm_wire::{Hash, VerifyingKey};
 use serde::Deserialize;
@@ -674,12 +673,16 @@ fn main() -> ExitCode {
             _,
         ) => return report(genesis(&out, &chain_name, &validators, &params)),
         (Some(Command::Submit { to, puts, random }), _) => {
-            return report(client(&to, |client| submit(client, puts, random)));
+            return report(submit(&to, puts, random));
         }
         (Some(Command::Get { to, key }), _) => {
-            return report(client(&to, |client| get(client, key)));
+            return report(with_stdout(|out| {
+                hm_cli::ops::kv_get(&key, &to, false, out)
+            }));
         }
-        (Some(Command::Head { to }), _) => return report(client(&to, head)),
+        (Some(Command::Head { to }), _) => {
+            return report(with_stdout(|out| hm_cli::ops::chain_head(&to, false, out)));
+        }
         (
             Some(Command::Devnet {
                 dir, stop: true, ..
@@ -720,105 +723,37 @@ fn main() -> ExitCode {
     run(&config_path, log_format)
 }
 
-/// Connects to the API at `to` with a throwaway identity and runs `work`.
-fn client<F, Fut>(to: &str, work: F) -> anyhow::Result<()>
-where
-    F: FnOnce(ApiClient) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let addr = parse_v6("--to", to)?;
-    hm_host::client::with_api_client(addr, work)
-}
-
-async fn submit(client: ApiClient, puts: Vec<String>, random: usize) -> anyhow::Result<()> {
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut transactions = Vec::new();
-    for (index, put) in puts.iter().enumerate() {
-        let (key, value) = put
-            .split_once('=')
-            .with_context(|| format!("--put {put:?}: write KEY=VALUE"))?;
-        transactions.push(hm_node::app::kv_put(
-            key.as_bytes(),
-            value.as_bytes(),
-            base.wrapping_add(index as u64),
-        ));
-    }
-    let mut workload = KvWorkload::new(1_024, 32, base ^ 0x5eed);
-    for _ in 0..random {
-        transactions.push(hm_node::app::kv_tx(workload.next_tx(&OsEntropy)));
-    }
-    if transactions.is_empty() {
-        bail!("nothing to submit: give --put KEY=VALUE or --random N");
-    }
-    let mut refused = 0;
-    for batch in transactions.chunks(hm_node::api::API_SUBMIT_TRANSACTIONS_MAX) {
-        match client.call(&ApiRequest::Submit(batch.to_vec())).await? {
-            ApiResponse::Submitted(outcomes) => {
-                for outcome in outcomes {
-                    match outcome {
-                        Ok(id) => println!("submitted {}", id.to_hex()),
-                        Err(reason) => {
-                            refused += 1;
-                            println!("refused {reason}");
-                        }
-                    }
-                }
-            }
-            ApiResponse::Error(reason) => bail!("the node refused the submit: {reason}"),
-            other => bail!("unexpected answer to a submit: {other:?}"),
-        }
-    }
-    client.close();
-    if refused > 0 {
-        bail!("{refused} of {} transactions refused", transactions.len());
-    }
+/// Runs one of the `hm` CLI's commands, printing to stdout: hm-node's
+/// client commands are the same code as `hm tx submit`, `hm kv get` and
+/// `hm chain head`.
+fn with_stdout(
+    command: impl FnOnce(&mut dyn std::io::Write) -> Result<(), hm_cli::CliError>,
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    command(&mut out)?;
     Ok(())
 }
 
-async fn get(client: ApiClient, key: String) -> anyhow::Result<()> {
-    let answer = client
-        .call(&ApiRequest::Get {
-            key: key.into_bytes(),
-        })
-        .await?;
-    client.close();
-    match answer {
-        ApiResponse::Value { height, value } => {
-            match value {
-                Some(value) => println!("value {}", String::from_utf8_lossy(&value)),
-                None => println!("value (none)"),
-            }
-            println!("height {height}");
-            Ok(())
-        }
-        ApiResponse::Error(reason) => bail!("the node refused: {reason}"),
-        other => bail!("unexpected answer to a get: {other:?}"),
-    }
-}
+/// Keys the `--random` test workload spreads its puts over.
+const RANDOM_KEYS: u64 = 1_024;
+/// Random bytes in each `--random` put's value.
+const RANDOM_VALUE_BYTES: usize = 32;
 
-async fn head(client: ApiClient) -> anyhow::Result<()> {
-    let answer = client.call(&ApiRequest::Head).await?;
-    client.close();
-    match answer {
-        ApiResponse::Head {
-            height,
-            head,
-            validator,
-        } => {
-            println!("height {height}");
-            println!(
-                "head {}",
-                head.map_or_else(|| "(genesis)".to_string(), |hash| hash.to_hex())
-            );
-            println!("validator {validator}");
-            Ok(())
-        }
-        ApiResponse::Error(reason) => bail!("the node refused: {reason}"),
-        other => bail!("unexpected answer to a head query: {other:?}"),
+/// `hm-node submit`: `hm tx submit` with `--random N` more puts (a test
+/// workload: random keys among [`RANDOM_KEYS`], random values).
+fn submit(to: &str, mut puts: Vec<String>, random: usize) -> anyhow::Result<()> {
+    for _ in 0..random {
+        let key = OsEntropy.next_u64() % RANDOM_KEYS;
+        let mut value = [0u8; RANDOM_VALUE_BYTES];
+        OsEntropy.fill_bytes(&mut value);
+        let value: String = value.iter().map(|byte| format!("{byte:02x}")).collect();
+        puts.push(format!("random-{key}={value}"));
     }
+    if puts.is_empty() {
+        bail!("nothing to submit: give --put KEY=VALUE or --random N");
+    }
+    with_stdout(|out| hm_cli::ops::tx_submit(&puts, to, None, false, out))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -1,12 +1,10 @@
 //! A throwaway client of a node's API (`hm/api/1`), shared by the
 //! `hm-node` client commands (submit/get/head) and the `hm` CLI.
 //!
-//! A client keeps nothing: it makes a fresh FALCON identity, opens its
-//! scratch database in a temp dir (STOQ runs on an [`hm_env::Env`], and
-//! [`HostEnv`] keeps a disk) and accepts any node identity
-//! ([`SelfSignedVerifier`]): it only reads and submits, and what it reads
-//! is the node's own word. Everything is removed when [`with_api_endpoint`]
-//! returns.
+//! A client keeps nothing: it makes a fresh FALCON identity, runs its STOQ
+//! endpoint on a [`ClientEnv`] (whose disk is memory) and accepts any node
+//! identity ([`SelfSignedVerifier`]): it only reads and submits, and what
+//! it reads is the node's own word.
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -17,7 +15,7 @@ use hm_node::{ApiClient, ApiClientError};
 use hm_stoq::{Endpoint, SelfSignedVerifier, StoqConfig};
 use hm_wire::SigningKey;
 
-use crate::{HostEnv, HostError, OsEntropy};
+use crate::{ClientEnv, OsEntropy};
 
 /// How long a client waits for one API answer.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,12 +25,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot create a temp dir for the client ({0}); check that TMPDIR is writable")]
-    TempDir(#[source] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot open the client's scratch database: {0}")]
-    Env(#[from] HostError),
     #[error("cannot open a STOQ endpoint for the client: {0}")]
     Endpoint(#[source] hm_stoq::StoqError),
     #[error(
@@ -55,7 +49,7 @@ pub enum ClientError {
 
 /// The client's STOQ endpoint: connects to nodes' APIs.
 pub struct ApiEndpoint {
-    endpoint: Endpoint<HostEnv>,
+    endpoint: Endpoint<ClientEnv>,
 }
 
 impl ApiEndpoint {
@@ -91,25 +85,20 @@ impl ApiEndpoint {
 }
 
 /// Runs `work` on a fresh client endpoint inside a current-thread runtime,
-/// then closes the endpoint and removes the scratch database. `work`'s
-/// error type takes [`ClientError`]s (as `anyhow::Error` does).
+/// then closes the endpoint. `work`'s error type takes [`ClientError`]s (as
+/// `anyhow::Error` does).
 pub fn with_api_endpoint<T, E, F, Fut>(work: F) -> Result<T, E>
 where
     F: FnOnce(ApiEndpoint) -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: From<ClientError>,
 {
-    let data_dir = tempfile::Builder::new()
-        .prefix("hm-client-")
-        .tempdir()
-        .map_err(ClientError::TempDir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ClientError::Runtime)?;
-    let result = runtime.block_on(async {
-        let env =
-            HostEnv::open(data_dir.path(), hm_node::COLUMN_FAMILIES).map_err(ClientError::from)?;
+    runtime.block_on(async {
+        let env = ClientEnv::new();
         let key = SigningKey::generate(&OsEntropy);
         let mut config = StoqConfig::new(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
         config.protocols = vec![hm_node::API_PROTOCOL.to_vec()];
@@ -121,12 +110,7 @@ where
         .await;
         endpoint.close();
         result
-    });
-    // The runtime (and with it every task holding the database) goes
-    // before the temp dir is removed.
-    drop(runtime);
-    drop(data_dir);
-    result
+    })
 }
 
 /// [`with_api_endpoint`] for one node: connects to `addr` and runs `work`

@@ -20,8 +20,7 @@ use hm_wire::Hash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// ALPN id of API connections.
-pub const API_PROTOCOL: &[u8] = b"hm/api/1";
+pub use crate::ids::API_PROTOCOL;
 /// Largest encoded request or response.
 pub const API_REQUEST_BYTES_MAX: usize = 1 << 20;
 /// Transactions one `Submit` may carry.

@@ -33,14 +33,14 @@ use crate::conduct::{
     AuthorityConduct, AuthorityContext, AuthorityError, ChainConduct, ChainContext, Conduct,
     HonestAuthority, IssuanceDecision, IssuanceFacts, ProvedCertificate,
 };
+use crate::error::NodeError;
+pub use crate::ids::{CHAIN_PROTOCOL, TRUST_CF};
+use crate::ids::{KEY_KEM_SECRET, KEY_PHASE, KEY_PRESENTED};
 use crate::link::Link;
 use crate::links;
-use crate::node::NodeError;
 use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
 use crate::trust::{AgentNow, AgentStatus, TrustAction, TrustAgent, TrustSettings, TrustShared};
 
-/// ALPN id of chain connections.
-pub const CHAIN_PROTOCOL: &[u8] = b"hm/chain/1";
 /// Events waiting for the chain loop.
 pub const CHAIN_EVENT_QUEUE_MAX: usize = 4_096;
 /// Messages waiting to be written to one chain peer; more are dropped and
@@ -60,12 +60,6 @@ pub const ENCODED_SYNC_RESPONSES_KEPT: usize = 4;
 pub const TRUST_CALLS_IN_FLIGHT_MAX: usize = 4;
 /// An authority API call is abandoned after this long.
 pub const TRUST_CALL_TIMEOUT_MS: u64 = 4_000;
-/// Column family of the node's TrustChain secrets and bootstrap phase.
-pub const TRUST_CF: &str = "trust";
-const KEY_KEM_SECRET: &[u8] = b"ml-kem-1024/secret-key";
-const KEY_PHASE: &[u8] = b"bootstrap-phase";
-/// The certificate bundle the node last presented.
-pub(crate) const KEY_PRESENTED: &[u8] = b"presented-certificate";
 
 /// The overlay's current peers `(node id, address)`, shared by the
 /// membership shell so followers know whom to sync with.

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod chain;
 pub mod conduct;
 pub mod error;
+pub mod ids;
 mod link;
 pub mod links;
 pub mod membership;

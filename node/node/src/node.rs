@@ -16,34 +16,20 @@ use hm_wire::sign::SigningKey;
 use tokio::sync::mpsc;
 
 use crate::api::{API_CALL_QUEUE_MAX, API_PROTOCOL, ApiServer};
-use crate::chain::{CHAIN_PROTOCOL, ChainConfig, ChainInbound, OverlayPeers};
+use crate::chain::{ChainConfig, ChainInbound, OverlayPeers};
 use crate::conduct::Conduct;
 pub use crate::error::NodeError;
+use crate::ids::{
+    CF_IDENTITY, CF_MEMBERSHIP, CHAIN_PROTOCOL, KEY_INCARNATION, KEY_PRESENTED, KEY_SIGNING_KEY,
+    TRUST_CF,
+};
+pub use crate::ids::{COLUMN_FAMILIES, MEMBERSHIP_PROTOCOL};
 use crate::link::Link;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
 
-/// Column families of a node's disk (the node's own, then the chain's).
-pub const COLUMN_FAMILIES: &[&str] = &[
-    "default",
-    "identity",
-    "membership",
-    hm_kernel::chain::BLOCKS_CF,
-    hm_kernel::chain::BLOCK_COMMITS_CF,
-    hm_kernel::chain::CHAIN_META_CF,
-    hm_kernel::chain::PRIVATE_BLOCKS_CF,
-    hm_kernel::replica::EVIDENCE_CF,
-    hm_kernel::consensus::SIGNER_COLUMN_FAMILY,
-    crate::chain::TRUST_CF,
-];
-/// ALPN id of membership connections (the endpoint's default protocol).
-pub const MEMBERSHIP_PROTOCOL: &[u8] = b"hm/membership/1";
 /// Chain connections queued for the chain service.
 const CHAIN_ACCEPT_QUEUE_MAX: usize = 256;
-const CF_IDENTITY: &str = "identity";
-const CF_MEMBERSHIP: &str = "membership";
-const KEY_SIGNING_KEY: &[u8] = b"falcon-1024/signing-key";
-const KEY_INCARNATION: &[u8] = b"incarnation";
 
 /// Largest membership message accepted (a full-table sync chunk is far smaller).
 pub const MEMBERSHIP_MESSAGE_BYTES_MAX: usize = 1 << 20;
@@ -458,10 +444,7 @@ pub async fn run_with_conduct<E: Env>(
         .chain
         .as_ref()
         .is_some_and(|chain| chain.trust.is_some())
-        && let Some(bundle) = with_retries(|| {
-            env.disk()
-                .get(crate::chain::TRUST_CF, crate::chain::KEY_PRESENTED)
-        })?
+        && let Some(bundle) = with_retries(|| env.disk().get(TRUST_CF, KEY_PRESENTED))?
         && bundle.len() <= hm_stoq::frame::IDENTITY_EXTRA_BYTES_MAX
     {
         stoq_config.identity_extra = bundle;

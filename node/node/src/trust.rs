@@ -261,7 +261,7 @@ pub fn judge(
     // where newcomers ask for their first certificate, and chain links
     // carry only messages that prove themselves (signed votes, blocks with
     // commit certificates), so neither needs the peer's certificate.
-    let exempt = protocol == API_PROTOCOL || protocol == crate::chain::CHAIN_PROTOCOL;
+    let exempt = protocol == API_PROTOCOL || protocol == crate::ids::CHAIN_PROTOCOL;
     let uncertified = |why: String| {
         if policy.accept_uncertified_peers || exempt {
             Judgement::Uncertified

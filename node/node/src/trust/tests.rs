@@ -514,7 +514,7 @@ fn the_validator_tightens_with_the_phase() {
         judge(
             Phase::FullFederation,
             &node,
-            crate::chain::CHAIN_PROTOCOL,
+            crate::ids::CHAIN_PROTOCOL,
             &bundle(&chain_issued),
             &chain,
             &mut monitor,
@@ -552,7 +552,7 @@ fn chain_links_stay_open_to_uncertified_peers_in_phase_3() {
         judge(
             Phase::FullFederation,
             &node,
-            crate::chain::CHAIN_PROTOCOL,
+            crate::ids::CHAIN_PROTOCOL,
             &[],
             &chain,
             &mut monitor,

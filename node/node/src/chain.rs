@@ -36,7 +36,7 @@ use crate::conduct::{
 use crate::error::NodeError;
 pub use crate::ids::{CHAIN_PROTOCOL, TRUST_CF};
 use crate::ids::{KEY_KEM_SECRET, KEY_PHASE, KEY_PRESENTED};
-use crate::link::Link;
+use crate::link::Links;
 use crate::links;
 use crate::status::{COMMIT_LATENCY_BUCKETS_MS, StatusHandle};
 use crate::trust::{AgentNow, AgentStatus, TrustAction, TrustAgent, TrustSettings, TrustShared};
@@ -161,7 +161,7 @@ struct ChainShell<E: Env> {
     replica: NodeReplica<E>,
     config: ChainConfig,
     validators: BTreeSet<Hash>,
-    links: BTreeMap<Hash, Link<Hash>>,
+    links: Links<Hash>,
     /// Turns the choice of peers a relayed transaction goes to.
     relay_turn: u64,
     /// The last few sync responses sent, encoded, by the hashes of their
@@ -173,7 +173,6 @@ struct ChainShell<E: Env> {
     events: mpsc::Sender<ChainEvent>,
     overlay: OverlayPeers,
     status: StatusHandle,
-    next_link_id: u64,
     committed: Vec<Hash>,
     /// The height the status shows.
     published_height: hm_kernel::block::Height,
@@ -291,7 +290,7 @@ impl<E: Env> ChainShell<E> {
     }
 
     fn send_raw(&mut self, to: Destination, message: &ChainMessage) {
-        let linked: Vec<Hash> = self.links.keys().copied().collect();
+        let linked: Vec<Hash> = self.links.peers().copied().collect();
         let replica = &self.replica;
         let targets = links::resolve(
             &to,
@@ -342,7 +341,7 @@ impl<E: Env> ChainShell<E> {
 
     fn reconcile(&mut self) {
         for (peer, addr) in self.wanted() {
-            if self.links.contains_key(&peer)
+            if self.links.contains(&peer)
                 || self.dialing.contains(&peer)
                 || self.dialing.len() >= CHAIN_DIALS_IN_FLIGHT_MAX
             {
@@ -388,38 +387,25 @@ impl<E: Env> ChainShell<E> {
             connection.close("chain: connected to itself");
             return;
         }
-        let initiator = if outbound { self.me } else { peer };
-        if let Some(existing) = self.links.get(&peer) {
-            if initiator < existing.initiator {
-                if let Some(old) = self.links.remove(&peer) {
-                    old.connection.close("chain: duplicate connection");
-                }
-            } else {
-                connection.close("chain: duplicate connection");
-                return;
-            }
-        }
-        let id = self.next_link_id;
-        self.next_link_id += 1;
-        let outbox = crate::link::spawn_link(
-            &connection,
-            CHAIN_SEND_QUEUE_MAX,
-            self.events.clone(),
-            move |bytes| ChainEvent::Message {
-                peer,
-                link_id: id,
-                bytes,
-            },
-            ChainEvent::Closed { peer, link_id: id },
-        );
-        self.links.insert(
+        let Some((initiator, _replaced)) =
+            self.links
+                .offer(self.me, peer, outbound, &connection, "chain: ")
+        else {
+            return;
+        };
+        self.links.attach(
             peer,
-            Link {
-                id,
-                connection,
-                initiator,
-                outbox,
+            connection,
+            initiator,
+            self.events.clone(),
+            |link_id| {
+                move |bytes| ChainEvent::Message {
+                    peer,
+                    link_id,
+                    bytes,
+                }
             },
+            |link_id| ChainEvent::Closed { peer, link_id },
         );
         // Tell the new peer where we are, so either side can start syncing.
         let status = ChainMessage::Status {
@@ -442,8 +428,8 @@ impl<E: Env> ChainShell<E> {
                 link_id,
                 bytes,
             } => {
-                if self.links.get(&peer).is_none_or(|link| link.id != link_id) {
-                    return;
+                if self.links.current(&peer, link_id).is_none() {
+                    return; // from a connection already replaced or closed
                 }
                 self.counters.messages_received += 1;
                 match ChainMessage::decode(&bytes) {
@@ -466,7 +452,7 @@ impl<E: Env> ChainShell<E> {
                 }
             }
             ChainEvent::Closed { peer, link_id } => {
-                if self.links.get(&peer).is_some_and(|link| link.id == link_id) {
+                if self.links.current(&peer, link_id).is_some() {
                     self.links.remove(&peer);
                 }
             }
@@ -936,7 +922,7 @@ impl<E: Env> ApiNode for ChainShell<E> {
         KnownPeers {
             members,
             overlay,
-            chain_links: self.links.keys().copied().collect(),
+            chain_links: self.links.peers().copied().collect(),
             validators: self.validators.iter().copied().collect(),
         }
     }
@@ -1094,14 +1080,13 @@ pub(crate) async fn run_chain<E: Env>(
         replica,
         config,
         validators,
-        links: BTreeMap::new(),
+        links: Links::new(CHAIN_SEND_QUEUE_MAX),
         relay_turn: 0,
         encoded_blocks: VecDeque::new(),
         dialing: BTreeSet::new(),
         events,
         overlay,
         status,
-        next_link_id: 0,
         committed: Vec::new(),
         published_height: 0,
         counters: ChainCounters::default(),

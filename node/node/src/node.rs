@@ -5,7 +5,7 @@
 //! per node plus, per connection, one reader and one writer task with bounded
 //! queues, and one task per outbound connect attempt.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddrV6;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use crate::ids::{
     TRUST_CF,
 };
 pub use crate::ids::{COLUMN_FAMILIES, MEMBERSHIP_PROTOCOL};
-use crate::link::Link;
+use crate::link::Links;
 use crate::membership::{Action, Membership, MembershipConfig, Message, NodeId};
 use crate::status::StatusHandle;
 
@@ -185,10 +185,9 @@ struct Shell<E: Env> {
     start: Instant,
     endpoint: Endpoint<E>,
     core: Membership,
-    links: BTreeMap<NodeId, Link<NodeId>>,
+    links: Links<NodeId>,
     connecting: BTreeSet<SocketAddrV6>,
     events: mpsc::Sender<Event>,
-    next_link_id: u64,
     status: StatusHandle,
     config: NodeConfig,
     messages_sent: u64,
@@ -265,21 +264,16 @@ impl<E: Env> Shell<E> {
         if outbound {
             self.connecting.remove(&connection.remote_addr());
         }
-        let initiator = if outbound { self.me } else { peer };
-        if let Some(existing) = self.links.get(&peer) {
-            if initiator < existing.initiator {
-                // Replace silently: for the core the peer never went away.
-                let old = self.links.remove(&peer);
-                if let Some(old) = old {
-                    old.connection.close("duplicate connection");
-                }
-                self.attach(peer, connection, initiator);
-            } else {
-                connection.close("duplicate connection");
-            }
+        let Some((initiator, replaced)) =
+            self.links.offer(self.me, peer, outbound, &connection, "")
+        else {
+            return;
+        };
+        self.attach(peer, connection.clone(), initiator);
+        if replaced {
+            // Replaced silently: for the core the peer never went away.
             return;
         }
-        self.attach(peer, connection.clone(), initiator);
         self.status.update(|status| {
             status.peers_accepted.insert(peer);
         });
@@ -289,27 +283,19 @@ impl<E: Env> Shell<E> {
     }
 
     fn attach(&mut self, peer: NodeId, connection: Connection, initiator: NodeId) {
-        let id = self.next_link_id;
-        self.next_link_id += 1;
-        let outbox = crate::link::spawn_link(
-            &connection,
-            PEER_SEND_QUEUE_MAX,
-            self.events.clone(),
-            move |bytes| Event::Message {
-                peer,
-                link_id: id,
-                bytes,
-            },
-            Event::Closed { peer, link_id: id },
-        );
-        self.links.insert(
+        self.links.attach(
             peer,
-            Link {
-                id,
-                connection,
-                initiator,
-                outbox,
+            connection,
+            initiator,
+            self.events.clone(),
+            |link_id| {
+                move |bytes| Event::Message {
+                    peer,
+                    link_id,
+                    bytes,
+                }
             },
+            |link_id| Event::Closed { peer, link_id },
         );
     }
 
@@ -329,7 +315,7 @@ impl<E: Env> Shell<E> {
                 link_id,
                 bytes,
             } => {
-                if self.links.get(&peer).is_none_or(|link| link.id != link_id) {
+                if self.links.current(&peer, link_id).is_none() {
                     return; // from a connection already replaced or closed
                 }
                 self.messages_received += 1;
@@ -345,7 +331,7 @@ impl<E: Env> Shell<E> {
                 }
             }
             Event::Closed { peer, link_id } => {
-                if self.links.get(&peer).is_some_and(|link| link.id == link_id) {
+                if self.links.current(&peer, link_id).is_some() {
                     self.links.remove(&peer);
                     self.core.handle_connection_down(now, peer);
                 }
@@ -568,10 +554,9 @@ pub async fn run_with_conduct<E: Env>(
         start,
         endpoint,
         core,
-        links: BTreeMap::new(),
+        links: Links::new(PEER_SEND_QUEUE_MAX),
         connecting: BTreeSet::new(),
         events,
-        next_link_id: 0,
         status,
         config,
         messages_sent: 0,

@@ -22,6 +22,7 @@ use hm_wire::{Hash, merkle};
 
 use crate::cert::{Authorities, Certificate, Issuer, SignedRequest};
 use crate::dns::{DnsRecord, NAMES_PER_OWNER_MAX, NameLookup, SignedNameClaim};
+use crate::error::RuleError;
 use crate::keys::{self, CertRecord, Revoked, SubjectRevocation};
 use crate::log::{CertificateLog, ConsistencyProof, Frontier, InclusionProof, LogHead};
 use crate::name::DnsName;
@@ -221,7 +222,11 @@ impl TrustApp {
 
     /// Checks everything an `UnloggedCertificate` report needs against the
     /// committed state at `now_ms`; `Ok` means the report would be accepted.
-    pub fn check_unlogged(&self, certificate: &Certificate, now_ms: u64) -> Result<Hash, String> {
+    pub fn check_unlogged(
+        &self,
+        certificate: &Certificate,
+        now_ms: u64,
+    ) -> Result<Hash, RuleError> {
         self.view().unlogged_offender(certificate, now_ms)
     }
 }
@@ -229,6 +234,19 @@ impl TrustApp {
 impl NameLookup for TrustApp {
     fn lookup(&self, name: &DnsName) -> Option<DnsRecord> {
         self.record(name)
+    }
+}
+
+/// Every certified or registered name must be under the chain's zone;
+/// checked before execution (`check_tx`) and again by the rules.
+fn check_zone(name: &DnsName, zone: &DnsName) -> Result<(), RuleError> {
+    if name.is_under(zone) {
+        Ok(())
+    } else {
+        Err(RuleError::NotInZone {
+            name: name.clone(),
+            zone: zone.clone(),
+        })
     }
 }
 
@@ -318,12 +336,10 @@ impl Application for TrustApp {
             TrustTx::RegisterName(claim) => std::slice::from_ref(&claim.claim.name),
             TrustTx::Revoke(_) | TrustTx::Report(_) => &[],
         };
-        match names.iter().find(|name| !name.is_under(zone)) {
-            Some(name) => Err(TxError::Rejected(format!(
-                "{name} is not under the zone {zone}"
-            ))),
-            None => Ok(()),
-        }
+        names
+            .iter()
+            .try_for_each(|name| check_zone(name, zone))
+            .map_err(|error| TxError::Rejected(error.to_string()))
     }
 
     fn execute_block(&self, block: BlockContext, transactions: &[Transaction]) -> Execution {
@@ -332,7 +348,10 @@ impl Application for TrustApp {
             .iter()
             .map(|tx| {
                 let decoded = TrustTx::from_transaction(tx)?;
-                state.execute(block, &decoded).map_err(TxError::Rejected)
+                // The kernel's generic boundary records the reason as text.
+                state
+                    .execute(block, &decoded)
+                    .map_err(|error| TxError::Rejected(error.to_string()))
             })
             .collect();
         let store = self.store.prepare(&state.writes);
@@ -552,19 +571,17 @@ impl<'a> State<'a> {
     }
 
     /// Every name is under the zone and unowned or owned by `subject`.
-    fn check_names(&self, subject: &Hash, names: &[DnsName]) -> Result<(), String> {
-        let zone = &self.app.config.zone;
+    fn check_names(&self, subject: &Hash, names: &[DnsName]) -> Result<(), RuleError> {
         for name in names {
-            if !name.is_under(zone) {
-                return Err(format!("{name} is not under the zone {zone}"));
-            }
+            check_zone(name, &self.app.config.zone)?;
             if let Some(record) = self.dns_record(name)
                 && record.owner != *subject
             {
-                return Err(format!(
-                    "{name} is owned by {}, not by the subject {subject}",
-                    record.owner
-                ));
+                return Err(RuleError::NameOwnedByOther {
+                    name: name.clone(),
+                    owner: record.owner,
+                    subject: *subject,
+                });
             }
         }
         Ok(())
@@ -632,7 +649,7 @@ impl<'a> State<'a> {
 
     // ------------------------------------------------------------ rules
 
-    fn execute(&mut self, block: BlockContext, tx: &TrustTx) -> Result<(), String> {
+    fn execute(&mut self, block: BlockContext, tx: &TrustTx) -> Result<(), RuleError> {
         self.tx_writes = 0;
         let result = self.execute_rules(block, tx);
         assert!(
@@ -647,7 +664,7 @@ impl<'a> State<'a> {
         result
     }
 
-    fn execute_rules(&mut self, block: BlockContext, tx: &TrustTx) -> Result<(), String> {
+    fn execute_rules(&mut self, block: BlockContext, tx: &TrustTx) -> Result<(), RuleError> {
         match tx {
             TrustTx::LogCertificate(certificate) => self.log_certificate(block, certificate),
             TrustTx::IssueCertificate(request) => self.issue_certificate(block, request),
@@ -659,41 +676,41 @@ impl<'a> State<'a> {
 
     /// Checks shared by both ways into the log: names, duplicates, the
     /// subject's count and room.
-    fn check_loggable(&self, certificate: &Certificate) -> Result<(), String> {
+    fn check_loggable(&self, certificate: &Certificate) -> Result<(), RuleError> {
         let subject = certificate.subject();
         self.check_names(&subject, certificate.dns_names())?;
         let fingerprint = certificate.fingerprint();
         if let Some(record) = self.cert_record(&fingerprint) {
-            return Err(format!(
-                "certificate {fingerprint} is already logged at index {}",
-                record.log_index
-            ));
+            return Err(RuleError::AlreadyLogged {
+                fingerprint,
+                log_index: record.log_index,
+            });
         }
         if self.blocklisted(&fingerprint).is_some() {
-            return Err(format!(
-                "certificate {fingerprint} is on the revocation list"
-            ));
+            return Err(RuleError::Blocklisted { fingerprint });
         }
         let request_id = certificate.request.id();
-        if let Some(index) = self
+        if let Some(log_index) = self
             .get(&keys::request(&request_id))
             .and_then(keys::parse_u64)
         {
-            return Err(format!(
-                "request {request_id} is already certified by log entry {index}; ask again with a new nonce"
-            ));
+            return Err(RuleError::RequestAlreadyCertified {
+                request_id,
+                log_index,
+            });
         }
         let count = self.subject_cert_count(&subject);
         if count >= CERTIFICATES_PER_SUBJECT_MAX {
-            return Err(format!(
-                "subject {subject} already has {count} logged certificates, the most one key may have ({CERTIFICATES_PER_SUBJECT_MAX}); use a new key"
-            ));
+            return Err(RuleError::SubjectCertificatesFull {
+                subject,
+                count,
+                max: CERTIFICATES_PER_SUBJECT_MAX,
+            });
         }
         if !self.has_log_room() {
-            return Err(format!(
-                "the certificate log is full at {} entries",
-                self.log_size()
-            ));
+            return Err(RuleError::LogFull {
+                size: self.log_size(),
+            });
         }
         Ok(())
     }
@@ -702,28 +719,24 @@ impl<'a> State<'a> {
         &mut self,
         block: BlockContext,
         certificate: &Certificate,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuleError> {
         let Issuer::Authority(authority) = certificate.issuer else {
-            return Err(
-                "a chain-issued certificate enters the log only through IssueCertificate".into(),
-            );
+            return Err(RuleError::ChainIssuedLogged);
         };
         if let Some(revoked) = self.authority_revocation(&authority) {
-            return Err(format!(
-                "authority {authority} was revoked at height {} and can no longer issue",
-                revoked.height
-            ));
+            return Err(RuleError::AuthorityRevoked {
+                authority,
+                height: revoked.height,
+            });
         }
         if certificate.not_after_ms <= block.timestamp_ms {
-            return Err(format!(
-                "the certificate expired at {} ms, before the block's {} ms",
-                certificate.not_after_ms, block.timestamp_ms
-            ));
+            return Err(RuleError::Expired {
+                not_after_ms: certificate.not_after_ms,
+                block_ms: block.timestamp_ms,
+            });
         }
         self.check_loggable(certificate)?;
-        certificate
-            .verify_signatures(&self.app.config.authorities)
-            .map_err(|error| error.to_string())?;
+        certificate.verify_signatures(&self.app.config.authorities)?;
         self.append(certificate);
         Ok(())
     }
@@ -732,34 +745,38 @@ impl<'a> State<'a> {
         &mut self,
         block: BlockContext,
         request: &SignedRequest,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuleError> {
         let certificate =
             Certificate::issue_by_chain(request.clone(), block.height, block.timestamp_ms);
         self.check_loggable(&certificate)?;
-        request.verify().map_err(|error| error.to_string())?;
+        request.verify()?;
         self.append(&certificate);
         Ok(())
     }
 
-    fn revoke(&mut self, signed: &SignedRevocation) -> Result<(), String> {
+    fn revoke(&mut self, signed: &SignedRevocation) -> Result<(), RuleError> {
         let revocation = &signed.revocation;
         let fingerprint = revocation.certificate;
         let Some(mut record) = self.cert_record(&fingerprint) else {
-            return Err(format!("certificate {fingerprint} is not in the log"));
+            return Err(RuleError::NotLogged { fingerprint });
         };
         let signer = revocation.subject_key.fingerprint();
         if record.subject != signer {
-            return Err(format!(
-                "certificate {fingerprint} belongs to {}, not to the revoking key {signer}",
-                record.subject
-            ));
+            return Err(RuleError::NotRevokersCertificate {
+                fingerprint,
+                subject: record.subject,
+                signer,
+            });
         }
         if self.status(&record).revoked {
-            return Err(format!("certificate {fingerprint} is already revoked"));
+            return Err(RuleError::AlreadyRevoked { fingerprint });
         }
-        signed.verify().map_err(|_| {
-            format!("the revocation of {fingerprint} is not signed by its subject key")
-        })?;
+        signed
+            .verify()
+            .map_err(|source| RuleError::RevocationUnsigned {
+                fingerprint,
+                source,
+            })?;
         record.revoked = true;
         self.put(keys::cert(&fingerprint), keys::encode_record(&record));
         Ok(())
@@ -769,55 +786,55 @@ impl<'a> State<'a> {
         &mut self,
         block: BlockContext,
         signed: &SignedNameClaim,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuleError> {
         let claim = &signed.claim;
         let name = &claim.name;
         let owner = claim.owner();
-        let zone = &self.app.config.zone;
-        if !name.is_under(zone) {
-            return Err(format!("{name} is not under the zone {zone}"));
-        }
+        check_zone(name, &self.app.config.zone)?;
         let existing = self.dns_record(name);
         if let Some(record) = &existing {
             if record.owner != owner {
-                return Err(format!(
-                    "{name} is owned by {}; names are first come, first served",
-                    record.owner
-                ));
+                return Err(RuleError::NameTaken {
+                    name: name.clone(),
+                    owner: record.owner,
+                });
             }
             if claim.sequence <= record.sequence {
-                return Err(format!(
-                    "an update of {name} needs a sequence above {}, got {}",
-                    record.sequence, claim.sequence
-                ));
+                return Err(RuleError::StaleSequence {
+                    name: name.clone(),
+                    sequence: record.sequence,
+                    got: claim.sequence,
+                });
             }
         } else if self.owner_name_count(&owner) >= NAMES_PER_OWNER_MAX {
-            return Err(format!(
-                "{owner} already holds {NAMES_PER_OWNER_MAX} names, the most one owner may"
-            ));
+            return Err(RuleError::OwnerNamesFull {
+                owner,
+                max: NAMES_PER_OWNER_MAX,
+            });
         }
         let fingerprint = claim.certificate;
         let record = self
             .cert_record(&fingerprint)
-            .ok_or_else(|| format!("certificate {fingerprint} is not in the log"))?;
+            .ok_or(RuleError::NotLogged { fingerprint })?;
         if record.subject != owner {
-            return Err(format!(
-                "certificate {fingerprint} belongs to {}, not to the owner {owner}",
-                record.subject
-            ));
+            return Err(RuleError::NotOwnersCertificate {
+                fingerprint,
+                subject: record.subject,
+                owner,
+            });
         }
         if !self.status(&record).is_usable() {
-            return Err(format!(
-                "certificate {fingerprint} or its issuer is revoked"
-            ));
+            return Err(RuleError::CertificateUnusable { fingerprint });
         }
         if !record.is_current(block.timestamp_ms) {
-            return Err(format!(
-                "certificate {fingerprint} is valid {}..{} ms, not at the block's {} ms",
-                record.not_before_ms, record.not_after_ms, block.timestamp_ms
-            ));
+            return Err(RuleError::CertificateNotCurrent {
+                fingerprint,
+                not_before_ms: record.not_before_ms,
+                not_after_ms: record.not_after_ms,
+                block_ms: block.timestamp_ms,
+            });
         }
-        signed.verify().map_err(|error| error.to_string())?;
+        signed.verify()?;
         let registered_ms = existing
             .as_ref()
             .map_or(block.timestamp_ms, |record| record.registered_ms);
@@ -839,25 +856,27 @@ impl<'a> State<'a> {
 
     /// Everything an `UnloggedCertificate` report needs, at `now_ms`;
     /// returns the offending authority.
-    fn unlogged_offender(&self, certificate: &Certificate, now_ms: u64) -> Result<Hash, String> {
+    fn unlogged_offender(&self, certificate: &Certificate, now_ms: u64) -> Result<Hash, RuleError> {
         let authority = certificate
             .authority()
-            .ok_or("a chain-issued certificate is never unlogged")?;
+            .ok_or(RuleError::ChainIssuedUnlogged)?;
         certificate
             .verify_signatures(&self.app.config.authorities)
-            .map_err(|error| format!("not a valid authority certificate: {error}"))?;
+            .map_err(|source| RuleError::NotAuthorityCertificate { source })?;
         let fingerprint = certificate.fingerprint();
         if let Some(record) = self.cert_record(&fingerprint) {
-            return Err(format!(
-                "certificate {fingerprint} is logged at index {}",
-                record.log_index
-            ));
+            return Err(RuleError::UnloggedIsLogged {
+                fingerprint,
+                log_index: record.log_index,
+            });
         }
         if certificate.not_before_ms.saturating_add(UNLOGGED_GRACE_MS) >= now_ms {
-            return Err(format!(
-                "certificate {fingerprint} (not before {} ms) is still within the {UNLOGGED_GRACE_MS} ms logging grace at {now_ms} ms",
-                certificate.not_before_ms
-            ));
+            return Err(RuleError::WithinGrace {
+                fingerprint,
+                not_before_ms: certificate.not_before_ms,
+                grace_ms: UNLOGGED_GRACE_MS,
+                now_ms,
+            });
         }
         // Reasons the certificate could not be logged that are not the
         // authority's doing (a subject racing its own request through the
@@ -865,16 +884,16 @@ impl<'a> State<'a> {
         // owned long before issue is a forgery, reported as such.
         let request_id = certificate.request.id();
         if self.get(&keys::request(&request_id)).is_some() {
-            return Err(format!(
-                "its request {request_id} was certified otherwise, which may have kept it out"
-            ));
+            return Err(RuleError::RequestCertifiedOtherwise { request_id });
         }
         self.check_names(&certificate.subject(), certificate.dns_names())
-            .map_err(|reason| format!("it could not be logged: {reason}"))?;
+            .map_err(|reason| RuleError::Unloggable {
+                source: Box::new(reason),
+            })?;
         Ok(authority)
     }
 
-    fn report(&mut self, block: BlockContext, report: &Report) -> Result<(), String> {
+    fn report(&mut self, block: BlockContext, report: &Report) -> Result<(), RuleError> {
         let kind = report.kind();
         let app = self.app;
         let authorities = &app.config.authorities;
@@ -883,31 +902,30 @@ impl<'a> State<'a> {
             Report::ForgedCertificate(certificate) | Report::UnloggedCertificate(certificate) => {
                 certificate
                     .authority()
-                    .ok_or("a chain-issued certificate has no authority to blame")?
+                    .ok_or(RuleError::NoAuthorityToBlame)?
             }
             Report::FalseTreeHead(head) => head.signer,
             Report::Equivocation(evidence) => {
+                let index = evidence.validator();
                 app.config
                     .validators
-                    .get(evidence.validator())
-                    .ok_or_else(|| format!("validator {} is not in the set", evidence.validator()))?
+                    .get(index)
+                    .ok_or(RuleError::UnknownValidator { index })?
                     .id
             }
         };
         if self.finding_exists(&offender, kind) {
-            return Err(format!(
-                "{offender} already has a {kind:?} finding; one per offender and kind"
-            ));
+            return Err(RuleError::DuplicateFinding { offender, kind });
         }
         let mut blocklist = None;
         match report {
             Report::ForgedCertificate(certificate) => {
                 certificate
                     .verify_issuer_signature(authorities)
-                    .map_err(|error| format!("the authority signature does not hold: {error}"))?;
+                    .map_err(|source| RuleError::IssuerSignatureInvalid { source })?;
                 let forged_request = certificate.request.verify().is_err();
                 if !forged_request && self.stolen_name(certificate).is_none() {
-                    return Err("the certificate is not forged: its subject signed the request and it binds no name another subject owned".into());
+                    return Err(RuleError::NotForged);
                 }
                 blocklist = Some(certificate.fingerprint());
             }
@@ -916,23 +934,22 @@ impl<'a> State<'a> {
                 blocklist = Some(certificate.fingerprint());
             }
             Report::FalseTreeHead(head) => {
-                head.verify(authorities)
-                    .map_err(|error| error.to_string())?;
+                head.verify(authorities)?;
                 let size = head.head.size;
-                let log_size = self.log_size();
                 let Some(root) = self.log_root_at(size) else {
-                    return Err(format!(
-                        "the head has size {size}, beyond the log's {log_size}: it cannot be judged yet"
-                    ));
+                    return Err(RuleError::HeadBeyondLog {
+                        size,
+                        log_size: self.log_size(),
+                    });
                 };
                 if root == head.head.root {
-                    return Err(format!("the head of size {size} is the log's: it is true"));
+                    return Err(RuleError::TrueHead { size });
                 }
             }
             Report::Equivocation(evidence) => {
                 evidence
                     .verify(&app.config.chain_id, &app.config.validators)
-                    .map_err(|error| format!("the evidence does not hold: {error}"))?;
+                    .map_err(|source| RuleError::EvidenceInvalid { source })?;
             }
         }
         let n = self.finding_count();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::cert::CertError;
 use crate::dns::{AdaptiveResolver, Resolution, StaticTable};
 use crate::testkit::{self, VALIDITY_MS, authority_id, name, subject_id, subject_key};
 use hm_kernel::block::{BLOCK_TRANSACTION_BYTES_MAX, Evidence, STATE_UPDATES_PER_BLOCK_MAX};
@@ -122,6 +123,18 @@ impl Chain {
 
     fn report(&mut self, report: Report) -> Result<(), TxError> {
         self.one(TrustTx::Report(report))
+    }
+
+    /// The typed refusal of `tx` by the rules on the committed state,
+    /// checked to be exactly the reason the kernel records when a block
+    /// runs it (so a test on the variant also pins the rejection text).
+    #[track_caller]
+    fn refused(&mut self, tx: TrustTx) -> RuleError {
+        let error = State::new(&self.app)
+            .execute(self.context(), &tx)
+            .expect_err("the rules refuse it");
+        assert_eq!(self.one(tx), Err(TxError::Rejected(error.to_string())));
+        error
     }
 
     /// A fresh app that only replays the write sets reaches the same state.
@@ -784,6 +797,198 @@ fn equivocation_revokes_the_validators_current_certificates() {
     );
     assert_eq!(chain.one(TrustTx::IssueCertificate(request)), Ok(()));
     assert_eq!(chain.app.certified_validators(chain.now_ms), vec![id]);
+}
+
+// ------------------------------------------------------------------ typed refusals
+
+#[test]
+fn a_name_outside_the_zone_is_refused_with_the_name_and_the_zone() {
+    let mut chain = Chain::new();
+    let outside = RuleError::NotInZone {
+        name: name("a.org"),
+        zone: name("hm"),
+    };
+    let certificate = testkit::authority_cert(0, subject_key(0), &["a.hm", "a.org"], 1, 0);
+    assert_eq!(chain.refused(TrustTx::LogCertificate(certificate)), outside);
+    // `check_tx` refuses it before execution, in the same words.
+    let request = TrustTx::IssueCertificate(testkit::request(subject_key(0), &["a.org"], 2));
+    assert_eq!(
+        chain.app.check_tx(&request.to_transaction()),
+        Err(TxError::Rejected(outside.to_string()))
+    );
+    assert_eq!(chain.refused(request), outside);
+    let mine = chain.issue(0, &[], 3);
+    let claim = testkit::claim(0, "a.org", mine.fingerprint(), 1, 1);
+    assert_eq!(chain.refused(TrustTx::RegisterName(claim)), outside);
+}
+
+#[test]
+fn a_certificate_logged_twice_is_refused_with_its_log_index() {
+    let mut chain = Chain::new();
+    chain.log_cert(0, 1, &[], 1);
+    let certificate = chain.log_cert(0, 0, &["a.hm"], 2);
+    assert_eq!(
+        chain.refused(TrustTx::LogCertificate(certificate.clone())),
+        RuleError::AlreadyLogged {
+            fingerprint: certificate.fingerprint(),
+            log_index: 1
+        }
+    );
+    // Another authority's certificate over the same request: the request
+    // is spent, and the client is told what to do.
+    let again = Certificate::issue_by_authority(
+        certificate.request.clone(),
+        testkit::authority_key(1),
+        5,
+        &testkit::entropy(9),
+    );
+    let error = chain.refused(TrustTx::LogCertificate(again));
+    assert_eq!(
+        error,
+        RuleError::RequestAlreadyCertified {
+            request_id: certificate.request.id(),
+            log_index: 1
+        }
+    );
+    assert!(error.to_string().ends_with("ask again with a new nonce"));
+}
+
+#[test]
+fn a_revoked_authority_is_refused_with_the_height_of_its_revocation() {
+    let mut chain = Chain::new();
+    let height = chain.height() + 1;
+    let forged = testkit::forged_cert(1, 0, 1, 0);
+    assert_eq!(chain.report(Report::ForgedCertificate(forged)), Ok(()));
+    let later = testkit::authority_cert(1, subject_key(2), &[], 2, 0);
+    assert_eq!(
+        chain.refused(TrustTx::LogCertificate(later)),
+        RuleError::AuthorityRevoked {
+            authority: authority_id(1),
+            height
+        }
+    );
+}
+
+#[test]
+fn a_library_error_is_carried_typed() {
+    let mut chain = Chain::new();
+    let forged = testkit::forged_cert(0, 0, 1, 0);
+    assert_eq!(
+        chain.refused(TrustTx::LogCertificate(forged)),
+        RuleError::Certificate(CertError::BadRequestSignature {
+            subject: subject_id(0)
+        })
+    );
+}
+
+#[test]
+fn a_second_finding_of_a_kind_is_refused_as_a_duplicate() {
+    let mut chain = Chain::new();
+    let first = testkit::forged_cert(2, 0, 1, 0);
+    assert_eq!(chain.report(Report::ForgedCertificate(first)), Ok(()));
+    let second = testkit::forged_cert(2, 1, 2, 0);
+    assert_eq!(
+        chain.refused(TrustTx::Report(Report::ForgedCertificate(second))),
+        RuleError::DuplicateFinding {
+            offender: authority_id(2),
+            kind: FindingKind::ForgedCertificate
+        }
+    );
+    assert_eq!(chain.app.findings(), 1);
+}
+
+#[test]
+fn a_name_another_owns_is_refused_as_taken() {
+    let mut chain = Chain::new();
+    let mine = chain.issue(0, &[], 1);
+    let theirs = chain.issue(1, &[], 2);
+    assert_eq!(chain.register(0, "www.hm", &mine, 1), Ok(()));
+    let claim = testkit::claim(1, "www.hm", theirs.fingerprint(), 5, 1);
+    assert_eq!(
+        chain.refused(TrustTx::RegisterName(claim)),
+        RuleError::NameTaken {
+            name: name("www.hm"),
+            owner: subject_id(0)
+        }
+    );
+    // Nor is it certified to the non-owner.
+    let request = testkit::request(subject_key(1), &["www.hm"], 3);
+    assert_eq!(
+        chain.refused(TrustTx::IssueCertificate(request)),
+        RuleError::NameOwnedByOther {
+            name: name("www.hm"),
+            owner: subject_id(0),
+            subject: subject_id(1)
+        }
+    );
+}
+
+#[test]
+fn a_true_tree_head_is_refused_with_its_size() {
+    let mut chain = Chain::new();
+    chain.log_cert(0, 0, &[], 1);
+    let true_head = chain.app.log_head();
+    let report = |head| TrustTx::Report(Report::FalseTreeHead(testkit::tree_head(2, head)));
+    assert_eq!(
+        chain.refused(report(true_head)),
+        RuleError::TrueHead { size: 1 }
+    );
+    let beyond = LogHead {
+        size: 2,
+        root: Hash([7; 32]),
+    };
+    assert_eq!(
+        chain.refused(report(beyond)),
+        RuleError::HeadBeyondLog {
+            size: 2,
+            log_size: 1
+        }
+    );
+    assert_eq!(chain.app.findings(), 0);
+}
+
+#[test]
+fn check_unlogged_says_why_a_report_would_be_refused() {
+    let mut chain = Chain::new();
+    let issued_at = chain.now_ms;
+    let hidden = testkit::authority_cert(0, subject_key(0), &["h.hm"], 1, issued_at);
+    assert_eq!(
+        chain.app.check_unlogged(&hidden, issued_at + 5),
+        Err(RuleError::WithinGrace {
+            fingerprint: hidden.fingerprint(),
+            not_before_ms: issued_at,
+            grace_ms: UNLOGGED_GRACE_MS,
+            now_ms: issued_at + 5
+        })
+    );
+    // A third party registered one of its names: excused, with the name
+    // rule that kept it out as the source.
+    let squatter = chain.issue(2, &[], 2);
+    assert_eq!(chain.register(2, "h.hm", &squatter, 1), Ok(()));
+    let after_grace_ms = issued_at + UNLOGGED_GRACE_MS + 1;
+    let owned = RuleError::NameOwnedByOther {
+        name: name("h.hm"),
+        owner: subject_id(2),
+        subject: subject_id(0),
+    };
+    let error = chain
+        .app
+        .check_unlogged(&hidden, after_grace_ms)
+        .expect_err("excused");
+    assert_eq!(
+        std::error::Error::source(&error).map(ToString::to_string),
+        Some(owned.to_string())
+    );
+    assert_eq!(
+        error,
+        RuleError::Unloggable {
+            source: Box::new(owned)
+        }
+    );
+    assert_eq!(
+        chain.app.check_unlogged(&squatter, after_grace_ms),
+        Err(RuleError::ChainIssuedUnlogged)
+    );
 }
 
 // ------------------------------------------------------------------ execution

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cert;
 pub mod dns;
+pub mod error;
 mod keys;
 pub mod log;
 pub mod monitor;
@@ -19,6 +20,7 @@ pub use dns::{
     AdaptiveResolver, DnsRecord, NameLookup, Resolution, SignedNameClaim, StaticTable,
     TraditionalResolver,
 };
+pub use error::RuleError;
 pub use log::{
     CertificateLog, ConsistencyProof, HeadWitness, InclusionProof, LogError, LogHead,
     SignedTreeHead,

@@ -267,7 +267,6 @@ mod tests {
     use hm_env::DiskError;
     use hm_env::mem::SeededEntropy;
     use hm_trustchain::cert::CertificateRequest;
-    use hm_wire::{KemSecretKey, SigningKey};
 
     use super::*;
 
@@ -579,8 +578,8 @@ mod tests {
     }
 
     fn certificate(height: Height) -> Certificate {
-        let key = SigningKey::generate(&SeededEntropy::new(1, b"answer-test"));
-        let kem = KemSecretKey::generate(&SeededEntropy::new(1, b"answer-kem")).public_key();
+        let key = hm_testkit::signing_key("answer-test", 1);
+        let kem = hm_testkit::kem_public_key("answer-test", 1).clone();
         let request = CertificateRequest {
             subject_key: key.verifying_key(),
             kem_key: kem,
@@ -590,7 +589,7 @@ mod tests {
             nonce: 7,
         };
         Certificate {
-            request: SignedRequest::sign(request, &key, &SeededEntropy::new(1, b"sign")),
+            request: SignedRequest::sign(request, key, &SeededEntropy::new(1, b"sign")),
             not_before_ms: 1_000,
             not_after_ms: 61_000,
             issuer: Issuer::Chain { height },

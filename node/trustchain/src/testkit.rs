@@ -1,13 +1,12 @@
-//! Shared fixtures for the tests: keys are generated once per test binary
-//! (FALCON key generation costs milliseconds), everything else is built
-//! from them deterministically.
+//! Shared fixtures for the tests: keys come from hm-testkit (generated once
+//! per process), everything else is built from them deterministically.
 
 use std::sync::OnceLock;
 
 use hm_env::mem::SeededEntropy;
 use hm_kernel::block::{Evidence, SignedVote, Vote, VoteKind};
 use hm_kernel::validators::ValidatorSet;
-use hm_wire::{Hash, KemPublicKey, KemSecretKey, SigningKey};
+use hm_wire::{Hash, SigningKey};
 
 use crate::app::TrustConfig;
 use crate::cert::{Authorities, Certificate, CertificateRequest, SignedRequest};
@@ -24,34 +23,13 @@ pub(crate) const CHAIN_ID: Hash = Hash([0xc1; 32]);
 const AUTHORITIES: usize = 4;
 const SUBJECTS: usize = 4;
 
-struct Keys {
-    authorities: Vec<SigningKey>,
-    subjects: Vec<SigningKey>,
-    kem: KemPublicKey,
-}
-
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let generate = |label: &str, count: usize| -> Vec<SigningKey> {
-            (0..count)
-                .map(|i| SigningKey::generate(&SeededEntropy::new(i as u64, label.as_bytes())))
-                .collect()
-        };
-        Keys {
-            authorities: generate("authority", AUTHORITIES),
-            subjects: generate("subject", SUBJECTS),
-            kem: KemSecretKey::generate(&SeededEntropy::new(0, b"kem")).public_key(),
-        }
-    })
-}
-
 pub(crate) fn entropy(seed: u64) -> SeededEntropy {
     SeededEntropy::new(seed, b"trustchain-test")
 }
 
 pub(crate) fn authority_key(i: usize) -> &'static SigningKey {
-    &keys().authorities[i]
+    assert!(i < AUTHORITIES, "at most {AUTHORITIES} test authorities");
+    hm_testkit::signing_key("authority", i as u64)
 }
 
 pub(crate) fn authority_id(i: usize) -> Hash {
@@ -59,7 +37,8 @@ pub(crate) fn authority_id(i: usize) -> Hash {
 }
 
 pub(crate) fn subject_key(i: usize) -> &'static SigningKey {
-    &keys().subjects[i]
+    assert!(i < SUBJECTS, "at most {SUBJECTS} test subjects");
+    hm_testkit::signing_key("subject", i as u64)
 }
 
 pub(crate) fn subject_id(i: usize) -> Hash {
@@ -67,13 +46,8 @@ pub(crate) fn subject_id(i: usize) -> Hash {
 }
 
 pub(crate) fn validators() -> ValidatorSet {
-    ValidatorSet::new(
-        keys()
-            .authorities
-            .iter()
-            .map(|key| (key.verifying_key(), 1)),
-    )
-    .expect("test validator set is valid")
+    ValidatorSet::new((0..AUTHORITIES).map(|i| (authority_key(i).verifying_key(), 1)))
+        .expect("test validator set is valid")
 }
 
 pub(crate) fn authorities() -> Authorities {
@@ -96,7 +70,7 @@ pub(crate) fn config() -> TrustConfig {
 pub(crate) fn unsigned_request(key: &SigningKey, names: &[&str], nonce: u64) -> CertificateRequest {
     CertificateRequest {
         subject_key: key.verifying_key(),
-        kem_key: keys().kem.clone(),
+        kem_key: hm_testkit::kem_public_key("kem", 0).clone(),
         dns_names: names.iter().map(|text| name(text)).collect(),
         validity_ms: VALIDITY_MS,
         requested_at_ms: 0,

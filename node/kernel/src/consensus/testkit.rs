@@ -1,9 +1,7 @@
-//! Test fixtures: validator keys (FALCON key generation is slow, so a fixed
-//! set is generated once per test binary), validator sets with given stakes,
+//! Test fixtures: validator keys (from hm-testkit, generated once per
+//! process), validator sets with given stakes,
 //! cores on crash-aware disks, and directly signed messages (what a
 //! Byzantine validator can send without going through its signer).
-
-use std::sync::OnceLock;
 
 use hm_env::mem::{MemDisk, SeededEntropy};
 use hm_wire::{Hash, SigningKey};
@@ -18,19 +16,13 @@ pub(crate) const TEST_KEYS_MAX: usize = 10;
 
 pub(crate) type TestCore = Core<Signer<MemDisk, SeededEntropy>>;
 
-fn key_bytes() -> &'static [Vec<u8>] {
-    static KEYS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let entropy = SeededEntropy::new(42, b"consensus-test-keys");
-        (0..TEST_KEYS_MAX)
-            .map(|_| SigningKey::generate(&entropy).to_bytes())
-            .collect()
-    })
-}
-
 /// The `position`-th test key (not the validator index).
 pub(crate) fn signing_key(position: usize) -> SigningKey {
-    SigningKey::from_bytes(&key_bytes()[position]).expect("test key decodes")
+    assert!(
+        position < TEST_KEYS_MAX,
+        "at most {TEST_KEYS_MAX} test keys"
+    );
+    hm_testkit::signing_key("consensus-test-keys", position as u64).duplicate()
 }
 
 /// Timeouts for simulations: short, so many rounds fit in virtual time.
@@ -50,8 +42,8 @@ pub(crate) fn test_params() -> ConsensusParams {
 pub(crate) struct Fixture {
     pub chain_id: Hash,
     pub validators: ValidatorSet,
-    /// Signing keys' bytes by validator index.
-    keys: Vec<Vec<u8>>,
+    /// Signing keys by validator index.
+    keys: Vec<&'static SigningKey>,
 }
 
 impl Fixture {
@@ -59,20 +51,21 @@ impl Fixture {
     /// `stakes[i]`, and validator indices follow node-id order.
     pub fn new(stakes: &[u64]) -> Fixture {
         assert!(stakes.len() <= TEST_KEYS_MAX, "not that many test keys");
-        let bytes = key_bytes();
-        let keys: Vec<SigningKey> = (0..stakes.len()).map(signing_key).collect();
+        let keys: Vec<&'static SigningKey> = (0..stakes.len())
+            .map(|position| hm_testkit::signing_key("consensus-test-keys", position as u64))
+            .collect();
         let validators = ValidatorSet::new(
             keys.iter()
-                .map(SigningKey::verifying_key)
+                .map(|key| key.verifying_key())
                 .zip(stakes.iter().copied()),
         )
         .expect("valid test set");
-        let mut by_index = vec![Vec::new(); stakes.len()];
+        let mut by_index = keys.clone();
         for (position, key) in keys.iter().enumerate() {
             let index = validators
                 .index_of(&key.verifying_key().fingerprint())
                 .expect("member");
-            by_index[usize::from(index)] = bytes[position].clone();
+            by_index[usize::from(index)] = keys[position];
         }
         Fixture {
             chain_id: Hash([7; 32]),
@@ -86,7 +79,7 @@ impl Fixture {
     }
 
     pub fn key(&self, index: ValidatorIndex) -> SigningKey {
-        SigningKey::from_bytes(&self.keys[usize::from(index)]).expect("test key decodes")
+        self.keys[usize::from(index)].duplicate()
     }
 
     pub fn disk() -> MemDisk {

@@ -2,14 +2,12 @@
 //! and the validator's verdicts by phase.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::sync::OnceLock;
 
 use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext};
 use hm_kernel::block::Height;
 use hm_trustchain::app::TrustConfig;
 use hm_trustchain::cert::{Authorities, Certificate, CertificateRequest};
-use hm_wire::KemSecretKey;
 
 use super::*;
 
@@ -17,26 +15,23 @@ const VALIDATORS: usize = 4;
 const T0_MS: u64 = 1_700_000_000_000;
 const VALIDITY_MS: u64 = 600_000;
 
+/// The test's keys, from hm-testkit (generated once per process).
 struct Keys {
-    validators: Vec<SigningKey>,
-    node: SigningKey,
-    stranger: SigningKey,
-    kem: KemPublicKey,
+    validators: Vec<&'static SigningKey>,
+    node: &'static SigningKey,
+    stranger: &'static SigningKey,
+    kem: &'static KemPublicKey,
 }
 
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let key = |seed: u64, label: &[u8]| SigningKey::generate(&SeededEntropy::new(seed, label));
-        Keys {
-            validators: (0..VALIDATORS as u64)
-                .map(|i| key(i, b"validator"))
-                .collect(),
-            node: key(0, b"node"),
-            stranger: key(0, b"stranger"),
-            kem: KemSecretKey::generate(&SeededEntropy::new(0, b"kem")).public_key(),
-        }
-    })
+fn keys() -> Keys {
+    Keys {
+        validators: (0..VALIDATORS as u64)
+            .map(|i| hm_testkit::signing_key("validator", i))
+            .collect(),
+        node: hm_testkit::signing_key("node", 0),
+        stranger: hm_testkit::signing_key("stranger", 0),
+        kem: hm_testkit::kem_public_key("kem", 0),
+    }
 }
 
 fn validator_set() -> ValidatorSet {
@@ -160,7 +155,7 @@ fn issued_by_an_authority(
         ),
     };
     assert_ne!(authority, agent.me, "never asks itself");
-    let ca_key = &keys().validators[validator_index(&authority)];
+    let ca_key = keys().validators[validator_index(&authority)];
     let certificate =
         Certificate::issue_by_authority(request, ca_key, T0_MS, &SeededEntropy::new(2, b"ca"));
     agent.on_certificate(at(10), authority, Ok(certificate.clone()));
@@ -184,7 +179,7 @@ fn a_node_climbs_from_self_signed_to_full_federation() {
 
     // Phase 0: ask an authority.
     let (authority, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
-    let ca_key = &keys().validators[validator_index(&authority)];
+    let ca_key = keys().validators[validator_index(&authority)];
 
     // Not logged yet: the agent polls for a proof and stays in phase 0.
     let actions = agent.tick(at(500), &own, false, &mut monitor);
@@ -281,7 +276,7 @@ fn a_false_tree_head_is_not_trusted_and_is_reported() {
     let mut monitor = Monitor::new(Default::default());
     let mut chain = app();
     let (authority, certificate) = issued_by_an_authority(&mut agent, &chain, &mut monitor);
-    let ca_key = &keys().validators[validator_index(&authority)];
+    let ca_key = keys().validators[validator_index(&authority)];
     // The authority never logs it, and signs a head of size 1 whose root
     // is that certificate's leaf: a log that never existed. Our own log
     // already holds another certificate at size 1.
@@ -295,10 +290,10 @@ fn a_false_tree_head_is_not_trusted_and_is_reported() {
                 requested_at_ms: T0_MS,
                 nonce: 1,
             },
-            &keys().stranger,
+            keys().stranger,
             &SeededEntropy::new(4, b"stranger"),
         ),
-        &keys().validators[0],
+        keys().validators[0],
         T0_MS,
         &SeededEntropy::new(5, b"ca"),
     );
@@ -346,10 +341,10 @@ fn a_silent_or_wrong_authority_is_replaced_by_the_next() {
                 requested_at_ms: T0_MS,
                 nonce: 1,
             },
-            &keys().stranger,
+            keys().stranger,
             &SeededEntropy::new(4, b"stranger"),
         ),
-        &keys().validators[validator_index(&second)],
+        keys().validators[validator_index(&second)],
         T0_MS,
         &SeededEntropy::new(5, b"ca"),
     );
@@ -377,13 +372,13 @@ fn the_validator_tightens_with_the_phase() {
                 requested_at_ms: T0_MS,
                 nonce,
             },
-            &keys().node,
+            keys().node,
             &SeededEntropy::new(nonce, b"node"),
         )
     };
     let by_authority = Certificate::issue_by_authority(
         request(1),
-        &keys().validators[0],
+        keys().validators[0],
         T0_MS,
         &SeededEntropy::new(1, b"ca"),
     );
@@ -601,7 +596,7 @@ fn a_false_head_beyond_our_log_is_judged_once_the_log_catches_up() {
     let mut monitor = Monitor::new(Default::default());
     let mut own = app();
     let (authority, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
-    let ca_key = &keys().validators[validator_index(&authority)];
+    let ca_key = keys().validators[validator_index(&authority)];
     // The authority's log has the certificate at size 1, but it signs a
     // different root for size 1; our log is still empty: no verdict yet.
     let mut real = app();

@@ -24,8 +24,8 @@ use hm_node::conduct::Conduct;
 use hm_node::{ChainConfig, ChainStatus, StatusHandle};
 use hm_wire::{Hash, SigningKey};
 
-use crate::net::node_ip;
-use crate::runner::{NODE_PORT, NOT_EXERCISED, PropertyResult};
+use crate::net::{NODE_PORT, node_ip};
+use crate::outcome::{NOT_EXERCISED, PropertyResult};
 use crate::scenario::{ChainScenario, DEFAULT_STAKE, Scenario};
 
 /// Violations of a property listed in the report (the first ones tell the

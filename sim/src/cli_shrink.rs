@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, ExitStatus};
 use std::thread::JoinHandle;
 
+use hm_sim::outcome::RunOutcome;
 use hm_sim::report::build_prefix;
-use hm_sim::runner::RunOutcome;
 use hm_sim::scenario::{PROPERTY_NAMES, Scenario};
 use hm_sim::shrink::{Candidate, Decision, Limits, ShrinkError, Shrinker, Verdict, render};
 use hm_sim::wall::wall_now_ms;

@@ -22,7 +22,7 @@ use hm_node::api::{ApiClient, ApiRequest, ApiResponse};
 use hm_stoq::{Endpoint, SelfSignedVerifier, StoqConfig};
 use hm_wire::{Hash, SigningKey};
 
-use crate::runner::PropertyResult;
+use crate::outcome::PropertyResult;
 use crate::world::lock;
 
 /// Acknowledged transactions remembered (the property names the first
@@ -176,7 +176,7 @@ pub fn acked_property(
         detail: if log.acked.is_empty() {
             format!(
                 "{}: no node acknowledged any of the client's {tried} submissions ({} refused, {} unreachable)",
-                crate::runner::NOT_EXERCISED,
+                crate::outcome::NOT_EXERCISED,
                 log.refused,
                 log.unreachable
             )
@@ -255,7 +255,7 @@ mod tests {
         };
         assert_fails(
             &acked_property(&log, &Ok(BTreeSet::new()), 60.0),
-            crate::runner::NOT_EXERCISED,
+            crate::outcome::NOT_EXERCISED,
         );
         let log = ClientLog {
             acked: vec![acked(1, 0)],

@@ -18,7 +18,7 @@ use hm_kernel::genesis::Genesis;
 use hm_kernel::validators::ValidatorIndex;
 use hm_wire::Hash;
 
-use crate::runner::PropertyResult;
+use crate::outcome::PropertyResult;
 
 /// Heights compared per node (a fork in a simulated run happens early;
 /// this bounds the auditor's reads on long runs).

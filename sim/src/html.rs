@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runner::RunOutcome;
+use crate::outcome::RunOutcome;
 
 /// What the runner samples once per simulated second for the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -919,7 +919,7 @@ pub fn render(outcome: &RunOutcome, timeline: &Timeline, reproduce: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::{PropertyResult, Traffic};
+    use crate::outcome::{PropertyResult, Traffic};
     use crate::world::Counters;
 
     const REPRODUCE: &str = "cargo sim run scenarios/partition.toml --seed 7";

@@ -13,6 +13,8 @@ pub mod html;
 #[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]
+pub mod outcome;
+#[cfg(madsim)]
 pub mod real;
 #[cfg(madsim)]
 pub mod report;
@@ -22,6 +24,8 @@ pub mod scenario;
 pub mod shrink;
 #[cfg(all(test, madsim))]
 mod testkit;
+#[cfg(madsim)]
+pub mod timeline;
 #[cfg(madsim)]
 pub mod trust;
 #[cfg(madsim)]

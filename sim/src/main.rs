@@ -23,8 +23,9 @@ mod cli {
     use std::process::{Command, ExitCode, Stdio};
 
     use clap::{Parser, Subcommand};
+    use hm_sim::outcome::RunOutcome;
     use hm_sim::report::{summary, sweep_summary};
-    use hm_sim::runner::{RunOutcome, run};
+    use hm_sim::runner::run;
     use hm_sim::scenario::Scenario;
 
     #[derive(Parser)]

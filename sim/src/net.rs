@@ -27,6 +27,9 @@ use crate::world::{Auditor, EventKind, lock};
 /// receive buffer would (quinn paces far below this).
 pub const SOCKET_QUEUE_DATAGRAMS_MAX: usize = 16_384;
 
+/// The port every simulated node listens on.
+pub const NODE_PORT: u16 = 7000;
+
 /// The simulated address of node `index`: `fd00::<index+1>`.
 pub fn node_ip(index: u32) -> Ipv6Addr {
     let host = index + 1;

@@ -46,8 +46,10 @@ use serde::Serialize;
 use crate::chain::{ChainChecker, ChainView};
 use crate::html::Timeline;
 use crate::net::Partition;
-use crate::runner::{Action, CHECK_INTERVAL_MS, PropertyResult, seconds_to_ms, timeline};
+use crate::outcome::PropertyResult;
+use crate::runner::CHECK_INTERVAL_MS;
 use crate::scenario::Scenario;
+use crate::timeline::{Action, seconds_to_ms, timeline};
 use crate::trust::{TrustChecker, TrustView};
 
 /// Most nodes a real run starts (each is a process with its own RocksDB).
@@ -930,7 +932,7 @@ pub fn run_real(
             figures.chain_messages_sent += status.chain.messages_sent;
             own_commits += status.chain.own_commits;
             latency_total += status.chain.own_commit_latency_ms_total;
-            crate::runner::add_buckets(
+            crate::outcome::add_buckets(
                 &mut figures.commit_latency_buckets,
                 &status.chain.own_commit_latency_buckets,
             );
@@ -945,7 +947,7 @@ pub fn run_real(
         hm_node::latency_quantile_ms(&figures.commit_latency_buckets, 0.5);
     drop(processes);
     drop(net);
-    crate::runner::accept_expected_not_exercised(
+    crate::outcome::accept_expected_not_exercised(
         &mut properties,
         &scenario.properties.not_exercised_ok,
     );

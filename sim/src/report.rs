@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::runner::RunOutcome;
+use crate::outcome::RunOutcome;
 
 fn human_count(value: u64) -> String {
     match value {
@@ -55,7 +55,7 @@ pub fn verdict_lines(
     scenario: &str,
     seed: u64,
     passed: bool,
-    properties: &[crate::runner::PropertyResult],
+    properties: &[crate::outcome::PropertyResult],
 ) {
     let verdict = if passed { "PASS" } else { "FAIL" };
     let _ = writeln!(out, "{mode} · {scenario} · seed {seed} · {verdict}");

@@ -364,7 +364,7 @@ fn smaller_values(value: u32, least: u32) -> Vec<u32> {
 }
 
 /// The simulated time a run needs: the last fault's end plus the longest
-/// bound the runner waits for after it (as `runner::simulate` computes
+/// bound the runner waits for after it (as the runner's `Schedule::new` computes
 /// its deadline), in whole seconds.
 pub fn duration_s_needed(scenario: &Scenario) -> f64 {
     let properties = &scenario.properties;

@@ -1,7 +1,7 @@
 //! What the checkers' unit tests share: finding a property in a verdict
 //! and saying why it must fail.
 
-use crate::runner::PropertyResult;
+use crate::outcome::PropertyResult;
 
 /// The property `name` among `properties`.
 pub fn property(properties: &[PropertyResult], name: &str) -> PropertyResult {

@@ -33,7 +33,7 @@ use crate::html::{
     GroupSample, Timeline, TimelineBand, TimelineGroup, TimelineMarker, TimelineSample,
 };
 use crate::net::node_ip;
-use crate::runner::{NOT_EXERCISED, PropertyResult};
+use crate::outcome::{NOT_EXERCISED, PropertyResult};
 use crate::scenario::Scenario;
 
 /// Nodes named in a failed property's detail.

@@ -3,7 +3,7 @@
 //! Everything here is touched from the single madsim thread; the mutexes only
 //! satisfy `Send + Sync` and are never contended.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 

@@ -34,6 +34,7 @@ use hm_stoq::{PeerIdentity, PeerRefused, PeerVerifier};
 use hm_trustchain::app::TrustApp;
 use hm_trustchain::cert::{Certificate, CertificateRequest, Issuer, SignedRequest};
 use hm_trustchain::dns::{NameClaim, SignedNameClaim, StaticTable};
+use hm_trustchain::error::{CertificateFault, Lapsed, NotLogged};
 use hm_trustchain::log::{HeadWitness, InclusionProof, SignedTreeHead};
 use hm_trustchain::monitor::{HeadVerdict, Monitor, Verdict};
 use hm_trustchain::name::DnsName;
@@ -161,14 +162,36 @@ pub enum CertificateRefusal {
     #[error(
         "phase 3 accepts only peers with a chain-issued certificate in its log ({why}); ask for one over hm/api/1"
     )]
-    Uncertified { why: String },
+    Uncertified { why: UncertifiedWhy },
     #[error(transparent)]
     Malformed(#[from] BundleError),
     #[error("the certificate is for {subject}, not for the connection's key {peer}")]
     WrongSubject { subject: Hash, peer: Hash },
-    /// TrustChain's monitor refused the certificate, with its reason.
-    #[error("{0}")]
-    Refused(String),
+    /// TrustChain's monitor refused the certificate as provably bad, with
+    /// its reason.
+    #[error(transparent)]
+    Refused(CertificateFault),
+}
+
+/// Why a peer counts as uncertified: it presented no certificate, or one
+/// that certifies nothing here now. Phases 0–2 let such a peer in; phase 3
+/// refuses it on the membership overlay
+/// ([`CertificateRefusal::Uncertified`], which shows this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UncertifiedWhy {
+    #[error("none presented")]
+    NonePresented,
+    /// A logged, current certificate of `authority` (PKI trust), which
+    /// phase 3 no longer accepts: only chain-issued ones count.
+    #[error("authority-issued certificates need the PKI fallback")]
+    AuthorityIssued { authority: Hash },
+    /// Not (yet) in this node's committed log; this node may be behind.
+    #[error(transparent)]
+    NotLogged(#[from] NotLogged),
+    /// Logged, but outside its validity window: the peer renews it
+    /// through the chain.
+    #[error(transparent)]
+    Lapsed(#[from] Lapsed),
 }
 
 /// What the node's certificate exchange saw, for the status and checkers.
@@ -262,7 +285,7 @@ pub fn judge(
     // carry only messages that prove themselves (signed votes, blocks with
     // commit certificates), so neither needs the peer's certificate.
     let exempt = protocol == API_PROTOCOL || protocol == crate::ids::CHAIN_PROTOCOL;
-    let uncertified = |why: String| {
+    let uncertified = |why: UncertifiedWhy| {
         if policy.accept_uncertified_peers || exempt {
             Judgement::Uncertified
         } else {
@@ -270,7 +293,7 @@ pub fn judge(
         }
     };
     if extra.is_empty() {
-        return uncertified("none presented".into());
+        return uncertified(UncertifiedWhy::NonePresented);
     }
     let bundle = match CertificateBundle::decode(extra) {
         Ok(bundle) => bundle,
@@ -285,19 +308,21 @@ pub fn judge(
     }
     match monitor.check_presented(certificate, bundle.inclusion.as_ref(), trust, now_ms) {
         Verdict::Accept => {
-            if !policy.pki_fallback && matches!(certificate.issuer, Issuer::Authority(_)) {
-                return uncertified("authority-issued certificates need the PKI fallback".into());
+            if !policy.pki_fallback
+                && let Issuer::Authority(authority) = certificate.issuer
+            {
+                return uncertified(UncertifiedWhy::AuthorityIssued { authority });
             }
             Judgement::Certified(certificate.fingerprint())
         }
-        Verdict::Pending(reason) => uncertified(reason),
+        Verdict::Pending(not_logged) => uncertified(not_logged.into()),
         // An expired certificate is no offence: the peer counts as
         // uncertified, so chain links still carry the votes and blocks that
         // renew it. Refusing it there deadlocked a devnet that had been
         // stopped past its certificates' lifetime: renewal needs commits,
         // and commits needed links the expired certificates closed.
-        Verdict::Lapsed(reason) => uncertified(reason),
-        Verdict::Refuse(reason) => Judgement::Refused(CertificateRefusal::Refused(reason)),
+        Verdict::Lapsed(lapsed) => uncertified(lapsed.into()),
+        Verdict::Refuse(fault) => Judgement::Refused(CertificateRefusal::Refused(fault)),
     }
 }
 

@@ -1,11 +1,18 @@
-//! [`RuleError`]: why TrustApp refuses a transaction.
+//! Typed reasons, so callers (the monitor, hm-node, tests, tools) tell
+//! refusals apart without matching text:
 //!
-//! One variant per refusal, with the values that decided it, so callers
-//! (the monitor, tests, tools) tell refusals apart without matching text.
-//! The kernel records a rejection as text (`TxError::Rejected`, its generic
-//! application boundary); that text is this type's `Display`, so the
-//! wording here is what a client reads, and says what to do next where the
-//! client can act.
+//! - [`RuleError`]: why TrustApp refuses a transaction.
+//! - [`NotLogged`], [`Lapsed`], [`CertificateFault`] and [`HeadFault`]: why
+//!   the monitor ([`crate::monitor`]) does not accept a presented
+//!   certificate or a signed tree head; they are what its `Verdict` and
+//!   `HeadVerdict` carry.
+//!
+//! One variant per refusal, with the values that decided it. The kernel
+//! records a rejection as text (`TxError::Rejected`, its generic
+//! application boundary), and hm-node shows a refused peer the monitor's
+//! reason as the close reason; that text is these types' `Display`, so the
+//! wording here is what a client or peer reads, and says what to do next
+//! where it can act.
 //!
 //! A leaf: it names types of the crate but no rule, so every module may
 //! use it.
@@ -257,5 +264,118 @@ pub enum RuleError {
     EvidenceInvalid {
         #[source]
         source: BlockError,
+    },
+}
+
+// ============================================================== the monitor
+// (`Monitor::check_presented` and `Monitor::check_tree_head`)
+
+/// A certificate absent from the committed log, and nothing proves it bad:
+/// the judging node may simply be behind (`Verdict::Pending`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("certificate {fingerprint} is not in the log")]
+pub struct NotLogged {
+    pub fingerprint: Hash,
+}
+
+/// A genuine, logged certificate outside its validity window at `now_ms`
+/// (expired, or not yet valid): no offence of its holder, who renews it
+/// through the chain, but it certifies nothing now (`Verdict::Lapsed`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "certificate {fingerprint} is valid {not_before_ms}..{not_after_ms} ms, not at {now_ms} ms"
+)]
+pub struct Lapsed {
+    pub fingerprint: Hash,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    pub now_ms: u64,
+}
+
+/// Why the monitor refuses a presented certificate as provably bad
+/// (`Verdict::Refuse`), in the order it checks. The two forgeries queue a
+/// `ForgedCertificate` report against the authority.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateFault {
+    /// The certificate breaks a structural limit
+    /// (`Certificate::check_limits`).
+    #[error("malformed certificate: {source}")]
+    Malformed {
+        #[source]
+        source: CertError,
+    },
+
+    /// An authority-issued certificate whose issuer is not an authority or
+    /// whose issuer signature does not verify: nothing is attributable to
+    /// anyone, so nothing is reported.
+    #[error(transparent)]
+    IssuerSignature(CertError),
+
+    /// The authority's signature holds but the subject did not sign the
+    /// request (no proof of possession): the authority forged it.
+    #[error("forged by authority {authority}: {source}")]
+    ForgedRequest {
+        authority: Hash,
+        #[source]
+        source: CertError,
+    },
+
+    /// The authority certified `name`, which another subject owned: a
+    /// forgery too (`TrustApp::stolen_name`).
+    #[error("forged by authority {authority}: it binds {name}, owned by another subject")]
+    StolenName { authority: Hash, name: DnsName },
+
+    /// A chain-issued certificate whose request its subject did not sign.
+    #[error(transparent)]
+    RequestSignature(CertError),
+
+    /// Not in the log, and a finding put it on the revocation list (forged
+    /// or unlogged): refused everywhere.
+    #[error("certificate {fingerprint} is on the revocation list")]
+    Blocklisted { fingerprint: Hash },
+
+    /// The log has no head at the presented inclusion proof's size. The
+    /// proof is only checked when its size is within the log, so this is
+    /// not expected; it is refused rather than trusted.
+    #[error(transparent)]
+    ProofHead(LogError),
+
+    /// The presented inclusion proof does not verify against the log's
+    /// head at its size.
+    #[error("the inclusion proof does not verify: {source}")]
+    InclusionProof {
+        #[source]
+        source: LogError,
+    },
+
+    /// Its subject revoked it, or a finding did.
+    #[error("certificate {fingerprint} is revoked")]
+    Revoked { fingerprint: Hash },
+
+    /// Logged, but the authority that issued it has been revoked.
+    #[error("the issuer of certificate {fingerprint} is revoked")]
+    IssuerRevoked { fingerprint: Hash },
+}
+
+/// Why the monitor refuses a signed tree head (`HeadVerdict::Refuse`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadFault {
+    /// Not signed by an authority, or the signature does not verify
+    /// (`SignedTreeHead::verify`): nothing is attributable, nothing
+    /// reported.
+    #[error(transparent)]
+    Signature(LogError),
+
+    /// `authority` signed `signed_root` for a log of `size` entries, but
+    /// the committed log's root at that size is `log_root`: a false head,
+    /// reported as `FalseTreeHead`.
+    #[error(
+        "authority {authority} signed root {signed_root} for size {size}; the log's root there is {log_root}"
+    )]
+    FalseRoot {
+        authority: Hash,
+        size: u64,
+        signed_root: Hash,
+        log_root: Hash,
     },
 }

@@ -20,7 +20,7 @@ pub use dns::{
     AdaptiveResolver, DnsRecord, NameLookup, Resolution, SignedNameClaim, StaticTable,
     TraditionalResolver,
 };
-pub use error::RuleError;
+pub use error::{CertificateFault, HeadFault, Lapsed, NotLogged, RuleError};
 pub use log::{
     CertificateLog, ConsistencyProof, HeadWitness, InclusionProof, LogError, LogHead,
     SignedTreeHead,

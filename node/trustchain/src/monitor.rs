@@ -19,6 +19,7 @@ use hm_wire::Hash;
 
 use crate::app::TrustApp;
 use crate::cert::{Certificate, Issuer};
+use crate::error::{CertificateFault, HeadFault, Lapsed, NotLogged};
 use crate::log::{InclusionProof, SignedTreeHead};
 use crate::tx::{FindingKind, Report, TrustTx};
 
@@ -46,19 +47,20 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Whether to trust a presented certificate.
+/// Whether to trust a presented certificate. The reasons are typed
+/// (`crate::error`); their `Display` is the sentence a peer is shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
     /// Not (yet) in this node's committed log, and nothing proves it bad:
     /// the judging node may simply be behind. Not accepted either.
-    Pending(String),
+    Pending(NotLogged),
     /// Genuine and logged, but outside its validity window (expired, or
     /// not yet valid): nothing wrong with the holder, who renews it through
     /// the chain — but it certifies nothing now.
-    Lapsed(String),
-    /// Refused, and why.
-    Refuse(String),
+    Lapsed(Lapsed),
+    /// Refused as provably bad, and why.
+    Refuse(CertificateFault),
 }
 
 impl Verdict {
@@ -67,18 +69,11 @@ impl Verdict {
     }
 }
 
-/// Why `judge` refused: provably bad, or merely absent from our log.
 /// Whether a genuine certificate is in the committed log, and current.
 enum Logged {
     Current,
     Lapsed,
     No,
-}
-
-enum Refusal {
-    NotLogged(String),
-    Lapsed(String),
-    Bad(String),
 }
 
 /// What a signed tree head says about the log.
@@ -89,7 +84,7 @@ pub enum HeadVerdict {
     /// The head is beyond our committed log: we cannot judge it yet.
     Ahead { log_size: u64 },
     /// Refused: unsigned, unknown signer, or false (then reported).
-    Refuse(String),
+    Refuse(HeadFault),
 }
 
 /// Counters for the status report.
@@ -161,12 +156,7 @@ impl Monitor {
         now_ms: u64,
     ) -> Verdict {
         self.stats.presented += 1;
-        let verdict = match self.judge(certificate, proof, app, now_ms) {
-            Ok(()) => Verdict::Accept,
-            Err(Refusal::NotLogged(reason)) => Verdict::Pending(reason),
-            Err(Refusal::Lapsed(reason)) => Verdict::Lapsed(reason),
-            Err(Refusal::Bad(reason)) => Verdict::Refuse(reason),
-        };
+        let verdict = self.judge(certificate, proof, app, now_ms);
         match verdict {
             Verdict::Accept => self.stats.accepted += 1,
             Verdict::Pending(_) | Verdict::Lapsed(_) | Verdict::Refuse(_) => {
@@ -182,20 +172,19 @@ impl Monitor {
         proof: Option<&InclusionProof>,
         app: &TrustApp,
         now_ms: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Verdict {
         match self.judge_inner(certificate, proof, app, now_ms) {
-            Ok(Logged::Current) => Ok(()),
-            Ok(Logged::Lapsed) => Err(Refusal::Lapsed(format!(
-                "certificate {} is valid {}..{} ms, not at {now_ms} ms",
-                certificate.fingerprint(),
-                certificate.not_before_ms,
-                certificate.not_after_ms
-            ))),
-            Ok(Logged::No) => Err(Refusal::NotLogged(format!(
-                "certificate {} is not in the log",
-                certificate.fingerprint()
-            ))),
-            Err(reason) => Err(Refusal::Bad(reason)),
+            Ok(Logged::Current) => Verdict::Accept,
+            Ok(Logged::Lapsed) => Verdict::Lapsed(Lapsed {
+                fingerprint: certificate.fingerprint(),
+                not_before_ms: certificate.not_before_ms,
+                not_after_ms: certificate.not_after_ms,
+                now_ms,
+            }),
+            Ok(Logged::No) => Verdict::Pending(NotLogged {
+                fingerprint: certificate.fingerprint(),
+            }),
+            Err(fault) => Verdict::Refuse(fault),
         }
     }
 
@@ -205,40 +194,36 @@ impl Monitor {
         proof: Option<&InclusionProof>,
         app: &TrustApp,
         now_ms: u64,
-    ) -> Result<Logged, String> {
+    ) -> Result<Logged, CertificateFault> {
         certificate
             .check_limits()
-            .map_err(|error| format!("malformed certificate: {error}"))?;
+            .map_err(|source| CertificateFault::Malformed { source })?;
         let fingerprint = certificate.fingerprint();
         match certificate.issuer {
             Issuer::Authority(authority) => {
                 // Without the authority's signature nothing is attributable.
                 certificate
                     .verify_issuer_signature(app.authorities())
-                    .map_err(|error| error.to_string())?;
-                if let Err(error) = certificate.request.verify() {
+                    .map_err(CertificateFault::IssuerSignature)?;
+                if let Err(source) = certificate.request.verify() {
                     self.report_forged(authority, certificate, app);
-                    return Err(format!("forged by authority {authority}: {error}"));
+                    return Err(CertificateFault::ForgedRequest { authority, source });
                 }
                 if let Some(name) = app.stolen_name(certificate) {
                     self.report_forged(authority, certificate, app);
-                    return Err(format!(
-                        "forged by authority {authority}: it binds {name}, owned by another subject"
-                    ));
+                    return Err(CertificateFault::StolenName { authority, name });
                 }
             }
             Issuer::Chain { .. } => {
                 certificate
                     .request
                     .verify()
-                    .map_err(|error| error.to_string())?;
+                    .map_err(CertificateFault::RequestSignature)?;
             }
         }
         let Some((_, status)) = app.certificate(&fingerprint) else {
             if app.is_revoked(&fingerprint) {
-                return Err(format!(
-                    "certificate {fingerprint} is on the revocation list"
-                ));
+                return Err(CertificateFault::Blocklisted { fingerprint });
             }
             if let Some(authority) = certificate.authority()
                 && app.check_unlogged(certificate, now_ms).is_ok()
@@ -258,18 +243,16 @@ impl Monitor {
             let head = app
                 .log()
                 .head_at(proof.tree_size)
-                .map_err(|error| error.to_string())?;
+                .map_err(CertificateFault::ProofHead)?;
             proof
                 .verify(certificate, &head)
-                .map_err(|error| format!("the inclusion proof does not verify: {error}"))?;
+                .map_err(|source| CertificateFault::InclusionProof { source })?;
         }
         if status.revoked {
-            return Err(format!("certificate {fingerprint} is revoked"));
+            return Err(CertificateFault::Revoked { fingerprint });
         }
         if status.issuer_revoked {
-            return Err(format!(
-                "the issuer of certificate {fingerprint} is revoked"
-            ));
+            return Err(CertificateFault::IssuerRevoked { fingerprint });
         }
         if !certificate.is_current(now_ms) {
             return Ok(Logged::Lapsed);
@@ -291,7 +274,7 @@ impl Monitor {
     pub fn check_tree_head(&mut self, head: &SignedTreeHead, app: &TrustApp) -> HeadVerdict {
         self.stats.heads_checked += 1;
         if let Err(error) = head.verify(app.authorities()) {
-            return HeadVerdict::Refuse(error.to_string());
+            return HeadVerdict::Refuse(HeadFault::Signature(error));
         }
         let log = app.log();
         let size = head.head.size;
@@ -313,10 +296,12 @@ impl Monitor {
             app.has_finding(&head.signer, FindingKind::FalseTreeHead),
             Report::FalseTreeHead(head.clone()),
         );
-        HeadVerdict::Refuse(format!(
-            "authority {} signed root {} for size {size}; the log's root there is {}",
-            head.signer, head.head.root, ours.root
-        ))
+        HeadVerdict::Refuse(HeadFault::FalseRoot {
+            authority: head.signer,
+            size,
+            signed_root: head.head.root,
+            log_root: ours.root,
+        })
     }
 
     /// Evidence the chain committed: report the equivocator to TrustChain
@@ -366,8 +351,9 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::LogHead;
-    use crate::testkit::{self, authority_id, run_block, subject_key};
+    use crate::cert::CertError;
+    use crate::log::{LogError, LogHead};
+    use crate::testkit::{self, authority_id, run_block, subject_id, subject_key};
     use crate::tx::UNLOGGED_GRACE_MS;
 
     const NOW: u64 = 1_000_000;
@@ -380,30 +366,40 @@ mod tests {
         Monitor::new(MonitorConfig::default())
     }
 
+    /// The fault of a refusal whose text mentions `needle` (the sentence a
+    /// peer is shown); panics on any other verdict.
     #[track_caller]
-    fn refused(verdict: Verdict, needle: &str) {
+    fn refused(verdict: Verdict, needle: &str) -> CertificateFault {
         match verdict {
-            Verdict::Refuse(reason) => assert!(
-                reason.contains(needle),
-                "refused for {reason:?}, expected {needle:?}"
-            ),
-            Verdict::Pending(reason) => {
-                panic!("pending ({reason:?}), expected a refusal mentioning {needle:?}")
+            Verdict::Refuse(fault) => {
+                let text = fault.to_string();
+                assert!(
+                    text.contains(needle),
+                    "refused for {text:?}, expected {needle:?}"
+                );
+                fault
             }
-            Verdict::Lapsed(reason) => {
-                panic!("lapsed ({reason:?}), expected a refusal mentioning {needle:?}")
-            }
-            Verdict::Accept => panic!("accepted, expected a refusal mentioning {needle:?}"),
+            other => panic!("{other:?}, expected a refusal mentioning {needle:?}"),
         }
+    }
+
+    /// A refusal for `expected`, whose text mentions `needle`.
+    #[track_caller]
+    fn refused_for(verdict: Verdict, needle: &str, expected: CertificateFault) {
+        assert_eq!(refused(verdict, needle), expected);
     }
 
     /// Absent from our log and nothing proves it bad: pending, not refused.
     #[track_caller]
-    fn pending(verdict: Verdict) {
-        match verdict {
-            Verdict::Pending(reason) => assert!(reason.contains("not in the log"), "{reason}"),
-            other => panic!("expected pending, got {other:?}"),
-        }
+    fn pending(verdict: Verdict, certificate: &Certificate) {
+        let expected = NotLogged {
+            fingerprint: certificate.fingerprint(),
+        };
+        assert!(
+            expected.to_string().contains("not in the log"),
+            "{expected}"
+        );
+        assert_eq!(verdict, Verdict::Pending(expected));
     }
 
     #[test]
@@ -439,9 +435,22 @@ mod tests {
             Verdict::Accept
         );
         let wrong = app.inclusion_proof(&second.fingerprint()).expect("logged");
-        refused(
+        let fault = refused(
             monitor.check_presented(&first, Some(&wrong), &app, NOW),
             "inclusion proof",
+        );
+        assert!(
+            matches!(
+                fault,
+                CertificateFault::InclusionProof {
+                    source: LogError::InclusionInvalid {
+                        index: 1,
+                        tree_size: 2,
+                        ..
+                    }
+                }
+            ),
+            "{fault:?}"
         );
         // A proof from a head we do not have yet cannot be checked; the log decides.
         let ahead = InclusionProof {
@@ -454,10 +463,17 @@ mod tests {
             Verdict::Accept
         );
         // Time: a lapsed certificate is not accepted, but it is no offence.
-        match monitor.check_presented(&first, None, &app, testkit::VALIDITY_MS) {
-            Verdict::Lapsed(reason) => assert!(reason.contains("not at"), "{reason}"),
-            other => panic!("expected lapsed, got {other:?}"),
-        }
+        let lapsed = Lapsed {
+            fingerprint: first.fingerprint(),
+            not_before_ms: first.not_before_ms,
+            not_after_ms: first.not_after_ms,
+            now_ms: testkit::VALIDITY_MS,
+        };
+        assert!(lapsed.to_string().contains("not at"), "{lapsed}");
+        assert_eq!(
+            monitor.check_presented(&first, None, &app, testkit::VALIDITY_MS),
+            Verdict::Lapsed(lapsed)
+        );
         // Revoked by its subject.
         assert_eq!(
             run_block(
@@ -470,9 +486,12 @@ mod tests {
             ),
             vec![Ok(())]
         );
-        refused(
+        refused_for(
             monitor.check_presented(&second, None, &app, NOW),
             "is revoked",
+            CertificateFault::Revoked {
+                fingerprint: second.fingerprint(),
+            },
         );
         // Not signed by an authority: refused, nothing to report.
         let outsider = Certificate::issue_by_authority(
@@ -481,15 +500,21 @@ mod tests {
             0,
             &testkit::entropy(3),
         );
-        refused(
+        refused_for(
             monitor.check_presented(&outsider, None, &app, NOW),
             "not one of the authorities",
+            CertificateFault::IssuerSignature(CertError::UnknownAuthority {
+                issuer: subject_id(3),
+            }),
         );
         let mut resigned = first.clone();
         resigned.issuer_signature = second.issuer_signature.clone();
-        refused(
+        refused_for(
             monitor.check_presented(&resigned, None, &app, NOW),
             "does not verify",
+            CertificateFault::IssuerSignature(CertError::BadIssuerSignature {
+                issuer: authority_id(0),
+            }),
         );
         assert_eq!(monitor.queued(), 0);
         let stats = monitor.stats();
@@ -501,15 +526,18 @@ mod tests {
         let mut app = app();
         let mut monitor = monitor();
         let hidden = testkit::authority_cert(2, subject_key(0), &[], 1, NOW);
-        pending(monitor.check_presented(&hidden, None, &app, NOW + UNLOGGED_GRACE_MS));
+        pending(
+            monitor.check_presented(&hidden, None, &app, NOW + UNLOGGED_GRACE_MS),
+            &hidden,
+        );
         assert_eq!(
             monitor.queued(),
             0,
             "within the grace: the authority may still log it"
         );
         let later = NOW + UNLOGGED_GRACE_MS + 1;
-        pending(monitor.check_presented(&hidden, None, &app, later));
-        pending(monitor.check_presented(&hidden, None, &app, later));
+        pending(monitor.check_presented(&hidden, None, &app, later), &hidden);
+        pending(monitor.check_presented(&hidden, None, &app, later), &hidden);
         assert_eq!(monitor.stats().reports_duplicate, 1);
         let reports = monitor.take_reports(10);
         assert_eq!(
@@ -519,9 +547,12 @@ mod tests {
         // The chain agrees.
         assert_eq!(run_block(&mut app, &reports, later), vec![Ok(())]);
         assert!(app.is_authority_revoked(&authority_id(2)));
-        refused(
+        refused_for(
             monitor.check_presented(&hidden, None, &app, later),
             "revocation list",
+            CertificateFault::Blocklisted {
+                fingerprint: hidden.fingerprint(),
+            },
         );
     }
 
@@ -530,9 +561,15 @@ mod tests {
         let mut app = app();
         let mut monitor = monitor();
         let forged = testkit::forged_cert(1, 0, 1, 0);
-        refused(
+        refused_for(
             monitor.check_presented(&forged, None, &app, NOW),
             "forged by authority",
+            CertificateFault::ForgedRequest {
+                authority: authority_id(1),
+                source: CertError::BadRequestSignature {
+                    subject: subject_id(0),
+                },
+            },
         );
         let reports = monitor.take_reports(1);
         assert_eq!(
@@ -542,7 +579,16 @@ mod tests {
         assert_eq!(run_block(&mut app, &reports, NOW), vec![Ok(())]);
         // Another forgery of the same authority: already on chain.
         let other = testkit::forged_cert(1, 2, 2, 0);
-        refused(monitor.check_presented(&other, None, &app, NOW), "forged");
+        refused_for(
+            monitor.check_presented(&other, None, &app, NOW),
+            "forged",
+            CertificateFault::ForgedRequest {
+                authority: authority_id(1),
+                source: CertError::BadRequestSignature {
+                    subject: subject_id(2),
+                },
+            },
+        );
         assert_eq!(monitor.queued(), 0);
         // Certificates of the revoked authority are refused.
         let earlier = testkit::authority_cert(1, subject_key(3), &[], 3, 0);
@@ -558,7 +604,13 @@ mod tests {
             ),
             vec![Ok(())]
         );
-        refused(fresh.check_presented_in(&earlier), "issuer");
+        refused_for(
+            fresh.check_presented_in(&earlier),
+            "issuer",
+            CertificateFault::IssuerRevoked {
+                fingerprint: earlier.fingerprint(),
+            },
+        );
     }
 
     #[test]
@@ -577,9 +629,13 @@ mod tests {
             2,
             NOW + UNLOGGED_GRACE_MS + 1,
         );
-        refused(
+        refused_for(
             fixture.check_presented_in(&stolen),
             "owned by another subject",
+            CertificateFault::StolenName {
+                authority: authority_id(3),
+                name: testkit::name("bank.hm"),
+            },
         );
         let reports = fixture.monitor.take_reports(8);
         assert_eq!(reports.len(), 1);
@@ -609,11 +665,21 @@ mod tests {
             HeadVerdict::Ahead { log_size: 1 }
         );
         let mut unknown = testkit::tree_head(1, head);
-        unknown.signer = testkit::subject_key(0).verifying_key().fingerprint();
-        assert!(matches!(
+        unknown.signer = subject_id(0);
+        assert_eq!(
             monitor.check_tree_head(&unknown, &fixture.app),
-            HeadVerdict::Refuse(_)
-        ));
+            HeadVerdict::Refuse(HeadFault::Signature(LogError::UnknownSigner {
+                signer: subject_id(0)
+            }))
+        );
+        let mut resigned = testkit::tree_head(1, head);
+        resigned.signature = testkit::tree_head(2, head).signature;
+        assert_eq!(
+            monitor.check_tree_head(&resigned, &fixture.app),
+            HeadVerdict::Refuse(HeadFault::Signature(LogError::BadSignature {
+                signer: authority_id(1)
+            }))
+        );
         assert_eq!(monitor.queued(), 0);
         let false_head = testkit::tree_head(
             2,
@@ -622,13 +688,22 @@ mod tests {
                 root: hm_wire::Hash([2; 32]),
             },
         );
+        let false_root = HeadFault::FalseRoot {
+            authority: authority_id(2),
+            size: 1,
+            signed_root: hm_wire::Hash([2; 32]),
+            log_root: head.root,
+        };
         assert!(
-            matches!(monitor.check_tree_head(&false_head, &fixture.app), HeadVerdict::Refuse(reason) if reason.contains("signed root"))
+            false_root.to_string().contains("signed root"),
+            "{false_root}"
         );
-        assert!(matches!(
-            monitor.check_tree_head(&false_head, &fixture.app),
-            HeadVerdict::Refuse(_)
-        ));
+        for _ in 0..2 {
+            assert_eq!(
+                monitor.check_tree_head(&false_head, &fixture.app),
+                HeadVerdict::Refuse(false_root.clone())
+            );
+        }
         assert_eq!(monitor.stats().false_heads, 2);
         let reports = monitor.take_reports(8);
         assert_eq!(
@@ -637,6 +712,155 @@ mod tests {
         );
         assert_eq!(run_block(&mut fixture.app, &reports, NOW), vec![Ok(())]);
         assert!(fixture.app.is_authority_revoked(&authority_id(2)));
+    }
+
+    #[test]
+    fn malformed_and_unsigned_chain_certificates_are_refused_unreported() {
+        let app = app();
+        let mut monitor = monitor();
+        let mut inverted = testkit::authority_cert(0, subject_key(0), &[], 1, 0);
+        inverted.not_after_ms = inverted.not_before_ms;
+        refused_for(
+            monitor.check_presented(&inverted, None, &app, NOW),
+            "malformed certificate",
+            CertificateFault::Malformed {
+                source: CertError::Window {
+                    not_before_ms: 0,
+                    not_after_ms: 0,
+                    validity_ms: testkit::VALIDITY_MS,
+                },
+            },
+        );
+        // The chain never issues over a request its subject did not sign;
+        // such a certificate is made up, and there is no authority to blame.
+        let unsigned = testkit::forged_cert(0, 1, 2, 0).request;
+        let made_up = Certificate::issue_by_chain(unsigned, 1, 0);
+        refused_for(
+            monitor.check_presented(&made_up, None, &app, NOW),
+            "not signed by its subject key",
+            CertificateFault::RequestSignature(CertError::BadRequestSignature {
+                subject: subject_id(1),
+            }),
+        );
+        assert_eq!(monitor.queued(), 0);
+        assert_eq!(monitor.stats().refused, 2);
+    }
+
+    /// The reasons read as the strings the monitor built before they were
+    /// typed: peers are shown them as close reasons.
+    #[test]
+    fn reasons_keep_their_wording() {
+        let fingerprint = hm_wire::Hash([7; 32]);
+        let authority = authority_id(0);
+        let cert_error = CertError::BadRequestSignature {
+            subject: subject_id(0),
+        };
+        let log_error = LogError::BeyondLog {
+            size: 3,
+            log_size: 2,
+        };
+        let name = testkit::name("bank.hm");
+        let cases: Vec<(String, String)> = vec![
+            (
+                NotLogged { fingerprint }.to_string(),
+                format!("certificate {fingerprint} is not in the log"),
+            ),
+            (
+                Lapsed {
+                    fingerprint,
+                    not_before_ms: 1,
+                    not_after_ms: 2,
+                    now_ms: 3,
+                }
+                .to_string(),
+                format!("certificate {fingerprint} is valid 1..2 ms, not at 3 ms"),
+            ),
+            (
+                CertificateFault::Malformed {
+                    source: cert_error.clone(),
+                }
+                .to_string(),
+                format!("malformed certificate: {cert_error}"),
+            ),
+            (
+                CertificateFault::IssuerSignature(cert_error.clone()).to_string(),
+                cert_error.to_string(),
+            ),
+            (
+                CertificateFault::ForgedRequest {
+                    authority,
+                    source: cert_error.clone(),
+                }
+                .to_string(),
+                format!("forged by authority {authority}: {cert_error}"),
+            ),
+            (
+                CertificateFault::StolenName {
+                    authority,
+                    name: name.clone(),
+                }
+                .to_string(),
+                format!(
+                    "forged by authority {authority}: it binds {name}, owned by another subject"
+                ),
+            ),
+            (
+                CertificateFault::RequestSignature(cert_error.clone()).to_string(),
+                cert_error.to_string(),
+            ),
+            (
+                CertificateFault::Blocklisted { fingerprint }.to_string(),
+                format!("certificate {fingerprint} is on the revocation list"),
+            ),
+            (
+                CertificateFault::ProofHead(log_error.clone()).to_string(),
+                log_error.to_string(),
+            ),
+            (
+                CertificateFault::InclusionProof {
+                    source: log_error.clone(),
+                }
+                .to_string(),
+                format!("the inclusion proof does not verify: {log_error}"),
+            ),
+            (
+                CertificateFault::Revoked { fingerprint }.to_string(),
+                format!("certificate {fingerprint} is revoked"),
+            ),
+            (
+                CertificateFault::IssuerRevoked { fingerprint }.to_string(),
+                format!("the issuer of certificate {fingerprint} is revoked"),
+            ),
+            (
+                HeadFault::Signature(log_error.clone()).to_string(),
+                log_error.to_string(),
+            ),
+            (
+                HeadFault::FalseRoot {
+                    authority,
+                    size: 4,
+                    signed_root: fingerprint,
+                    log_root: hm_wire::Hash([8; 32]),
+                }
+                .to_string(),
+                format!(
+                    "authority {authority} signed root {fingerprint} for size 4; the log's root there is {}",
+                    hm_wire::Hash([8; 32])
+                ),
+            ),
+        ];
+        for (typed, before) in cases {
+            assert_eq!(typed, before);
+        }
+        // Wrapped errors stay reachable as the source.
+        let forged = CertificateFault::ForgedRequest {
+            authority,
+            source: cert_error.clone(),
+        };
+        assert_eq!(
+            std::error::Error::source(&forged).map(ToString::to_string),
+            Some(cert_error.to_string())
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext};
 use hm_kernel::block::Height;
 use hm_trustchain::app::TrustConfig;
-use hm_trustchain::cert::{Authorities, Certificate, CertificateRequest};
+use hm_trustchain::cert::{Authorities, CertError, Certificate, CertificateRequest};
 
 use super::*;
 
@@ -404,7 +404,7 @@ fn the_validator_tightens_with_the_phase() {
         ),
         Judgement::Uncertified
     );
-    assert!(matches!(
+    assert_eq!(
         judge(
             Phase::FullFederation,
             &node,
@@ -414,8 +414,12 @@ fn the_validator_tightens_with_the_phase() {
             &mut monitor,
             now
         ),
-        Judgement::Refused(_)
-    ));
+        Judgement::Refused(CertificateRefusal::Uncertified {
+            why: UncertifiedWhy::NotLogged(NotLogged {
+                fingerprint: by_authority.fingerprint()
+            })
+        })
+    );
     // Newcomers may still ask for a certificate over the API.
     assert_eq!(
         judge(
@@ -429,7 +433,7 @@ fn the_validator_tightens_with_the_phase() {
         ),
         Judgement::Uncertified
     );
-    assert!(matches!(
+    assert_eq!(
         judge(
             Phase::FullFederation,
             &node,
@@ -439,8 +443,10 @@ fn the_validator_tightens_with_the_phase() {
             &mut monitor,
             now
         ),
-        Judgement::Refused(_)
-    ));
+        Judgement::Refused(CertificateRefusal::Uncertified {
+            why: UncertifiedWhy::NonePresented
+        })
+    );
     // Logged: accepted by PKI in phases 0-2, not in phase 3.
     commit(
         &mut chain,
@@ -460,7 +466,7 @@ fn the_validator_tightens_with_the_phase() {
         ),
         Judgement::Certified(by_authority.fingerprint())
     );
-    assert!(matches!(
+    assert_eq!(
         judge(
             Phase::FullFederation,
             &node,
@@ -470,8 +476,12 @@ fn the_validator_tightens_with_the_phase() {
             &mut monitor,
             now
         ),
-        Judgement::Refused(_)
-    ));
+        Judgement::Refused(CertificateRefusal::Uncertified {
+            why: UncertifiedWhy::AuthorityIssued {
+                authority: keys().validators[0].verifying_key().fingerprint()
+            }
+        })
+    );
     // A chain-issued certificate is accepted in phase 3.
     commit(&mut chain, 2, 200, &[TrustTx::IssueCertificate(request(2))]);
     let (chain_issued, _) = chain
@@ -503,7 +513,14 @@ fn the_validator_tightens_with_the_phase() {
             &mut monitor,
             lapsed_at
         ),
-        Judgement::Refused(CertificateRefusal::Uncertified { why }) if why.contains("not at")
+        Judgement::Refused(CertificateRefusal::Uncertified {
+            why: UncertifiedWhy::Lapsed(lapsed)
+        }) if lapsed == Lapsed {
+            fingerprint: chain_issued.fingerprint(),
+            not_before_ms: chain_issued.not_before_ms,
+            not_after_ms: chain_issued.not_after_ms,
+            now_ms: lapsed_at,
+        } && lapsed.to_string().contains("not at")
     ));
     assert_eq!(
         judge(
@@ -536,6 +553,75 @@ fn the_validator_tightens_with_the_phase() {
         ),
         Judgement::Refused(CertificateRefusal::Malformed(BundleError::Decode(_)))
     ));
+    // A certificate the monitor proves bad (here: its issuer is no
+    // authority) is refused in any phase, with the monitor's reason.
+    let stranger_key = keys().stranger;
+    let self_issued = Certificate::issue_by_authority(
+        request(3),
+        stranger_key,
+        T0_MS,
+        &SeededEntropy::new(3, b"self"),
+    );
+    let fault = CertificateFault::IssuerSignature(CertError::UnknownAuthority { issuer: stranger });
+    for phase in [Phase::Traditional, Phase::FullFederation] {
+        assert_eq!(
+            judge(
+                phase,
+                &node,
+                mem,
+                &bundle(&self_issued),
+                &chain,
+                &mut monitor,
+                now
+            ),
+            Judgement::Refused(CertificateRefusal::Refused(fault.clone()))
+        );
+    }
+}
+
+/// Peers are shown the refusal as the close reason: the typed reasons read
+/// as the sentences they replaced.
+#[test]
+fn certificate_refusals_read_as_before() {
+    let fingerprint = Hash([7; 32]);
+    let uncertified = |why: UncertifiedWhy| CertificateRefusal::Uncertified { why }.to_string();
+    let sentence = |why: &str| {
+        format!(
+            "phase 3 accepts only peers with a chain-issued certificate in its log ({why}); ask for one over hm/api/1"
+        )
+    };
+    assert_eq!(
+        uncertified(UncertifiedWhy::NonePresented),
+        sentence("none presented")
+    );
+    assert_eq!(
+        uncertified(UncertifiedWhy::AuthorityIssued {
+            authority: Hash([1; 32])
+        }),
+        sentence("authority-issued certificates need the PKI fallback")
+    );
+    assert_eq!(
+        uncertified(NotLogged { fingerprint }.into()),
+        sentence(&format!("certificate {fingerprint} is not in the log"))
+    );
+    assert_eq!(
+        uncertified(
+            Lapsed {
+                fingerprint,
+                not_before_ms: 1,
+                not_after_ms: 2,
+                now_ms: 3
+            }
+            .into()
+        ),
+        sentence(&format!(
+            "certificate {fingerprint} is valid 1..2 ms, not at 3 ms"
+        ))
+    );
+    assert_eq!(
+        CertificateRefusal::Refused(CertificateFault::Revoked { fingerprint }).to_string(),
+        format!("certificate {fingerprint} is revoked")
+    );
 }
 
 #[test]

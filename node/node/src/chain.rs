@@ -499,19 +499,12 @@ impl<E: Env> ChainShell<E> {
 
     /// Runs the TrustChain agent once and performs what it asks.
     fn trust_tick(&mut self) {
-        if self.agent.is_none() {
+        // An agent runs only with [chain.trust] settings.
+        let (Some(_), Some(settings)) = (&self.agent, &self.config.trust) else {
             return;
-        }
-        let window_ms = self
-            .config
-            .trust
-            .as_ref()
-            .map_or(30_000, |settings| settings.chain_live_window_ms);
+        };
         let now_ms = self.now().mono_ms;
-        let live = self
-            .counters
-            .last_commit_ms
-            .is_some_and(|at| now_ms.saturating_sub(at) <= window_ms);
+        let live = settings.chain_is_live(self.counters.last_commit_ms, now_ms);
         let now = AgentNow {
             mono_ms: now_ms,
             wall_ms: self.env.clock().wall_ms(),

@@ -120,6 +120,13 @@ impl TrustSettings {
             chain_live_window_ms: 30_000,
         }
     }
+
+    /// Whether the chain is live at `now_ms` (the node's monotone clock):
+    /// it committed within the last `chain_live_window_ms`. The agent asks
+    /// the chain for certificates only while it is.
+    pub fn chain_is_live(&self, last_commit_ms: Option<u64>, now_ms: u64) -> bool {
+        last_commit_ms.is_some_and(|at| now_ms.saturating_sub(at) <= self.chain_live_window_ms)
+    }
 }
 
 /// What a node presents on its connections: its certificate and, when it

@@ -828,3 +828,18 @@ fn a_name_claim_in_flight_follows_a_new_certificate_at_once() {
         1
     );
 }
+
+#[test]
+fn the_chain_is_live_while_its_last_commit_is_within_the_window() {
+    let mut settings = TrustSettings::new(zone());
+    settings.chain_live_window_ms = 1_000;
+    assert!(!settings.chain_is_live(None, 0), "nothing committed yet");
+    assert!(settings.chain_is_live(Some(5_000), 5_000));
+    assert!(
+        settings.chain_is_live(Some(5_000), 6_000),
+        "the window's edge"
+    );
+    assert!(!settings.chain_is_live(Some(5_000), 6_001));
+    // A commit stamped after `now` (clock steps never go back, but be safe).
+    assert!(settings.chain_is_live(Some(7_000), 6_000));
+}

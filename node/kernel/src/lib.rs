@@ -9,4 +9,5 @@ pub mod genesis;
 pub mod mempool;
 pub mod proof;
 pub mod replica;
+pub mod state;
 pub mod validators;

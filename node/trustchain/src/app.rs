@@ -5,8 +5,8 @@
 //! committed state: reads see the committed entries and the block's earlier
 //! writes, writes go to the overlay, and log appends go to a copy of the
 //! log's right edge (≤ 64 hashes). Nothing committed is mutated or cloned;
-//! the write set, the state root (only the touched buckets re-hashed; the crate README
-//! has the scheme) and the log head come out. A transaction that breaks a
+//! the write set, the state root (only the written paths re-hashed; the crate
+//! README has the scheme) and the log head come out. A transaction that breaks a
 //! rule changes nothing: every rule checks everything before it writes.
 //!
 //! **Commit** applies a write set — the only way the state changes, so
@@ -114,6 +114,17 @@ impl TrustApp {
     /// Number of committed state entries.
     pub fn state_len(&self) -> usize {
         self.store.len()
+    }
+
+    /// The committed value of a raw state key (or `None`) with its proof
+    /// against the committed state root: what a full node sends a light
+    /// client, which checks it with [`hm_kernel::state::StateProof::verify`]
+    /// against the root of a header it trusts.
+    pub fn prove(&self, key: &[u8]) -> (Option<Vec<u8>>, hm_kernel::state::StateProof) {
+        (
+            self.store.get(key).map(<[u8]>::to_vec),
+            self.store.prove(key),
+        )
     }
 
     fn view(&self) -> State<'_> {

@@ -216,6 +216,41 @@ fn logging_an_authority_certificate() {
 }
 
 #[test]
+fn committed_state_is_proven_against_the_state_root() {
+    let mut chain = Chain::new();
+    let certificate = chain.log_cert(0, 0, &["a.hm"], 1);
+    let root = chain.app.state_root();
+    let record = keys::cert(&certificate.fingerprint());
+    let (value, proof) = chain.app.prove(&record);
+    let value = value.expect("a logged certificate has a record");
+    assert_eq!(proof.verify(&root, &record, Some(&value)), Ok(()));
+    // A forged record, or the record of a certificate never logged, is
+    // refused against the same root.
+    let mut forged = value.clone();
+    forged[0] ^= 1;
+    assert!(proof.verify(&root, &record, Some(&forged)).is_err());
+    let absent = keys::cert(&Hash([7; 32]));
+    let (nothing, absence) = chain.app.prove(&absent);
+    assert_eq!(nothing, None);
+    assert_eq!(absence.verify(&root, &absent, None), Ok(()));
+    assert!(absence.verify(&root, &absent, Some(&value)).is_err());
+    // A later block changes the root: the old proof no longer verifies
+    // against it, and a fresh one does.
+    chain.log_cert(1, 0, &["b.hm"], 2);
+    assert_ne!(chain.app.state_root(), root);
+    assert!(matches!(
+        proof.verify(&chain.app.state_root(), &record, Some(&value)),
+        Err(hm_kernel::state::ProofError::WrongRoot { .. })
+    ));
+    let (still, fresh) = chain.app.prove(&record);
+    assert_eq!(still.as_deref(), Some(&value[..]));
+    assert_eq!(
+        fresh.verify(&chain.app.state_root(), &record, Some(&value)),
+        Ok(())
+    );
+}
+
+#[test]
 fn logging_refuses_what_an_authority_may_not_issue() {
     let mut chain = Chain::new();
     // Issued by a key that is not an authority.

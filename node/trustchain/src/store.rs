@@ -1,79 +1,22 @@
-//! The committed key-value state and its incremental root.
+//! The committed key-value state under its authenticated root.
 //!
-//! **Root.** Every key falls into one of [`BUCKETS`] buckets by the first
-//! byte of its domain-separated hash. A bucket's root is the hash of its
-//! entries' hashes, ordered by key hash; the state root is the hash of the
-//! 256 bucket roots. Entry hashes are cached, and a write set re-hashes
-//! only the buckets it touches: per block the cost is the block's writes
-//! plus, for each touched bucket, one pass over that bucket's cached
-//! entry hashes (32 bytes each, streamed through SHA-256), i.e. roughly
-//! `writes × n / 256 × 40` bytes hashed. Never the whole state.
-//!
-//! ```text
-//! entry  = H("hm/trustchain/state-entry/v2",  key, SHA-256(value))
-//! bucket = H("hm/trustchain/state-bucket/v1", [i], entry…)   (entries by key hash)
-//! root   = H("hm/trustchain/state-root/v1",   bucket_0 … bucket_255)
-//! ```
+//! Values live in an ordered map (reads and prefix scans); the root is the
+//! kernel's sparse Merkle tree ([`hm_kernel::state::StateTree`]) over the
+//! keys' hashes and the values' SHA-256 digests, so any key's value, or its
+//! absence, has a compact proof ([`Store::prove`]). A write set updates the
+//! tree along the written paths only: per block the cost is about
+//! `writes × log2(n)` node hashes, never the whole state.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use hm_kernel::block::StateUpdate;
+use hm_kernel::state::{StateProof, StateTree, TreeWrite, sorted_writes};
 use hm_wire::Hash;
 
-/// Number of buckets the state root is split into (one per value of the
-/// key hash's first byte). 256 roots of 32 bytes: 8 KiB per node.
-pub(crate) const BUCKETS: usize = 256;
-
-const STATE_KEY_DOMAIN: &str = "hm/trustchain/state-key/v1";
-const STATE_ENTRY_DOMAIN: &str = "hm/trustchain/state-entry/v2";
-const STATE_BUCKET_DOMAIN: &str = "hm/trustchain/state-bucket/v1";
-const STATE_ROOT_DOMAIN: &str = "hm/trustchain/state-root/v1";
-
-fn key_hash(key: &[u8]) -> Hash {
-    hm_wire::hash(STATE_KEY_DOMAIN, key)
-}
-
-/// An entry's hash commits to the value through its plain SHA-256: the
-/// digest [`hm_env::intern`] computes anyway when the committed value is
-/// stored, so committing a write set reads each value once, not twice.
-#[cfg(test)]
-fn entry_hash(key: &[u8], value: &[u8]) -> Hash {
-    entry_hash_of_digest(key, &hm_env::intern::digest(value))
-}
-
-fn entry_hash_of_digest(key: &[u8], value_digest: &[u8; 32]) -> Hash {
-    hm_wire::hash_parts(STATE_ENTRY_DOMAIN, &[key, value_digest])
-}
-
-fn bucket_of(key_hash: &Hash) -> usize {
-    usize::from(key_hash.0[0])
-}
-
-/// Root of bucket `index` over its entry hashes in key-hash order.
-fn bucket_root<'a>(index: usize, entries: impl Iterator<Item = &'a Hash>) -> Hash {
-    let tag = [index as u8];
-    let mut parts: Vec<&[u8]> = vec![&tag];
-    parts.extend(entries.map(|hash| &hash.0[..]));
-    hm_wire::hash_parts(STATE_BUCKET_DOMAIN, &parts)
-}
-
-fn state_root(bucket_roots: impl Iterator<Item = Hash>) -> Hash {
-    let roots: Vec<Hash> = bucket_roots.collect();
-    debug_assert_eq!(roots.len(), BUCKETS);
-    let parts: Vec<&[u8]> = roots.iter().map(|root| &root.0[..]).collect();
-    hm_wire::hash_parts(STATE_ROOT_DOMAIN, &parts)
-}
-
-/// One write of a [`PreparedWrites`].
-#[derive(Debug)]
-struct PreparedWrite {
-    key: Vec<u8>,
-    key_hash: Hash,
-    /// The shared value and its entry hash; `None` deletes.
-    value: Option<(Arc<[u8]>, Hash)>,
-}
+/// A key and its interned new value (`None`: deleted).
+type SharedWrite = (Vec<u8>, Option<Arc<[u8]>>);
 
 /// A write set hashed against the state it was executed on
 /// ([`Store::prepare`]).
@@ -81,60 +24,33 @@ struct PreparedWrite {
 pub(crate) struct PreparedWrites {
     /// Root of the state the writes were hashed against.
     base_root: Hash,
-    /// In key order, as the write set.
-    writes: Vec<PreparedWrite>,
-    /// New root of every bucket the writes touch.
-    bucket_roots: Vec<(usize, Hash)>,
+    /// In key order, as the write set: each key with its shared value
+    /// (`None` deletes).
+    writes: Vec<SharedWrite>,
+    /// The tree after the writes (shares every untouched node with the
+    /// committed one).
+    tree: StateTree,
     /// The state root after the writes.
     pub(crate) root: Hash,
 }
 
-#[derive(Debug, Clone)]
-struct Bucket {
-    /// Key hash → entry hash.
-    entries: BTreeMap<Hash, Hash>,
-    root: Hash,
-}
-
-/// A write set grouped by bucket: key hash → new entry hash (`None`:
-/// deleted).
-type BucketChanges = BTreeMap<usize, BTreeMap<Hash, Option<Hash>>>;
-
 /// The committed state: ordered entries (for reads and prefix scans) and
-/// the bucketed hashes behind the root.
-#[derive(Debug, Clone)]
+/// the authenticated tree behind the root.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Store {
     /// Values are shared allocations (`hm_env::intern`): a simulator's
     /// thousand nodes hold one copy of each certificate, not a thousand.
     entries: BTreeMap<Vec<u8>, Arc<[u8]>>,
-    buckets: Vec<Bucket>,
-    root: Hash,
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Store::new()
-    }
+    tree: StateTree,
 }
 
 impl Store {
     pub(crate) fn new() -> Store {
-        let buckets: Vec<Bucket> = (0..BUCKETS)
-            .map(|index| Bucket {
-                entries: BTreeMap::new(),
-                root: bucket_root(index, std::iter::empty()),
-            })
-            .collect();
-        let root = state_root(buckets.iter().map(|bucket| bucket.root));
-        Store {
-            entries: BTreeMap::new(),
-            buckets,
-            root,
-        }
+        Store::default()
     }
 
     pub(crate) fn root(&self) -> Hash {
-        self.root
+        self.tree.root()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -143,6 +59,12 @@ impl Store {
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.entries.get(key).map(|value| &**value)
+    }
+
+    /// A proof of `key`'s committed value, or of its absence, against
+    /// [`Store::root`].
+    pub(crate) fn prove(&self, key: &[u8]) -> StateProof {
+        self.tree.prove(key)
     }
 
     pub(crate) fn prefix_range<'a>(
@@ -158,182 +80,104 @@ impl Store {
     /// they lead to, and everything [`Store::apply_prepared`] needs to apply
     /// them without hashing again. Values are interned here.
     pub(crate) fn prepare(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> PreparedWrites {
-        let prepared: Vec<PreparedWrite> = writes
+        let mut tree_writes = Vec::with_capacity(writes.len());
+        let shared: Vec<SharedWrite> = writes
             .iter()
-            .map(|(key, value)| PreparedWrite {
-                key: key.clone(),
-                key_hash: key_hash(key),
-                value: value.as_deref().map(|value| {
+            .map(|(key, value)| {
+                let value = value.as_deref().map(|value| {
                     let (shared, digest) = hm_env::intern::intern_with_digest(value);
-                    (shared, entry_hash_of_digest(key, &digest))
-                }),
+                    tree_writes.push((hm_kernel::state::key_hash(key), Some(Hash(digest))));
+                    shared
+                });
+                if value.is_none() {
+                    tree_writes.push((hm_kernel::state::key_hash(key), None));
+                }
+                (key.clone(), value)
             })
             .collect();
-        let changes = group(prepared.iter().map(|write| {
-            (
-                write.key_hash,
-                write.value.as_ref().map(|(_, entry)| *entry),
-            )
-        }));
-        let mut roots: Vec<Hash> = self.buckets.iter().map(|bucket| bucket.root).collect();
-        let mut bucket_roots = Vec::with_capacity(changes.len());
-        for (index, bucket_changes) in &changes {
-            let root = merged_root(*index, &self.buckets[*index].entries, bucket_changes);
-            roots[*index] = root;
-            bucket_roots.push((*index, root));
-        }
+        let tree = self.tree.updated(&sorted_writes(tree_writes));
         PreparedWrites {
-            base_root: self.root,
-            writes: prepared,
-            bucket_roots,
-            root: state_root(roots.into_iter()),
+            base_root: self.root(),
+            writes: shared,
+            root: tree.root(),
+            tree,
         }
     }
 
-    /// Applies a write set and re-hashes the buckets it touched.
+    /// Applies a write set and updates the tree along its paths.
     pub(crate) fn apply(&mut self, updates: &[StateUpdate]) {
-        let changes = group(updates.iter().map(|update| {
-            let entry = match &update.value {
+        let mut tree_writes: Vec<TreeWrite> = Vec::with_capacity(updates.len());
+        for update in updates {
+            let key_hash = hm_kernel::state::key_hash(&update.key);
+            match &update.value {
                 Some(value) => {
                     let (shared, digest) = hm_env::intern::intern_with_digest(value);
                     self.entries.insert(update.key.clone(), shared);
-                    Some(entry_hash_of_digest(&update.key, &digest))
+                    tree_writes.push((key_hash, Some(Hash(digest))));
                 }
                 None => {
                     self.entries.remove(&update.key);
-                    None
+                    tree_writes.push((key_hash, None));
                 }
-            };
-            (key_hash(&update.key), entry)
-        }));
-        for (index, bucket_changes) in changes {
-            let bucket = &mut self.buckets[index];
-            for (key_hash, entry) in bucket_changes {
-                match entry {
-                    Some(entry) => bucket.entries.insert(key_hash, entry),
-                    None => bucket.entries.remove(&key_hash),
-                };
             }
-            bucket.root = bucket_root(index, bucket.entries.values());
         }
-        self.root = state_root(self.buckets.iter().map(|bucket| bucket.root));
+        self.tree.apply(&sorted_writes(tree_writes));
     }
 
-    /// Applies `updates` using what [`Store::prepare`] computed for them,
-    /// hashing nothing. Returns `false`, changing nothing, when `prepared`
-    /// was not made for these updates on this state (the caller then uses
-    /// [`Store::apply`]).
+    /// Applies a write set [`Store::prepare`] hashed, if it was prepared
+    /// against this very state and is the same write set; returns `false`
+    /// (and changes nothing) otherwise.
     pub(crate) fn apply_prepared(
         &mut self,
         updates: &[StateUpdate],
         prepared: &PreparedWrites,
     ) -> bool {
-        let matches = prepared.base_root == self.root
+        let matches = prepared.base_root == self.root()
             && prepared.writes.len() == updates.len()
-            && updates.iter().zip(&prepared.writes).all(|(update, write)| {
-                update.key == write.key
-                    && match (&update.value, &write.value) {
-                        (Some(value), Some((shared, _))) => value.len() == shared.len(),
-                        (None, None) => true,
-                        _ => false,
-                    }
-            });
+            && updates
+                .iter()
+                .zip(&prepared.writes)
+                .all(|(update, (key, shared))| {
+                    update.key == *key
+                        && match (&update.value, shared) {
+                            (Some(value), Some(shared)) => value.len() == shared.len(),
+                            (None, None) => true,
+                            _ => false,
+                        }
+                });
         if !matches {
             return false;
         }
-        for write in &prepared.writes {
-            let bucket = &mut self.buckets[bucket_of(&write.key_hash)];
-            match &write.value {
-                Some((shared, entry)) => {
-                    self.entries.insert(write.key.clone(), Arc::clone(shared));
-                    bucket.entries.insert(write.key_hash, *entry);
+        for (key, value) in &prepared.writes {
+            match value {
+                Some(shared) => {
+                    self.entries.insert(key.clone(), Arc::clone(shared));
                 }
                 None => {
-                    self.entries.remove(&write.key);
-                    bucket.entries.remove(&write.key_hash);
+                    self.entries.remove(key);
                 }
             }
         }
-        for (index, root) in &prepared.bucket_roots {
-            self.buckets[*index].root = *root;
-        }
-        self.root = prepared.root;
+        self.tree = prepared.tree.clone();
         true
     }
 
-    /// The root recomputed from the entries alone, hashing everything: the
-    /// reference the incremental root is tested against.
     #[cfg(test)]
     pub(crate) fn root_from_scratch(&self) -> Hash {
-        let mut buckets: Vec<BTreeMap<Hash, Hash>> = vec![BTreeMap::new(); BUCKETS];
-        for (key, value) in &self.entries {
-            let hash = key_hash(key);
-            buckets[bucket_of(&hash)].insert(hash, entry_hash(key, value));
-        }
-        state_root(
-            buckets
-                .iter()
-                .enumerate()
-                .map(|(index, entries)| bucket_root(index, entries.values())),
-        )
+        let writes: Vec<TreeWrite> = self
+            .entries
+            .iter()
+            .map(|(key, value)| {
+                (
+                    hm_kernel::state::key_hash(key),
+                    Some(hm_kernel::state::value_digest(value)),
+                )
+            })
+            .collect();
+        StateTree::new().updated(&sorted_writes(writes)).root()
     }
 }
 
-/// Groups writes — (key hash, new entry hash, or `None` for a delete) — by
-/// bucket.
-fn group(writes: impl Iterator<Item = (Hash, Option<Hash>)>) -> BucketChanges {
-    let mut changes = BucketChanges::new();
-    for (hash, entry) in writes {
-        changes
-            .entry(bucket_of(&hash))
-            .or_default()
-            .insert(hash, entry);
-    }
-    changes
-}
-
-/// Root of bucket `index` with `changes` merged over `committed`.
-fn merged_root(
-    index: usize,
-    committed: &BTreeMap<Hash, Hash>,
-    changes: &BTreeMap<Hash, Option<Hash>>,
-) -> Hash {
-    let mut merged: Vec<&Hash> = Vec::with_capacity(committed.len() + changes.len());
-    let mut base = committed.iter().peekable();
-    let mut over = changes.iter().peekable();
-    loop {
-        match (base.peek(), over.peek()) {
-            (None, None) => break,
-            (Some((_, entry)), None) => {
-                merged.push(entry);
-                base.next();
-            }
-            (None, Some((_, change))) => {
-                if let Some(entry) = change {
-                    merged.push(entry);
-                }
-                over.next();
-            }
-            (Some((base_key, entry)), Some((over_key, change))) => {
-                if base_key < over_key {
-                    merged.push(entry);
-                    base.next();
-                } else {
-                    if base_key == over_key {
-                        base.next();
-                    }
-                    if let Some(entry) = change {
-                        merged.push(entry);
-                    }
-                    over.next();
-                }
-            }
-        }
-    }
-    bucket_root(index, merged.into_iter())
-}
-
-/// Bounds of every key starting with `prefix`.
 pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (Bound::Included(prefix.to_vec()), prefix_end(prefix))
 }

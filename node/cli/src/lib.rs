@@ -302,6 +302,8 @@ pub(crate) fn kind(response: &ApiResponse) -> &'static str {
         ApiResponse::CertificateInfo(_) => "a certificate summary",
         ApiResponse::Renewing { .. } => "a renewal receipt",
         ApiResponse::TransactionStatus { .. } => "transaction statuses",
+        ApiResponse::Headers(_) => "certified headers",
+        ApiResponse::ProvedState { .. } => "a proved state value",
     }
 }
 

@@ -12,8 +12,10 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use hm_env::Entropy;
-use hm_wire::{Hash, merkle};
+use hm_wire::Hash;
 use serde::{Deserialize, Serialize};
+
+use crate::state::{self, StateProof, StateTree, TreeWrite};
 
 use crate::block::{
     Height, LogHead, STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateUpdate,
@@ -241,26 +243,18 @@ fn field(what: &'static str, len: usize, max: usize) -> Result<(), TxError> {
     Ok(())
 }
 
-pub const KV_STATE_ROOT_DOMAIN: &str = "hm/kv-state/v1";
-
-/// The key-value module: an ordered map, a Merkle root over its entries.
-///
-/// The root is recomputed over all entries (O(n) per block): fine for the
-/// test workloads it serves; a real module keeps an incremental tree.
+/// The key-value module: an ordered map under an authenticated root
+/// ([`StateTree`]), so every key has a compact proof.
 #[derive(Debug, Clone, Default)]
 pub struct KvApp {
     state: BTreeMap<Vec<u8>, Vec<u8>>,
+    tree: StateTree,
     height: Height,
-    root: Hash,
 }
 
 impl KvApp {
     pub fn new() -> KvApp {
-        KvApp {
-            state: BTreeMap::new(),
-            height: 0,
-            root: root_of(&BTreeMap::new()),
-        }
+        KvApp::default()
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -274,12 +268,27 @@ impl KvApp {
     pub fn is_empty(&self) -> bool {
         self.state.is_empty()
     }
+
+    /// The committed value of `key` (or `None`) with its proof against the
+    /// module's root.
+    pub fn prove(&self, key: &[u8]) -> (Option<Vec<u8>>, StateProof) {
+        (self.get(key).map(<[u8]>::to_vec), self.tree.prove(key))
+    }
 }
 
-fn root_of(state: &BTreeMap<Vec<u8>, Vec<u8>>) -> Hash {
-    let leaves: Vec<Vec<u8>> = state.iter().map(|entry| hm_wire::encode(&entry)).collect();
-    let refs: Vec<&[u8]> = leaves.iter().map(Vec::as_slice).collect();
-    hm_wire::hash_parts(KV_STATE_ROOT_DOMAIN, &[merkle::root(&refs).as_bytes()])
+/// The tree writes of a write set.
+fn tree_writes(updates: &[StateUpdate]) -> Vec<TreeWrite> {
+    state::sorted_writes(
+        updates
+            .iter()
+            .map(|update| {
+                (
+                    state::key_hash(&update.key),
+                    update.value.as_deref().map(state::value_digest),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn apply(state: &mut BTreeMap<Vec<u8>, Vec<u8>>, updates: &[StateUpdate]) {
@@ -318,11 +327,10 @@ impl Application for KvApp {
             .into_iter()
             .map(|(key, value)| StateUpdate { key, value })
             .collect();
-        let mut next = self.state.clone();
-        apply(&mut next, &updates);
+        let state_root = self.tree.updated(&tree_writes(&updates)).root();
         Execution {
             updates,
-            state_root: root_of(&next),
+            state_root,
             log_head: LogHead::empty(),
             results,
             hint: CommitHint::default(),
@@ -337,13 +345,13 @@ impl Application for KvApp {
             });
         }
         apply(&mut self.state, updates);
+        self.tree.apply(&tree_writes(updates));
         self.height = height;
-        self.root = root_of(&self.state);
         Ok(())
     }
 
     fn state_root(&self) -> Hash {
-        self.root
+        self.tree.root()
     }
 
     fn committed_height(&self) -> Height {

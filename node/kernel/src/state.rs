@@ -360,6 +360,12 @@ pub enum ProofError {
         "the proof leads to root {computed}, not the trusted root {trusted}: the answer is forged or from another height"
     )]
     WrongRoot { computed: Hash, trusted: Hash },
+    #[error("the proof names {count} modules, more than the limit of {STATE_MODULES_MAX}")]
+    TooManyModules { count: usize },
+    #[error("the proof is for module {proved}, but module {asked} was asked about")]
+    OtherModule { asked: u8, proved: u8 },
+    #[error("the proof names {modules} module roots, so module {module} has none")]
+    NoSuchModule { module: u8, modules: usize },
     #[error("the proof does not decode: {0}")]
     Malformed(String),
 }
@@ -443,6 +449,95 @@ impl StateProof {
         if proof.siblings.len() > PROOF_SIBLINGS_MAX {
             return Err(ProofError::TooLong {
                 count: proof.siblings.len(),
+            });
+        }
+        Ok(proof)
+    }
+}
+
+/// The application's state root over its modules' roots (Cosmos's
+/// multistore: each module keeps its own tree; the block commits to this).
+pub const STATE_MODULES_DOMAIN: &str = "hm/state-modules/v1";
+
+/// Most modules an application composes (module ids are `0..` this).
+pub const STATE_MODULES_MAX: usize = 16;
+
+/// An encoded [`ModuleProof`] is never larger.
+pub const MODULE_PROOF_BYTES_MAX: usize =
+    PROOF_BYTES_MAX + 16 + STATE_MODULES_MAX * (Hash::LEN + 8);
+
+/// The state root of an application whose module `i` has root
+/// `module_roots[i]`.
+pub fn modules_root(module_roots: &[Hash]) -> Hash {
+    debug_assert!(module_roots.len() <= STATE_MODULES_MAX);
+    let parts: Vec<&[u8]> = module_roots.iter().map(|root| &root.0[..]).collect();
+    hm_wire::hash_parts(STATE_MODULES_DOMAIN, &parts)
+}
+
+/// What an application's state holds for one key of one module, provable
+/// against the block's state root: the module's proof and every module's
+/// root (a few hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleProof {
+    pub module: u8,
+    pub module_roots: Vec<Hash>,
+    pub proof: StateProof,
+}
+
+impl ModuleProof {
+    /// Checks that the application state with `root` holds `value` for
+    /// `key` in `module` (`None`: holds nothing for it).
+    pub fn verify(
+        &self,
+        root: &Hash,
+        module: u8,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ProofError> {
+        if self.module_roots.len() > STATE_MODULES_MAX {
+            return Err(ProofError::TooManyModules {
+                count: self.module_roots.len(),
+            });
+        }
+        if self.module != module {
+            return Err(ProofError::OtherModule {
+                asked: module,
+                proved: self.module,
+            });
+        }
+        let Some(module_root) = self.module_roots.get(usize::from(module)) else {
+            return Err(ProofError::NoSuchModule {
+                module,
+                modules: self.module_roots.len(),
+            });
+        };
+        self.proof.verify(module_root, key, value)?;
+        let computed = modules_root(&self.module_roots);
+        if computed != *root {
+            return Err(ProofError::WrongRoot {
+                computed,
+                trusted: *root,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        hm_wire::encode(self)
+    }
+
+    /// Decodes a proof from untrusted bytes (bounded, canonical).
+    pub fn decode(bytes: &[u8]) -> Result<ModuleProof, ProofError> {
+        let proof: ModuleProof = hm_wire::decode(bytes, MODULE_PROOF_BYTES_MAX)
+            .map_err(|error| ProofError::Malformed(error.to_string()))?;
+        if proof.module_roots.len() > STATE_MODULES_MAX {
+            return Err(ProofError::TooManyModules {
+                count: proof.module_roots.len(),
+            });
+        }
+        if proof.proof.siblings.len() > PROOF_SIBLINGS_MAX {
+            return Err(ProofError::TooLong {
+                count: proof.proof.siblings.len(),
             });
         }
         Ok(proof)

@@ -172,6 +172,51 @@ fn decoding_is_bounded() {
     assert_eq!(StateProof::decode(&proof.encode()), Ok(proof));
 }
 
+#[test]
+fn a_module_proof_binds_the_key_to_its_module_and_the_application_root() {
+    let kv = StateTree::new().updated(&writes(&[(b"k", Some(b"v")), (b"j", Some(b"w"))]));
+    let trust = StateTree::new().updated(&writes(&[(b"k", Some(b"other"))]));
+    let roots = vec![kv.root(), trust.root()];
+    let root = modules_root(&roots);
+    let proof = ModuleProof {
+        module: 0,
+        module_roots: roots.clone(),
+        proof: kv.prove(b"k"),
+    };
+    assert_eq!(proof.verify(&root, 0, b"k", Some(b"v")), Ok(()));
+    assert_eq!(ModuleProof::decode(&proof.encode()), Ok(proof.clone()));
+    // The same key in another module is another statement.
+    assert_eq!(
+        proof.verify(&root, 1, b"k", Some(b"v")),
+        Err(ProofError::OtherModule {
+            asked: 1,
+            proved: 0
+        })
+    );
+    let mut relabelled = proof.clone();
+    relabelled.module = 1;
+    assert!(relabelled.verify(&root, 1, b"k", Some(b"v")).is_err());
+    // A swapped module root, or a root of another height, is refused.
+    let mut swapped = proof.clone();
+    swapped.module_roots.reverse();
+    assert!(swapped.verify(&root, 0, b"k", Some(b"v")).is_err());
+    let mut forged_other = proof.clone();
+    forged_other.module_roots[1] = Hash([9; 32]);
+    assert!(matches!(
+        forged_other.verify(&root, 0, b"k", Some(b"v")),
+        Err(ProofError::WrongRoot { .. })
+    ));
+    let mut short = proof;
+    short.module_roots.truncate(0);
+    assert_eq!(
+        short.verify(&root, 0, b"k", Some(b"v")),
+        Err(ProofError::NoSuchModule {
+            module: 0,
+            modules: 0
+        })
+    );
+}
+
 /// A map of up to 60 small keys to values.
 fn entries() -> impl Strategy<Value = BTreeMap<Vec<u8>, Vec<u8>>> {
     proptest::collection::btree_map(

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use hm_kernel::block::{Block, Height, Transaction};
 use hm_kernel::chain::ChainError;
 use hm_kernel::replica::TransactionStatus;
+use hm_kernel::state::ModuleProof;
 use hm_trustchain::app::CertStatus;
 use hm_trustchain::cert::{Certificate, Issuer, SignedRequest};
 use hm_trustchain::dns::DnsRecord;
@@ -21,8 +22,8 @@ use hm_trustchain::name::DnsName;
 use hm_wire::Hash;
 
 use crate::api::{
-    API_PEERS_MAX, ApiRequest, ApiResponse, BlockSummary, CertificateSummary, NodeSummary,
-    PeerSummary,
+    API_HEADERS_BYTES_MAX, API_HEADERS_MAX, API_PEERS_MAX, ApiRequest, ApiResponse, BlockSummary,
+    CertificateSummary, CertifiedHeader, NodeSummary, PeerSummary,
 };
 use crate::conduct::ProvedCertificate;
 use crate::error::AuthorityError;
@@ -57,8 +58,14 @@ pub(crate) trait ApiNode {
     fn name(&self) -> Option<String>;
     /// A key of the committed key-value state.
     fn value(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// A module's committed value for `key` with its proof against the
+    /// committed state root; `None` for an unknown module.
+    fn prove_state(&self, module: u8, key: &[u8]) -> Option<(Option<Vec<u8>>, ModuleProof)>;
     /// A committed block from the node's store.
     fn block(&self, height: Height) -> Result<Option<Block>, ChainError>;
+    /// A committed block's header and commit certificate from the node's
+    /// store.
+    fn certified_header(&self, height: Height) -> Result<Option<CertifiedHeader>, ChainError>;
     fn transaction_status(&self, id: &Hash) -> TransactionStatus;
     /// A certificate of the committed log, with where it stands.
     fn certificate(&self, fingerprint: &Hash) -> Option<(Certificate, CertStatus)>;
@@ -122,6 +129,17 @@ pub(crate) fn answer(node: &mut impl ApiNode, request: ApiRequest) -> ApiRespons
         },
         ApiRequest::Status => ApiResponse::Status(Box::new(node_summary(node))),
         ApiRequest::Block { height } => block_answer(node, height),
+        ApiRequest::Headers { from, count } => headers_answer(node, from, count),
+        ApiRequest::ProveState { module, key } => match node.prove_state(module, &key) {
+            Some((value, proof)) => ApiResponse::ProvedState {
+                height: node.height(),
+                value,
+                proof: Box::new(proof),
+            },
+            None => ApiResponse::Error(format!(
+                "this node has no state module {module} (0 is key-value, 1 is TrustChain)"
+            )),
+        },
         ApiRequest::Peers => ApiResponse::Peers(peer_summaries(node.node_id(), &node.peers())),
         ApiRequest::CertificateInfo { fingerprint } => certificate_answer(node, fingerprint),
         ApiRequest::TransactionStatus { ids } => ApiResponse::TransactionStatus {
@@ -179,6 +197,44 @@ fn block_answer(node: &impl ApiNode, height: Height) -> ApiResponse {
             "cannot read block {height} from this node's disk: {error}; its operator should check the disk"
         )),
     }
+}
+
+fn headers_answer(node: &impl ApiNode, from: Height, count: u16) -> ApiResponse {
+    let top = node.height();
+    if from == 0 || from > top {
+        return ApiResponse::Error(if top == 0 {
+            format!("no header at height {from}; nothing is committed yet")
+        } else {
+            format!("no header at height {from}; committed heights are 1..={top}")
+        });
+    }
+    let wanted = usize::from(count).clamp(1, API_HEADERS_MAX) as u64;
+    let last = top.min(from.saturating_add(wanted - 1));
+    let mut headers = Vec::new();
+    let mut bytes = 0;
+    for height in from..=last {
+        let certified = match node.certified_header(height) {
+            Ok(Some(certified)) => certified,
+            Ok(None) if headers.is_empty() => {
+                return ApiResponse::Error(format!(
+                    "block {height} is not stored on this node (pruned or not yet synced); ask another full node"
+                ));
+            }
+            Err(error) if headers.is_empty() => {
+                return ApiResponse::Error(format!(
+                    "cannot read block {height} from this node's disk: {error}; its operator should check the disk"
+                ));
+            }
+            // What was read so far is still a valid answer.
+            Ok(None) | Err(_) => break,
+        };
+        bytes += hm_wire::encoded_len(&certified);
+        if !headers.is_empty() && bytes > API_HEADERS_BYTES_MAX {
+            break;
+        }
+        headers.push(certified);
+    }
+    ApiResponse::Headers(headers)
 }
 
 fn block_summary(height: Height, block: &Block) -> BlockSummary {
@@ -288,6 +344,10 @@ mod tests {
         peers: KnownPeers,
         submitted: Vec<Transaction>,
         renewals: usize,
+        /// What `certified_header` returns per height.
+        headers: BTreeMap<Height, CertifiedHeader>,
+        /// Module trees for `prove_state` (module 0 holds `kv`).
+        proved: BTreeMap<u8, hm_kernel::state::StateTree>,
     }
 
     impl ApiNode for FakeNode {
@@ -324,6 +384,28 @@ mod tests {
             // block is exercised by the real-process tests (`hm block`).
             assert!(!self.stored.contains(&height), "tests store no blocks");
             Ok(None)
+        }
+        fn certified_header(&self, height: Height) -> Result<Option<CertifiedHeader>, ChainError> {
+            if self.unreadable.contains(&height) {
+                return Err(ChainError::Disk(DiskError::Corrupted {
+                    cf: "blocks".into(),
+                    key_hex: format!("{height:016x}"),
+                }));
+            }
+            Ok(self.headers.get(&height).cloned())
+        }
+        fn prove_state(&self, module: u8, key: &[u8]) -> Option<(Option<Vec<u8>>, ModuleProof)> {
+            let tree = self.proved.get(&module)?;
+            let module_roots = self.proved.values().map(|tree| tree.root()).collect();
+            let value = self.kv.get(key).filter(|_| module == 0).cloned();
+            Some((
+                value,
+                ModuleProof {
+                    module,
+                    module_roots,
+                    proof: tree.prove(key),
+                },
+            ))
         }
         fn transaction_status(&self, id: &Hash) -> TransactionStatus {
             match self.committed.get(id) {
@@ -501,6 +583,165 @@ mod tests {
             error.contains("cannot read block 4") && error.contains("failed its checksum"),
             "{error}"
         );
+    }
+
+    fn certified(height: Height, signatures: usize) -> CertifiedHeader {
+        let signature = hm_testkit::signing_key("answer-headers", 0).sign(
+            "hm/test/v1",
+            b"a precommit",
+            &SeededEntropy::new(1, b"answer-headers"),
+        );
+        CertifiedHeader {
+            header: hm_kernel::block::BlockHeader {
+                version: hm_kernel::block::BLOCK_VERSION,
+                chain_id: Hash([1; 32]),
+                height,
+                round: 0,
+                previous_hash: Hash([height as u8 - 1; 32]),
+                transactions_root: Hash::ZERO,
+                updates_root: Hash::ZERO,
+                evidence_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+                log_head: hm_kernel::block::LogHead::empty(),
+                timestamp_ms: height * 1_000,
+                difficulty: 0,
+                time_output: Hash::ZERO,
+                time_ticks: 0,
+                proposer: Hash::ZERO,
+            },
+            commit: hm_kernel::block::CommitCertificate {
+                height,
+                round: 0,
+                block_hash: Hash([height as u8; 32]),
+                signatures: (0..signatures as u16)
+                    .map(|index| (index, signature.clone()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn headers_come_in_order_bounded_in_count_and_bytes_and_never_empty() {
+        let mut node = FakeNode::default();
+        let error = error_of(answer(&mut node, ApiRequest::Headers { from: 1, count: 4 }));
+        assert!(error.contains("nothing is committed yet"), "{error}");
+        node.height = 40;
+        node.headers = (1..=40)
+            .map(|height| (height, certified(height, 2)))
+            .collect();
+        let heights = |response: ApiResponse| match response {
+            ApiResponse::Headers(headers) => headers
+                .iter()
+                .map(|certified| certified.header.height)
+                .collect::<Vec<_>>(),
+            other => panic!("expected headers, got {other:?}"),
+        };
+        assert_eq!(
+            heights(answer(&mut node, ApiRequest::Headers { from: 3, count: 4 })),
+            vec![3, 4, 5, 6]
+        );
+        // Capped at the head, at API_HEADERS_MAX, and at least one.
+        assert_eq!(
+            heights(answer(
+                &mut node,
+                ApiRequest::Headers { from: 39, count: 9 }
+            )),
+            vec![39, 40]
+        );
+        assert_eq!(
+            heights(answer(
+                &mut node,
+                ApiRequest::Headers {
+                    from: 1,
+                    count: u16::MAX
+                }
+            ))
+            .len(),
+            API_HEADERS_MAX
+        );
+        assert_eq!(
+            heights(answer(&mut node, ApiRequest::Headers { from: 7, count: 0 })),
+            vec![7]
+        );
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::Headers { from: 41, count: 1 },
+        ));
+        assert_eq!(
+            error,
+            "no header at height 41; committed heights are 1..=40"
+        );
+        // Large certificates: the answer stops at the byte budget.
+        node.headers = (1..=40)
+            .map(|height| (height, certified(height, 200)))
+            .collect();
+        let answered = answer(&mut node, ApiRequest::Headers { from: 1, count: 16 });
+        let count = heights(answered.clone()).len();
+        assert!(
+            (1..16).contains(&count),
+            "{count} headers of 200 signatures"
+        );
+        assert!(hm_wire::encoded_len(&answered) <= API_HEADERS_BYTES_MAX + (1 << 10));
+        // A missing or unreadable block ends the answer, or names itself
+        // when it is the first.
+        node.headers.remove(&10);
+        assert_eq!(
+            heights(answer(&mut node, ApiRequest::Headers { from: 9, count: 3 })),
+            vec![9]
+        );
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::Headers { from: 10, count: 3 },
+        ));
+        assert!(error.contains("not stored on this node"), "{error}");
+        node.unreadable.insert(12);
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::Headers { from: 12, count: 3 },
+        ));
+        assert!(error.contains("cannot read block 12"), "{error}");
+    }
+
+    #[test]
+    fn state_answers_carry_a_proof_against_the_committed_root() {
+        let mut node = FakeNode {
+            height: 3,
+            kv: BTreeMap::from([(b"k".to_vec(), b"v".to_vec())]),
+            ..FakeNode::default()
+        };
+        let kv = hm_kernel::state::StateTree::new().updated(&[(
+            hm_kernel::state::key_hash(b"k"),
+            Some(hm_kernel::state::value_digest(b"v")),
+        )]);
+        node.proved = BTreeMap::from([(0, kv), (1, hm_kernel::state::StateTree::new())]);
+        let root =
+            hm_kernel::state::modules_root(&[node.proved[&0].root(), node.proved[&1].root()]);
+        match answer(
+            &mut node,
+            ApiRequest::ProveState {
+                module: 0,
+                key: b"k".to_vec(),
+            },
+        ) {
+            ApiResponse::ProvedState {
+                height,
+                value,
+                proof,
+            } => {
+                assert_eq!(height, 3);
+                assert_eq!(value.as_deref(), Some(&b"v"[..]));
+                assert_eq!(proof.verify(&root, 0, b"k", Some(b"v")), Ok(()));
+            }
+            other => panic!("expected a proved value, got {other:?}"),
+        }
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::ProveState {
+                module: 9,
+                key: vec![],
+            },
+        ));
+        assert!(error.contains("no state module 9"), "{error}");
     }
 
     #[test]

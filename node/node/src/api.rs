@@ -64,6 +64,29 @@ pub enum ApiRequest {
     /// Where these transactions stand on this node (a client waiting for
     /// its submissions to commit).
     TransactionStatus { ids: Vec<Hash> },
+    /// Committed headers from `from` on, each with its commit certificate:
+    /// what a light client verifies. At most `count` (capped at
+    /// [`API_HEADERS_MAX`] and by [`API_HEADERS_BYTES_MAX`]).
+    Headers { from: Height, count: u16 },
+    /// A key of one module's committed state (the module's own key, without
+    /// the module byte) with its proof against the state root of the
+    /// committed header at the answered height.
+    ProveState { module: u8, key: Vec<u8> },
+}
+
+/// Most headers one `Headers` answer carries.
+pub const API_HEADERS_MAX: usize = 16;
+
+/// A `Headers` answer stops before its headers and certificates would pass
+/// this many encoded bytes (it always carries at least one), so it stays
+/// within the response limit whatever the validator count.
+pub const API_HEADERS_BYTES_MAX: usize = 768 << 10;
+
+/// A committed header and the certificate that committed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedHeader {
+    pub header: hm_kernel::block::BlockHeader,
+    pub commit: hm_kernel::block::CommitCertificate,
 }
 
 /// Most ids one `TransactionStatus` request asks about.
@@ -168,6 +191,15 @@ pub enum ApiResponse {
     TransactionStatus {
         height: Height,
         statuses: Vec<hm_kernel::replica::TransactionStatus>,
+    },
+    /// Consecutive committed headers, lowest first.
+    Headers(Vec<CertifiedHeader>),
+    /// A module's value for a key (`None`: absent) at the committed
+    /// `height`, with its proof against that header's state root.
+    ProvedState {
+        height: Height,
+        value: Option<Vec<u8>>,
+        proof: Box<hm_kernel::state::ModuleProof>,
     },
 }
 

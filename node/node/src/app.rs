@@ -5,8 +5,10 @@
 //! * [`MODULE_KV`] — the kernel's key-value module (test workloads, `put`).
 //! * [`MODULE_TRUST`] — TrustChain: certificates, the CT log, DNS, findings.
 //!
-//! The composed state root is a hash over the modules' roots; the block's
-//! log head is TrustChain's. Modules are independent, so a block's
+//! The composed state root is a hash over the modules' roots
+//! ([`hm_kernel::state::modules_root`]), each module's an authenticated tree,
+//! so any key of any module has a compact proof ([`NodeApp::prove`]); the
+//! block's log head is TrustChain's. Modules are independent, so a block's
 //! transactions run per module in block order, and results come back in the
 //! block's order.
 //!
@@ -21,6 +23,7 @@ use hm_kernel::app::{
     Application, BlockContext, CommitError, CommitHint, Execution, KvApp, TxError,
 };
 use hm_kernel::block::{Height, LogHead, STATE_KEY_BYTES_MAX, StateUpdate, Transaction};
+use hm_kernel::state::ModuleProof;
 use hm_trustchain::app::TrustApp;
 use hm_wire::Hash;
 
@@ -28,7 +31,6 @@ use hm_wire::Hash;
 pub const MODULE_KV: u8 = 0;
 /// First byte of a TrustChain transaction and of its state keys.
 pub const MODULE_TRUST: u8 = 1;
-pub const NODE_STATE_ROOT_DOMAIN: &str = "hm/node-app-state/v1";
 
 /// Block executions remembered process-wide when memos are on (see
 /// [`hm_env::memo`]; the simulator turns them on: every node executes each
@@ -275,11 +277,31 @@ impl NodeApp {
             .commit_with_hint(height, &trust_updates, hint)
     }
 
+    /// The state root over the modules' roots, in module order (the
+    /// module byte is the index).
     fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
-        hm_wire::hash_parts(
-            NODE_STATE_ROOT_DOMAIN,
-            &[kv_root.as_bytes(), trust_root.as_bytes()],
-        )
+        hm_kernel::state::modules_root(&[*kv_root, *trust_root])
+    }
+
+    /// A module's committed value for `key` (the module's own key, without
+    /// the module byte) with its proof against the committed state root;
+    /// `None` for an unknown module.
+    pub fn prove(&self, module: u8, key: &[u8]) -> Option<(Option<Vec<u8>>, ModuleProof)> {
+        let trust = self.trust.read();
+        let module_roots = vec![self.kv.state_root(), trust.state_root()];
+        let (value, proof) = match module {
+            MODULE_KV => self.kv.prove(key),
+            MODULE_TRUST => trust.prove(key),
+            _ => return None,
+        };
+        Some((
+            value,
+            ModuleProof {
+                module,
+                module_roots,
+                proof,
+            },
+        ))
     }
 }
 
@@ -353,22 +375,47 @@ mod tests {
     use hm_kernel::validators::ValidatorSet;
     use hm_wire::SigningKey;
 
-    /// hm-node's unit tests run as a real node does: memos are off, so every
-    /// execution is computed and none is remembered (tests/memo.rs runs
-    /// them on, in a process of its own).
-    #[test]
-    fn a_real_node_remembers_no_execution() {
-        assert!(!hm_env::memo::enabled());
+    fn app() -> NodeApp {
         let key = SigningKey::generate(&SeededEntropy::new(1, b"app-validator"));
         let validators = ValidatorSet::new([(key.verifying_key(), 1)]).expect("one validator");
-        let app = NodeApp::new(SharedTrust::new(TrustApp::new(
+        NodeApp::new(SharedTrust::new(TrustApp::new(
             hm_trustchain::app::TrustConfig {
                 zone: hm_trustchain::name::DnsName::parse("hm").expect("a valid zone"),
                 authorities: hm_trustchain::cert::Authorities::from_validators(&validators),
                 chain_id: Hash([0xc1; 32]),
                 validators,
             },
-        )));
+        )))
+    }
+
+    #[test]
+    fn every_module_key_is_proven_against_the_committed_state_root() {
+        let mut app = app();
+        let block = BlockContext::new(1, 1_000);
+        let execution = app.execute_block(block, &[kv_put(b"a", b"1", 1)]);
+        app.commit_execution(1, &execution).expect("commits");
+        let root = app.state_root();
+        assert_eq!(root, execution.state_root);
+        let (value, proof) = app.prove(MODULE_KV, b"a").expect("a module");
+        assert_eq!(value.as_deref(), Some(&b"1"[..]));
+        assert_eq!(proof.verify(&root, MODULE_KV, b"a", Some(b"1")), Ok(()));
+        // The same key claimed in TrustChain's module, or with another
+        // value, is refused; TrustChain proves it absent.
+        assert!(proof.verify(&root, MODULE_TRUST, b"a", Some(b"1")).is_err());
+        assert!(proof.verify(&root, MODULE_KV, b"a", Some(b"2")).is_err());
+        let (nothing, absence) = app.prove(MODULE_TRUST, b"a").expect("a module");
+        assert_eq!(nothing, None);
+        assert_eq!(absence.verify(&root, MODULE_TRUST, b"a", None), Ok(()));
+        assert!(app.prove(7, b"a").is_none());
+    }
+
+    /// hm-node's unit tests run as a real node does: memos are off, so every
+    /// execution is computed and none is remembered (tests/memo.rs runs
+    /// them on, in a process of its own).
+    #[test]
+    fn a_real_node_remembers_no_execution() {
+        assert!(!hm_env::memo::enabled());
+        let app = app();
         let block = BlockContext::new(1, 1_000);
         let transactions = [kv_put(b"a", b"1", 1)];
         let execution = app.execute_block(block, &transactions);

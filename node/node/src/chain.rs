@@ -879,6 +879,28 @@ impl<E: Env> ApiNode for ChainShell<E> {
         self.replica.store().block(height)
     }
 
+    fn certified_header(
+        &self,
+        height: hm_kernel::block::Height,
+    ) -> Result<Option<crate::api::CertifiedHeader>, hm_kernel::chain::ChainError> {
+        Ok(self
+            .replica
+            .store()
+            .block(height)?
+            .map(|block| crate::api::CertifiedHeader {
+                header: block.header,
+                commit: block.commit,
+            }))
+    }
+
+    fn prove_state(
+        &self,
+        module: u8,
+        key: &[u8],
+    ) -> Option<(Option<Vec<u8>>, hm_kernel::state::ModuleProof)> {
+        self.replica.app().prove(module, key)
+    }
+
     fn transaction_status(&self, id: &Hash) -> hm_kernel::replica::TransactionStatus {
         self.replica.transaction_status(id)
     }

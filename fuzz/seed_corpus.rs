@@ -73,6 +73,8 @@ fn main() {
         time_output: time.time_output,
         time_ticks: time.time_ticks,
         proposer: proposer_id,
+        validators_hash: validators.hash(),
+        next_validators_hash: validators.hash(),
     };
     let proof = BlockProver::new(proposer_plot, &keys[0])
         .expect("own plot")

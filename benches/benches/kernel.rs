@@ -31,6 +31,7 @@ fn kernel(c: &mut Criterion) {
     let (genesis, plots) = Genesis::with_plots("bench", 0, &members, params.clone()).unwrap();
     let chain_id = genesis.chain_id();
     let validators = genesis.validator_set().unwrap();
+    let validators_hash = validators.hash();
     let parent = ParentInfo::genesis(&genesis);
     let app = KvApp::new();
     let mut workload = KvWorkload::new(10_000, 256, 0);
@@ -59,6 +60,8 @@ fn kernel(c: &mut Criterion) {
         time_output,
         time_ticks,
         proposer: prover.node_id(),
+        validators_hash,
+        next_validators_hash: validators_hash,
     };
 
     let mut group = c.benchmark_group("proof_production");

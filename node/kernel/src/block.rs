@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::proof::ConsensusProof;
 use crate::validators::{ValidatorIndex, ValidatorSet};
 
-/// Block format version this build writes and accepts.
-pub const BLOCK_VERSION: u16 = 2;
+/// Block format version this build writes and accepts (3: headers name
+/// their validator set and the next one).
+pub const BLOCK_VERSION: u16 = 3;
 /// One transaction's bytes: large enough for a certificate request or a
 /// package manifest, small enough that a block of them stays gossipable.
 pub const TRANSACTION_BYTES_MAX: usize = 64 << 10;
@@ -36,7 +37,9 @@ pub const EVIDENCE_PER_BLOCK_MAX: usize = 64;
 pub const VALIDATORS_MAX: usize = 256;
 /// A whole encoded block (header, body, proof, certificate).
 pub const BLOCK_BYTES_MAX: usize = 12 << 20;
-/// A whole encoded header.
+/// A whole encoded header. Every field is fixed-width, so every header
+/// encodes to the same size (391 bytes at version 3; a test pins that it
+/// fits).
 pub const HEADER_BYTES_MAX: usize = 1 << 10;
 
 /// Hash domains (one per kind of hashed object, so no two kinds collide).
@@ -88,12 +91,40 @@ pub struct BlockHeader {
     pub time_ticks: u64,
     /// Node id (FALCON key fingerprint) of the proposer.
     pub proposer: Hash,
+    /// [`ValidatorSet::hash`] of the set whose precommits certify this
+    /// block (Tendermint's `ValidatorsHash`): a light client holding only
+    /// headers learns from it which set to check a certificate against.
+    pub validators_hash: Hash,
+    /// [`ValidatorSet::hash`] of the set that certifies the next block
+    /// (Tendermint's `NextValidatorsHash`). The set is fixed by genesis
+    /// today, so both name the genesis set.
+    pub next_validators_hash: Hash,
 }
 
 impl BlockHeader {
     /// The block hash.
     pub fn hash(&self) -> Hash {
         hash(HEADER_DOMAIN, &hm_wire::encode(self))
+    }
+
+    /// Checks that the header names `validators_hash` both as its own
+    /// validator set and as the next one: what a replica of a chain whose
+    /// set never changes (fixed by genesis) requires of every block.
+    pub fn check_fixed_validators(&self, validators_hash: &Hash) -> Result<(), BlockError> {
+        let named = [
+            ("validators_hash", self.validators_hash),
+            ("next_validators_hash", self.next_validators_hash),
+        ];
+        for (field, named) in named {
+            if named != *validators_hash {
+                return Err(BlockError::WrongValidatorSet {
+                    field,
+                    named,
+                    expected: *validators_hash,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -695,6 +726,14 @@ pub enum BlockError {
     Proof(crate::proof::ProofError),
     #[error("commit certificate signers hold {stake} of {total} stake, not more than two thirds")]
     NoQuorum { stake: u64, total: u64 },
+    #[error(
+        "the header's {field} is {named}, but this chain's validator set hashes to {expected}; the block was built for another validator set and is invalid"
+    )]
+    WrongValidatorSet {
+        field: &'static str,
+        named: Hash,
+        expected: Hash,
+    },
 }
 
 #[cfg(test)]
@@ -802,6 +841,72 @@ mod tests {
         );
     }
 
+    fn any_header() -> BlockHeader {
+        BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id: Hash([1; 32]),
+            height: u64::MAX,
+            round: u32::MAX,
+            previous_hash: Hash([2; 32]),
+            transactions_root: Hash([3; 32]),
+            updates_root: Hash([4; 32]),
+            evidence_root: Hash([5; 32]),
+            state_root: Hash([6; 32]),
+            log_head: LogHead {
+                size: u64::MAX,
+                root: Hash([7; 32]),
+            },
+            timestamp_ms: u64::MAX,
+            difficulty: u8::MAX,
+            time_output: Hash([8; 32]),
+            time_ticks: u64::MAX,
+            proposer: Hash([9; 32]),
+            validators_hash: Hash([10; 32]),
+            next_validators_hash: Hash([10; 32]),
+        }
+    }
+
+    #[test]
+    fn every_header_encodes_to_one_size_within_the_limit() {
+        let header = any_header();
+        let encoded = hm_wire::encode(&header);
+        assert_eq!(encoded.len(), 391, "fixed-width fields: one size");
+        assert!(encoded.len() <= HEADER_BYTES_MAX);
+        let decoded: BlockHeader = hm_wire::decode(&encoded, HEADER_BYTES_MAX).expect("decodes");
+        assert_eq!(decoded, header);
+    }
+
+    #[test]
+    fn a_header_must_name_the_fixed_set_twice() {
+        let header = any_header();
+        header
+            .check_fixed_validators(&Hash([10; 32]))
+            .expect("names the set as current and next");
+        let error = header
+            .check_fixed_validators(&Hash([11; 32]))
+            .expect_err("another set");
+        assert!(matches!(
+            error,
+            BlockError::WrongValidatorSet {
+                field: "validators_hash",
+                ..
+            }
+        ));
+        let mut next_differs = header.clone();
+        next_differs.next_validators_hash = Hash([11; 32]);
+        assert!(matches!(
+            next_differs.check_fixed_validators(&Hash([10; 32])),
+            Err(BlockError::WrongValidatorSet {
+                field: "next_validators_hash",
+                ..
+            })
+        ));
+        assert!(
+            error.to_string().contains("another validator set"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn a_write_set_is_committed_by_its_root_and_bounded() {
         let update = |key: &[u8], value: Option<&[u8]>| StateUpdate {
@@ -841,9 +946,11 @@ mod tests {
     /// on. A change to any encoding, domain tag or field order changes these
     /// hashes and so forks old chains from new nodes; it must be deliberate
     /// (a new version), never a side effect. Keys come from a fixed seed, so
-    /// FALCON key generation is pinned too.
+    /// FALCON key generation is pinned too. Version 3 (the validator-set
+    /// hashes in the header) changed the block hash and vote preimage, and
+    /// added the validator-set hash.
     #[test]
-    fn golden_vectors_pin_the_chain_id_block_hash_and_vote_preimage() {
+    fn golden_vectors_pin_the_chain_id_validator_set_block_hash_and_vote_preimage() {
         use crate::genesis::{Genesis, GenesisValidator, ProofParams};
         let key = SigningKey::generate(&SeededEntropy::new(7, b"golden-vector-key"));
         let genesis = Genesis {
@@ -864,6 +971,7 @@ mod tests {
             },
         };
         let chain_id = genesis.chain_id();
+        let set_hash = genesis.validator_set().expect("set").hash();
         let header = BlockHeader {
             version: BLOCK_VERSION,
             chain_id,
@@ -883,6 +991,8 @@ mod tests {
             time_output: Hash([10; 32]),
             time_ticks: 16,
             proposer: key.verifying_key().fingerprint(),
+            validators_hash: set_hash,
+            next_validators_hash: set_hash,
         };
         let vote = Vote {
             kind: VoteKind::Precommit,
@@ -906,14 +1016,16 @@ mod tests {
         let got = [
             key.verifying_key().fingerprint().to_string(),
             chain_id.to_string(),
+            set_hash.to_string(),
             header.hash().to_string(),
             vote_preimage.to_string(),
         ];
         let want = [
             "7a70f57572fde4ef68a98f91710d065c8af102d89189d26b333b5f1ab1e3943e",
             "b2342e8b7438f6d52f5a6fb7a482228b7f7becb79637a3db5bf15d03744fe7b6",
-            "7bcf19a2db650ba271f533dece091c7a593d2e88e8cdfa14da9e125e7f2e74f3",
-            "e812cf96e63cd51fdcd5187affc7eb1fae7625bcd6a7b39da5a8475636b14634",
+            "7b69bd0ec682426c6a0dedfdd267f5a4cbc3abe691bac7ae98b63bed82abd850",
+            "4fac6db594e652ad6a04c014bc7b612c21aae94a594eb14a8072d985a3930872",
+            "db697046ac7c93c1533fd0df13f0a30e574c37d4046ec213c9558eaa7e0c5e41",
         ];
         assert_eq!(got, want);
     }

@@ -650,6 +650,8 @@ mod tests {
             time_output: Hash::default(),
             time_ticks: 1,
             proposer: f.key.verifying_key().fingerprint(),
+            validators_hash: f.set.hash(),
+            next_validators_hash: f.set.hash(),
         };
         let signature = f.key.sign("test", b"proof", &f.entropy);
         let proof = ConsensusProof {

@@ -6,6 +6,7 @@ pub mod block;
 pub mod chain;
 pub mod consensus;
 pub mod genesis;
+pub mod light;
 pub mod mempool;
 pub mod proof;
 pub mod replica;

@@ -362,6 +362,9 @@ pub struct Replica<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> {
     genesis: Genesis,
     chain_id: Hash,
     validators: ValidatorSet,
+    /// `validators.hash()`, which every header names as its validator set
+    /// and the next one (the set is fixed by genesis).
+    validators_hash: Hash,
     config: ReplicaConfig,
     store: ChainStore<D>,
     /// The head block's header (for the next block's proofs).
@@ -506,6 +509,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         let mut replica = Replica {
             genesis,
             chain_id,
+            validators_hash: validators.hash(),
             validators,
             next_status_ms: now.mono_ms,
             config,
@@ -1178,6 +1182,8 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             time_output: time.time_output,
             time_ticks: time.time_ticks,
             proposer: key.verifying_key().fingerprint(),
+            validators_hash: self.validators_hash,
+            next_validators_hash: self.validators_hash,
         };
         let proof = BlockProver::new(plot, key)
             .and_then(|prover| {
@@ -1393,8 +1399,9 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         Some(result)
     }
 
-    /// Everything a block must satisfy to extend our head: structure,
-    /// linkage, evidence, execution and the four proofs.
+    /// Everything a block must satisfy to extend our head: structure, the
+    /// validator set it names, linkage, evidence, execution and the four
+    /// proofs.
     /// A synced block's `certificate` is checked right after the structure
     /// (before the costly execution).
     fn validate_block(
@@ -1406,6 +1413,9 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
         certificate: Option<&Block>,
     ) -> Result<Validated, String> {
         let transaction_ids = block::check_structure(header, body, &self.chain_id)
+            .map_err(|error| error.to_string())?;
+        header
+            .check_fixed_validators(&self.validators_hash)
             .map_err(|error| error.to_string())?;
         if let Some(block) = certificate {
             block

@@ -892,3 +892,152 @@ fn a_replay_that_disagrees_with_a_committed_block_names_the_height_and_both_root
         assert!(message.contains(&needle), "{message:?} lacks {needle:?}");
     }
 }
+
+/// Signs `block`'s header with every key: a certificate as a real
+/// committee would give it (the smallest quorum is kept).
+fn certify(replica: &TestReplica, keys: &[SigningKey], block: ProposedBlock) -> Block {
+    let (chain_id, validators) = (replica.chain_id(), replica.validators());
+    let hash = block.hash();
+    let height = block.header.height;
+    let entropy = SeededEntropy::new(height, b"test-certificate");
+    let precommits: Vec<SignedVote> = keys
+        .iter()
+        .map(|key| {
+            let vote = crate::block::Vote {
+                kind: crate::block::VoteKind::Precommit,
+                height,
+                round: block.header.round,
+                block_hash: Some(hash),
+                validator: validators
+                    .index_of(&key.verifying_key().fingerprint())
+                    .expect("validator"),
+            };
+            SignedVote::sign(&chain_id, vote, key, &entropy)
+        })
+        .collect();
+    let commit = CommitCertificate::from_precommits(
+        height,
+        block.header.round,
+        hash,
+        &precommits,
+        validators,
+    )
+    .expect("every validator signed");
+    Block {
+        header: block.header,
+        body: block.body,
+        proof: block.proof,
+        commit,
+    }
+}
+
+#[test]
+fn a_block_naming_another_validator_set_is_refused_as_proposal_and_by_sync() {
+    let mut net = Net::new(4, 1, 13);
+    net.run_until(|net| {
+        let heights = net.heights();
+        heights[0] >= 2 && heights[4] == heights[0]
+    });
+    let now = net.now();
+    let height = net.heights()[0] + 1;
+    let keys: Vec<SigningKey> = net.members[..4]
+        .iter()
+        .map(|member| {
+            SigningKey::from_bytes(member.key_bytes.as_ref().expect("validator")).expect("key")
+        })
+        .collect();
+    let builder = net.members[0].replica.as_mut().expect("running");
+    let set_hash = builder.validators().hash();
+    let timestamp_ms = now.wall_ms.max(builder.parent_info().timestamp_ms + 1);
+    let (honest, _) = builder
+        .build_block(height, 0, BlockBody::default(), timestamp_ms)
+        .expect("builds");
+    assert_eq!(
+        (
+            honest.header.validators_hash,
+            honest.header.next_validators_hash
+        ),
+        (set_hash, set_hash),
+        "a replica names the genesis set as current and next"
+    );
+    // The same block naming another set, proved afresh by the same
+    // proposer: only the named set is wrong.
+    let builder = net.members[0].replica.as_ref().expect("running");
+    let other_set = hm_wire::hash("test", b"another validator set");
+    let named = |current: Hash, next: Hash| {
+        let mut header = honest.header.clone();
+        header.validators_hash = current;
+        header.next_validators_hash = next;
+        let proof = BlockProver::new(
+            builder.plot.as_ref().expect("validator"),
+            builder.block_key.as_ref().expect("validator"),
+        )
+        .and_then(|prover| {
+            prover.prove(
+                &header,
+                honest.proof.time.clone(),
+                builder.validators(),
+                &builder.genesis.proof,
+                &SeededEntropy::new(1, b"re-prove"),
+            )
+        })
+        .expect("proves");
+        ProposedBlock {
+            header,
+            body: honest.body.clone(),
+            proof,
+        }
+    };
+    let wrong_current = named(other_set, set_hash);
+    let wrong_next = named(set_hash, other_set);
+
+    // As a proposal: another validator judges it with `validate_block`.
+    let judge = net.members[1].replica.as_ref().expect("running");
+    assert_eq!(judge.height(), height - 1);
+    let judged = |block: &ProposedBlock| {
+        judge
+            .validate_block(&block.header, &block.body, &block.proof, now.wall_ms, None)
+            .map(|_| ())
+    };
+    judged(&honest).expect("the honest block is valid");
+    for (block, field) in [
+        (&wrong_current, "validators_hash"),
+        (&wrong_next, "next_validators_hash"),
+    ] {
+        let reason = judged(block).expect_err("names another set");
+        assert!(
+            reason.contains(&format!("header's {field}")),
+            "{field}: {reason}"
+        );
+    }
+
+    // By sync: certified by the real committee, still refused.
+    let builder = net.members[0].replica.as_ref().expect("running");
+    let from = net.members[0].id;
+    let synced = [
+        certify(builder, &keys, wrong_current),
+        certify(builder, &keys, wrong_next),
+        certify(builder, &keys, honest),
+    ];
+    let follower = net.members[4].replica.as_mut().expect("running");
+    assert_eq!(follower.height(), height - 1);
+    while follower.poll_output().is_some() {}
+    for block in &synced[..2] {
+        follower.handle_message(now, from, ChainMessage::Blocks(vec![block.clone()]));
+        assert_eq!(follower.height(), height - 1, "refused");
+        let reports: Vec<String> = std::iter::from_fn(|| follower.poll_output())
+            .filter_map(|output| match output {
+                ReplicaOutput::Misbehaviour { what, .. } => Some(what),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reports
+                .iter()
+                .any(|what| what.contains("validators_hash") && what.contains("is invalid")),
+            "{reports:?}"
+        );
+    }
+    follower.handle_message(now, from, ChainMessage::Blocks(vec![synced[2].clone()]));
+    assert_eq!(follower.height(), height, "the honest block is accepted");
+}

@@ -14,6 +14,10 @@ pub type ValidatorIndex = u16;
 /// Total stake is kept below this so `3 * stake` never overflows.
 pub const TOTAL_STAKE_MAX: u64 = u64::MAX / 4;
 
+/// Hash domain of [`ValidatorSet::hash`], the value block headers name in
+/// `validators_hash` and `next_validators_hash`.
+pub const VALIDATOR_SET_DOMAIN: &str = "hm/validator-set/v1";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validator {
     /// Node id: the fingerprint of `key`.
@@ -81,6 +85,16 @@ impl ValidatorSet {
             validators,
             total_stake,
         })
+    }
+
+    /// The set's identity, which headers commit to: a domain-separated
+    /// hash over the canonical encoding of the `(id, key, stake)` list in
+    /// node-id order. Two sets hash alike exactly when they have the same
+    /// members with the same keys and stakes (the order is fixed by `new`).
+    /// It encodes every key (1.8 KB each): compute it once per set, not per
+    /// use.
+    pub fn hash(&self) -> Hash {
+        hm_wire::hash(VALIDATOR_SET_DOMAIN, &hm_wire::encode(&self.validators))
     }
 
     pub fn len(&self) -> usize {
@@ -164,6 +178,26 @@ mod tests {
         assert!(set.is_quorum(3));
         assert!(!set.is_one_third(1));
         assert!(set.is_one_third(2));
+    }
+
+    #[test]
+    fn the_hash_names_members_keys_and_stakes_not_their_order() {
+        let keys = keys(3);
+        let set = ValidatorSet::new(keys.iter().cloned().zip([1, 2, 3])).expect("valid set");
+        let reordered =
+            ValidatorSet::new(keys.iter().cloned().zip([1, 2, 3]).rev()).expect("valid set");
+        assert_eq!(
+            set.hash(),
+            reordered.hash(),
+            "node-id order, not input order"
+        );
+        let restaked = ValidatorSet::new(keys.iter().cloned().zip([1, 2, 4])).expect("valid set");
+        assert_ne!(set.hash(), restaked.hash(), "stake is named");
+        let smaller = ValidatorSet::new(keys.iter().cloned().zip([1, 2])).expect("valid set");
+        assert_ne!(set.hash(), smaller.hash(), "membership is named");
+        let other =
+            ValidatorSet::new(self::keys(4).into_iter().skip(1).zip([1, 2, 3])).expect("valid set");
+        assert_ne!(set.hash(), other.hash(), "keys are named");
     }
 
     #[test]

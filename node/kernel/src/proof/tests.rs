@@ -77,6 +77,8 @@ fn unsigned_header(f: &Fixture, who: usize, parent: &ParentInfo, time: &TimeOutp
         time_output: time.time_output,
         time_ticks: time.time_ticks,
         proposer: f.keys[who].verifying_key().fingerprint(),
+        validators_hash: f.validators.hash(),
+        next_validators_hash: f.validators.hash(),
     }
 }
 

@@ -278,6 +278,8 @@ mod tests {
             time_output: output,
             time_ticks: ticks,
             proposer: Hash::ZERO,
+            validators_hash: Hash::ZERO,
+            next_validators_hash: Hash::ZERO,
         }
     }
 

@@ -19,9 +19,9 @@
 //! state proofs are checked), and the freeze. What it must not know:
 //! networks, peers and which one to ask (the shell fetches headers,
 //! certificates and validator sets and decides whom to send evidence to),
-//! clocks (every call takes `now_ms`), storage, randomness, and state
-//! proofs themselves (`hm_kernel::state` verifies those against the root
-//! this module hands out).
+//! clocks (every call takes `now_ms`), storage, randomness, and the proof
+//! format ([`LightClient::verify_state`] hands the trusted root to
+//! `hm_kernel::state`, which verifies the proof).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use crate::block::{
     BLOCK_VERSION, BlockError, BlockHeader, CommitCertificate, HEADER_BYTES_MAX, Height,
     VALIDATORS_MAX,
 };
+use crate::state::{ModuleProof, ProofError};
 use crate::validators::ValidatorSet;
 
 /// Trusted headers kept. The oldest are dropped first, never the latest:
@@ -396,6 +397,35 @@ impl LightClient {
     /// long check [`LightClient::status`].
     pub fn trusted_state_root(&self, height: Height) -> Option<Hash> {
         self.trusted(height).map(TrustedHeader::state_root)
+    }
+
+    /// Checks a full node's answer about the application state at
+    /// `height` — `value` for `key` in `module`, or its absence — against
+    /// the state root of the trusted header at that height. The one door
+    /// through which state reaches a light client: an answer at a height
+    /// not trusted (yet), or whose proof fails, is refused.
+    pub fn verify_state(
+        &self,
+        height: Height,
+        module: u8,
+        key: &[u8],
+        value: Option<&[u8]>,
+        proof: &ModuleProof,
+    ) -> Result<(), LightError> {
+        if let Some(evidence) = &self.misbehaviour {
+            return Err(LightError::Frozen {
+                height: evidence.header_b.height,
+            });
+        }
+        let root = self
+            .trusted_state_root(height)
+            .ok_or(LightError::NotTrusted {
+                height,
+                latest: self.latest().map_or(0, TrustedHeader::height),
+            })?;
+        proof
+            .verify(&root, module, key, value)
+            .map_err(|error| LightError::Proof { height, error })
     }
 
     /// Trusted headers kept (at most [`TRUSTED_HEADERS_MAX`]).
@@ -832,6 +862,12 @@ pub enum LightError {
     BadParams(&'static str),
     #[error("the two headers do not conflict (they can be on one chain); this is not misbehaviour")]
     NoConflict,
+    #[error(
+        "no trusted header at height {height} (the latest trusted is {latest}); verify that height's header before its state, or ask for the state at a trusted height"
+    )]
+    NotTrusted { height: Height, latest: Height },
+    #[error("the full node's answer about the state at height {height} is not proven: {error}")]
+    Proof { height: Height, error: ProofError },
     #[error("misbehaviour evidence does not decode: {0}")]
     Wire(#[from] WireError),
 }

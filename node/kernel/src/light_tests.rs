@@ -940,3 +940,50 @@ proptest! {
         prop_assert_eq!(client.latest().map(TrustedHeader::height), Some(4));
     }
 }
+
+#[test]
+fn state_answers_are_accepted_only_when_proven_against_a_trusted_root() {
+    use crate::state::{ModuleProof, StateTree, key_hash, modules_root, value_digest};
+    let kv = StateTree::new().updated(&[(key_hash(b"name"), Some(value_digest(b"record")))]);
+    let trust = StateTree::new();
+    let module_roots = vec![kv.root(), trust.root()];
+    // Height 5 of the chain, committing to this state.
+    let header = BlockHeader {
+        state_root: modules_root(&module_roots),
+        ..at(5).0.clone()
+    };
+    let certificate = committee().certify_quorum(&header);
+    let mut client = client_at(4);
+    let proof = ModuleProof {
+        module: 0,
+        module_roots,
+        proof: kv.prove(b"name"),
+    };
+    // Not trusted yet: refused, whatever the proof.
+    assert_eq!(
+        client.verify_state(5, 0, b"name", Some(b"record"), &proof),
+        Err(LightError::NotTrusted {
+            height: 5,
+            latest: 4
+        })
+    );
+    client
+        .verify(&header, &certificate, &committee().set, None, now_at(5))
+        .expect("height 5 verifies");
+    assert_eq!(
+        client.verify_state(5, 0, b"name", Some(b"record"), &proof),
+        Ok(())
+    );
+    // A forged value, a hidden key, or the same proof at another trusted
+    // height are refused.
+    for (height, value) in [
+        (5, Some(&b"forged"[..])),
+        (5, None),
+        (4, Some(&b"record"[..])),
+    ] {
+        assert!(matches!(
+            client.verify_state(height, 0, b"name", value, &proof),
+            Err(LightError::Proof { .. })
+        ));
+    }
+}

@@ -603,6 +603,8 @@ mod tests {
                 evidence_root: Hash::ZERO,
                 state_root: Hash::ZERO,
                 log_head: hm_kernel::block::LogHead::empty(),
+                validators_hash: Hash([2; 32]),
+                next_validators_hash: Hash([2; 32]),
                 timestamp_ms: height * 1_000,
                 difficulty: 0,
                 time_output: Hash::ZERO,

@@ -1,14 +1,15 @@
 //! The chain's costs at the real node's parameters: block encode/decode and
 //! each part of Proof of State (create and validate), so BENCHMARKS.md can
-//! check the seed's targets (validation < 100 ms, block creation < 1 s).
-//! `cargo bench -p hm-benches --bench kernel`
+//! check the seed's targets (validation < 100 ms, block creation < 1 s);
+//! and a light client verifying one header (target < 10 ms on one core).
+//! `cargo bench -p hm-benches --bench kernel` (`-- light` for the latter).
 
 // Benchmark inputs are our own; unwrap is fine.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext, KvApp, KvWorkload};
 use hm_kernel::block::{
@@ -16,8 +17,10 @@ use hm_kernel::block::{
     updates_root,
 };
 use hm_kernel::genesis::{Genesis, ProofParams};
+use hm_kernel::light::{LightClient, TrustParams, TrustRoot, Verification};
 use hm_kernel::proof::{self, BlockProver, ParentInfo, ProofContext, compute_time};
-use hm_wire::SigningKey;
+use hm_kernel::validators::ValidatorSet;
+use hm_wire::{Hash, SigningKey};
 
 /// Transactions in the benchmarked block (KV puts of 256-byte values).
 const BLOCK_TRANSACTIONS: usize = 1_000;
@@ -160,5 +163,108 @@ fn kernel(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernel);
+/// Validators in the light-client benchmark, of equal stake: a quorum is
+/// 43 signatures.
+const LIGHT_VALIDATORS: usize = 64;
+
+/// A light client trusting height 1 verifies the certified height 2: the
+/// set's hash, 43 FALCON-1024 signature checks, the bookkeeping.
+fn light(c: &mut Criterion) {
+    let entropy = SeededEntropy::new(2, b"light-bench");
+    let keys: Vec<SigningKey> = (0..LIGHT_VALIDATORS)
+        .map(|_| SigningKey::generate(&entropy))
+        .collect();
+    let validators = ValidatorSet::new(keys.iter().map(|key| (key.verifying_key(), 10))).unwrap();
+    let by_index: Vec<&SigningKey> = validators
+        .iter()
+        .map(|(_, validator)| {
+            keys.iter()
+                .find(|key| key.verifying_key().fingerprint() == validator.id)
+                .unwrap()
+        })
+        .collect();
+    let chain_id = hm_wire::hash("bench", b"light chain");
+    let validators_hash = validators.hash();
+    let header_at = |height: u64, previous_hash: Hash| BlockHeader {
+        version: BLOCK_VERSION,
+        chain_id,
+        height,
+        round: 0,
+        previous_hash,
+        transactions_root: hm_wire::merkle::empty_root(),
+        updates_root: updates_root(&[]),
+        evidence_root: hm_wire::hash("bench", b"evidence"),
+        state_root: hm_wire::hash("bench-state", &height.to_le_bytes()),
+        log_head: Default::default(),
+        timestamp_ms: 1_700_000_000_000 + height * 1_000,
+        difficulty: 0,
+        time_output: Hash::ZERO,
+        time_ticks: 1,
+        proposer: by_index[0].verifying_key().fingerprint(),
+        validators_hash,
+        next_validators_hash: validators_hash,
+    };
+    let certify = |header: &BlockHeader| {
+        let precommits: Vec<SignedVote> = by_index
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let vote = Vote {
+                    kind: VoteKind::Precommit,
+                    height: header.height,
+                    round: 0,
+                    block_hash: Some(header.hash()),
+                    validator: u16::try_from(index).unwrap(),
+                };
+                SignedVote::sign(&chain_id, vote, key, &entropy)
+            })
+            .collect();
+        CommitCertificate::from_precommits(
+            header.height,
+            0,
+            header.hash(),
+            &precommits,
+            &validators,
+        )
+        .unwrap()
+    };
+    let root = header_at(1, Hash::ZERO);
+    let root_certificate = certify(&root);
+    let header = header_at(2, root.hash());
+    let certificate = certify(&header);
+    assert_eq!(certificate.signatures.len(), 43, "the smallest quorum");
+    let client = LightClient::new(
+        chain_id,
+        TrustRoot {
+            header: root,
+            certificate: root_certificate,
+            validators: validators.clone(),
+            next_validators: None,
+        },
+        TrustParams {
+            trusting_period_ms: 14 * 24 * 3_600_000,
+            max_clock_drift_ms: 10_000,
+        },
+    )
+    .unwrap();
+    let now_ms = header.timestamp_ms + 500;
+
+    let mut group = c.benchmark_group("light");
+    group.bench_function("verify_header_64_validators", |b| {
+        b.iter_batched(
+            || client.clone(),
+            |mut client| {
+                let verified = client
+                    .verify(&header, &certificate, &validators, None, now_ms)
+                    .unwrap();
+                assert_eq!(verified.verification, Verification::Adjacent { from: 1 });
+                client
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, light, kernel);
 criterion_main!(benches);

@@ -14,6 +14,7 @@ use hm_wire::Hash;
 use serde::Serialize;
 
 pub mod ops;
+mod proven;
 
 /// Nodes one `hm status` may ask (each gets its own connection).
 pub const STATUS_NODES_MAX: usize = 256;
@@ -166,6 +167,11 @@ enum DnsCommand {
         /// The node to ask, e.g. "[::1]:7000".
         #[arg(long = "to", value_name = "ADDR")]
         to: String,
+        /// Trust only this genesis (the network's genesis.bin): act as a
+        /// light client, verify the node's headers by their commit
+        /// certificates and accept the record only with a state proof.
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<std::path::PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -201,6 +207,12 @@ pub enum CliError {
         "{name} has no committed record on {addr}; check the name, or wait until the node that owns it registers it (bootstrap phase 2)"
     )]
     NotRegistered { name: DnsName, addr: SocketAddrV6 },
+    #[error("{addr}'s answer is not proven, so it was not accepted: {why}. Ask another full node")]
+    Unproven { addr: SocketAddrV6, why: String },
+    #[error(
+        "{name} has no record: proven absent at height {height}; check the name, or wait until its owner registers it (bootstrap phase 2)"
+    )]
+    ProvenAbsent { name: DnsName, height: u64 },
     #[error("{first}{}", more_nodes(*.more))]
     NodesFailed { first: Box<CliError>, more: usize },
     #[error("cannot write the output: {0}")]
@@ -227,8 +239,23 @@ where
     match cli.command {
         Command::Status { to, json } => status(&to, json, out),
         Command::Dns {
-            command: DnsCommand::Resolve { name, to, json },
-        } => resolve(&name, &to, json, out),
+            command:
+                DnsCommand::Resolve {
+                    name,
+                    to,
+                    genesis,
+                    json,
+                },
+        } => match genesis {
+            Some(genesis) => proven::resolve_proven(
+                &parse_name(&name)?,
+                parse_addr("--to", &to)?,
+                &genesis,
+                json,
+                out,
+            ),
+            None => resolve(&name, &to, json, out),
+        },
         Command::Peers { to, json } => ops::peers(&to, json, out),
         Command::Chain {
             command: ChainCommand::Head { to, json },
@@ -287,24 +314,7 @@ pub(crate) fn short(hash: &Hash) -> String {
 
 /// The name of an answer's kind, for errors.
 pub(crate) fn kind(response: &ApiResponse) -> &'static str {
-    match response {
-        ApiResponse::Submitted(_) => "a submit receipt",
-        ApiResponse::Value { .. } => "a value",
-        ApiResponse::Head { .. } => "a chain head",
-        ApiResponse::Certificate(_) => "a certificate",
-        ApiResponse::Proof { .. } => "an inclusion proof",
-        ApiResponse::Record(_) => "a DNS record",
-        ApiResponse::TreeHead(_) => "a tree head",
-        ApiResponse::Status(_) => "a status",
-        ApiResponse::Error(_) => "an error",
-        ApiResponse::Block(_) => "a block",
-        ApiResponse::Peers(_) => "a peer list",
-        ApiResponse::CertificateInfo(_) => "a certificate summary",
-        ApiResponse::Renewing { .. } => "a renewal receipt",
-        ApiResponse::TransactionStatus { .. } => "transaction statuses",
-        ApiResponse::Headers(_) => "certified headers",
-        ApiResponse::ProvedState { .. } => "a proved state value",
-    }
+    hm_node::api::response_kind(response)
 }
 
 /// One request to the node at `addr` on its own connection.
@@ -499,7 +509,7 @@ fn status(to: &[String], json: bool, out: &mut dyn Write) -> Result<(), CliError
 
 /// `hm dns resolve --json`.
 #[derive(Debug, Serialize)]
-struct RecordJson {
+pub(crate) struct RecordJson {
     name: String,
     found: bool,
     addrs: Vec<String>,
@@ -511,7 +521,7 @@ struct RecordJson {
 }
 
 impl RecordJson {
-    fn new(name: &DnsName, record: Option<&DnsRecord>) -> RecordJson {
+    pub(crate) fn new(name: &DnsName, record: Option<&DnsRecord>) -> RecordJson {
         RecordJson {
             name: name.to_string(),
             found: record.is_some(),
@@ -527,11 +537,15 @@ impl RecordJson {
     }
 }
 
-fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let name = DnsName::parse(name).map_err(|error| CliError::BadName {
+fn parse_name(name: &str) -> Result<DnsName, CliError> {
+    DnsName::parse(name).map_err(|error| CliError::BadName {
         name: name.to_string(),
         reason: error.to_string(),
-    })?;
+    })
+}
+
+fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let name = parse_name(name)?;
     let addr = parse_addr("--to", to)?;
     let request = ApiRequest::Resolve {
         name: name.to_string(),
@@ -553,19 +567,24 @@ fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), 
         return Err(CliError::NotRegistered { name, addr });
     };
     if !json {
-        for ip in &record.addrs {
-            writeln!(out, "{} AAAA {ip}", record.name)?;
-        }
-        writeln!(
-            out,
-            "owner {}  certificate {}  sequence {}  height {}",
-            short(&record.owner),
-            short(&record.certificate),
-            record.sequence,
-            record.updated_height
-        )?;
+        write_record(out, &record)?;
     }
     Ok(())
+}
+
+/// A record as `hm dns resolve` prints it: its addresses, then its owner.
+pub(crate) fn write_record(out: &mut dyn Write, record: &DnsRecord) -> std::io::Result<()> {
+    for ip in &record.addrs {
+        writeln!(out, "{} AAAA {ip}", record.name)?;
+    }
+    writeln!(
+        out,
+        "owner {}  certificate {}  sequence {}  height {}",
+        short(&record.owner),
+        short(&record.certificate),
+        record.sequence,
+        record.updated_height
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! * `hm status --to …` (the `hm` CLI, run in-process: cargo builds only
 //!   this package's binaries for its tests) shows all four in phase 3 with
 //!   chain-issued certificates and their names;
-//! * `hm dns resolve` finds `node2.mesh` and not `node9.mesh`;
+//! * `hm dns resolve` finds `node2.mesh` and not `node9.mesh`, also as a
+//!   light client (`--genesis`: headers and a state proof verified);
 //! * every node's DNS front-end (`dns_listen`) answers `node2.mesh AAAA`
 //!   with `::1`, NXDOMAIN for `node9.mesh` and REFUSED outside the zone —
 //!   asked with a built-in UDP query, and with `dig` (UDP and TCP) too when
@@ -286,6 +287,33 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
     assert!(out.starts_with("node2.mesh AAAA ::1\n"), "{out}");
     let (ok, _, error) = hm(&["dns", "resolve", "node9.mesh", "--to", &addrs[0]]);
     assert!(!ok && error.contains("has no committed record"), "{error}");
+    // As a light client trusting only the genesis: the same record, proven
+    // against a header verified by its commit certificate; the absent name
+    // proven absent.
+    let genesis = dir.path().join("genesis.bin");
+    let genesis = genesis.to_str().unwrap();
+    let (ok, out, error) = hm(&[
+        "dns",
+        "resolve",
+        "node2.mesh",
+        "--to",
+        &addrs[1],
+        "--genesis",
+        genesis,
+    ]);
+    assert!(ok, "{error}");
+    assert!(out.starts_with("node2.mesh AAAA ::1\n"), "{out}");
+    assert!(out.contains("proven: state proof against header"), "{out}");
+    let (ok, _, error) = hm(&[
+        "dns",
+        "resolve",
+        "node9.mesh",
+        "--to",
+        &addrs[1],
+        "--genesis",
+        genesis,
+    ]);
+    assert!(!ok && error.contains("proven absent at height"), "{error}");
 
     // The one-node commands, against node 0.
     let (ok, out, error) = hm(&["peers", "--to", &addrs[0], "--json"]);

@@ -203,6 +203,28 @@ pub enum ApiResponse {
     },
 }
 
+/// The name of an answer's kind, for errors.
+pub fn response_kind(response: &ApiResponse) -> &'static str {
+    match response {
+        ApiResponse::Submitted(_) => "a submit receipt",
+        ApiResponse::Value { .. } => "a value",
+        ApiResponse::Head { .. } => "a chain head",
+        ApiResponse::Certificate(_) => "a certificate",
+        ApiResponse::Proof { .. } => "an inclusion proof",
+        ApiResponse::Record(_) => "a DNS record",
+        ApiResponse::TreeHead(_) => "a tree head",
+        ApiResponse::Status(_) => "a status",
+        ApiResponse::Error(_) => "an error",
+        ApiResponse::Block(_) => "a block",
+        ApiResponse::Peers(_) => "a peer list",
+        ApiResponse::CertificateInfo(_) => "a certificate summary",
+        ApiResponse::Renewing { .. } => "a renewal receipt",
+        ApiResponse::TransactionStatus { .. } => "transaction statuses",
+        ApiResponse::Headers(_) => "certified headers",
+        ApiResponse::ProvedState { .. } => "a proved state value",
+    }
+}
+
 impl ApiRequest {
     pub fn decode(bytes: &[u8]) -> Result<ApiRequest, String> {
         let request: ApiRequest = hm_wire::decode(bytes, API_REQUEST_BYTES_MAX)

@@ -12,6 +12,7 @@ mod link;
 pub mod links;
 pub mod membership;
 mod node;
+pub mod proven;
 mod status;
 pub mod trust;
 

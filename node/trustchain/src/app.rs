@@ -165,6 +165,12 @@ impl TrustApp {
     }
 
     /// The committed record of `name`.
+    /// The raw state key of a name's DNS record: what a light client asks
+    /// a full node to prove ([`TrustApp::prove`]).
+    pub fn record_key(name: &DnsName) -> Vec<u8> {
+        keys::name(name)
+    }
+
     pub fn record(&self, name: &DnsName) -> Option<DnsRecord> {
         self.view().dns_record(name)
     }

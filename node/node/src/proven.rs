@@ -1,0 +1,236 @@
+//! Proven answers: how a light client asks a full node about the state and
+//! accepts nothing it cannot prove. Sans-I/O: [`ProvenQuery`] says which
+//! `hm/api` request to send next and judges each answer against a
+//! [`LightClient`]; the shell (the `hm` CLI, later the light node) moves
+//! the bytes and reads the clock.
+//!
+//! The exchange: ask the full node for the key with a proof
+//! (`ProveState`); if it answers at a height the client does not trust
+//! yet, ask for that height's certified header (`Headers`) and verify it
+//! (skipping from the latest trusted header); then check the proof against
+//! that header's state root. A forged value, a proof for another root, a
+//! header without a valid certificate, or an answer older than what the
+//! client already trusts ends the query with a [`ProvenRefusal`] naming
+//! what was wrong — never with an unproven value.
+//!
+//! Owns the order of requests and the judgement of answers. Must not know
+//! connections, retries across full nodes, or clocks (`now_ms` is passed).
+
+use hm_kernel::block::Height;
+use hm_kernel::light::{LightClient, LightError};
+use hm_kernel::state::ModuleProof;
+use hm_kernel::validators::ValidatorSet;
+use hm_wire::Hash;
+
+use crate::api::{ApiRequest, ApiResponse, CertifiedHeader};
+
+/// A state value (or its absence) proven against a certified header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    pub height: Height,
+    /// The hash of the trusted header whose state root proves the answer.
+    pub header_hash: Hash,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Why a full node's answer was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvenRefusal {
+    #[error("the full node refused: {0}")]
+    Refused(String),
+    #[error("the full node answered with {got} to a {asked} request; it does not speak this API")]
+    Unexpected {
+        asked: &'static str,
+        got: &'static str,
+    },
+    #[error(
+        "the full node answered about module {module}, not the module {asked} asked about; it is faulty or lying: ask another full node"
+    )]
+    WrongModule { asked: u8, module: u8 },
+    #[error(
+        "the full node answered at height {height}, below the header this client already trusts ({trusted}); its state is stale: ask another full node"
+    )]
+    Stale { height: Height, trusted: Height },
+    #[error(
+        "the full node answered at height {height} but sent no header for it; it is faulty or lying: ask another full node"
+    )]
+    MissingHeader { height: Height },
+    #[error(
+        "header {height} names validator set {named}, which this client does not know (it knows {known}); the validator set changed: re-initialise from a newer trust root"
+    )]
+    UnknownValidators {
+        height: Height,
+        named: Hash,
+        known: Hash,
+    },
+    #[error("the full node's header {height} is not trusted: {error}")]
+    Header { height: Height, error: LightError },
+    #[error("the full node's answer is not proven: {0}")]
+    Proof(LightError),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this request to the full node and pass its answer to
+    /// [`ProvenQuery::on_answer`].
+    Ask(ApiRequest),
+    /// The query is over.
+    Done(Result<Proven, ProvenRefusal>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Waiting {
+    State,
+    Header {
+        height: Height,
+        value: Option<Vec<u8>>,
+        proof: Box<ModuleProof>,
+    },
+    Over,
+}
+
+/// One proven read of `key` in `module`.
+#[derive(Debug, Clone)]
+pub struct ProvenQuery {
+    module: u8,
+    key: Vec<u8>,
+    waiting: Waiting,
+}
+
+impl ProvenQuery {
+    /// A query and its first request.
+    pub fn new(module: u8, key: Vec<u8>) -> (ProvenQuery, Step) {
+        let first = Step::Ask(ApiRequest::ProveState {
+            module,
+            key: key.clone(),
+        });
+        (
+            ProvenQuery {
+                module,
+                key,
+                waiting: Waiting::State,
+            },
+            first,
+        )
+    }
+
+    /// Judges the full node's answer; `validators` is the set the client
+    /// trusts (fixed by genesis today), `now_ms` the local clock.
+    pub fn on_answer(
+        &mut self,
+        client: &mut LightClient,
+        validators: &ValidatorSet,
+        answer: ApiResponse,
+        now_ms: u64,
+    ) -> Step {
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Over);
+        match (waiting, answer) {
+            (_, ApiResponse::Error(reason)) => done(Err(ProvenRefusal::Refused(reason))),
+            (
+                Waiting::State,
+                ApiResponse::ProvedState {
+                    height,
+                    value,
+                    proof,
+                },
+            ) => {
+                if proof.module != self.module {
+                    return done(Err(ProvenRefusal::WrongModule {
+                        asked: self.module,
+                        module: proof.module,
+                    }));
+                }
+                let latest = client.latest().map_or(0, |latest| latest.height());
+                if client.trusted(height).is_some() {
+                    return self.judge(client, height, value, &proof);
+                }
+                if height < latest {
+                    return done(Err(ProvenRefusal::Stale {
+                        height,
+                        trusted: latest,
+                    }));
+                }
+                self.waiting = Waiting::Header {
+                    height,
+                    value,
+                    proof,
+                };
+                Step::Ask(ApiRequest::Headers {
+                    from: height,
+                    count: 1,
+                })
+            }
+            (
+                Waiting::Header {
+                    height,
+                    value,
+                    proof,
+                },
+                ApiResponse::Headers(headers),
+            ) => {
+                let Some(CertifiedHeader { header, commit }) = headers
+                    .into_iter()
+                    .find(|certified| certified.header.height == height)
+                else {
+                    return done(Err(ProvenRefusal::MissingHeader { height }));
+                };
+                let known = validators.hash();
+                if header.validators_hash != known {
+                    return done(Err(ProvenRefusal::UnknownValidators {
+                        height,
+                        named: header.validators_hash,
+                        known,
+                    }));
+                }
+                let next = (header.next_validators_hash == known).then_some(validators);
+                if let Err(error) = client.verify(&header, &commit, validators, next, now_ms) {
+                    return done(Err(ProvenRefusal::Header { height, error }));
+                }
+                self.judge(client, height, value, &proof)
+            }
+            (Waiting::State, other) => done(Err(ProvenRefusal::Unexpected {
+                asked: "ProveState",
+                got: crate::api::response_kind(&other),
+            })),
+            (Waiting::Header { .. }, other) => done(Err(ProvenRefusal::Unexpected {
+                asked: "Headers",
+                got: crate::api::response_kind(&other),
+            })),
+            (Waiting::Over, _) => done(Err(ProvenRefusal::Unexpected {
+                asked: "nothing",
+                got: "an answer after the query ended",
+            })),
+        }
+    }
+
+    fn judge(
+        &mut self,
+        client: &LightClient,
+        height: Height,
+        value: Option<Vec<u8>>,
+        proof: &ModuleProof,
+    ) -> Step {
+        if let Err(error) =
+            client.verify_state(height, self.module, &self.key, value.as_deref(), proof)
+        {
+            return done(Err(ProvenRefusal::Proof(error)));
+        }
+        let header_hash = client
+            .trusted(height)
+            .map_or(Hash::ZERO, |trusted| trusted.hash());
+        done(Ok(Proven {
+            height,
+            header_hash,
+            value,
+        }))
+    }
+}
+
+fn done(result: Result<Proven, ProvenRefusal>) -> Step {
+    Step::Done(result)
+}
+
+#[cfg(test)]
+#[path = "proven_tests.rs"]
+mod tests;

@@ -2,6 +2,7 @@
 
 mod byzantine;
 pub mod chain;
+pub mod liar;
 pub mod trust;
 
 pub use byzantine::{GarbageEnv, GarbageNet, GarbageSocket, GarbageStats};

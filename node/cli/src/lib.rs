@@ -172,6 +172,15 @@ enum DnsCommand {
         /// certificates and accept the record only with a state proof.
         #[arg(long, value_name = "FILE")]
         genesis: Option<std::path::PathBuf>,
+        /// With --genesis: refuse an answer whose proving header is older
+        /// than this (a stale state served as current).
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 60,
+            requires = "genesis"
+        )]
+        max_age_s: u64,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -244,6 +253,7 @@ where
                     name,
                     to,
                     genesis,
+                    max_age_s,
                     json,
                 },
         } => match genesis {
@@ -251,6 +261,7 @@ where
                 &parse_name(&name)?,
                 parse_addr("--to", &to)?,
                 &genesis,
+                max_age_s.saturating_mul(1_000),
                 json,
                 out,
             ),

@@ -69,13 +69,14 @@ pub(crate) fn resolve_proven(
     name: &DnsName,
     addr: SocketAddrV6,
     genesis: &Path,
+    max_age_ms: u64,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let anchor = anchor(genesis)?;
     let key = TrustApp::record_key(name);
     let proven = with_api_endpoint(|endpoint| async move {
-        prove(&endpoint, addr, &anchor, MODULE_TRUST, key).await
+        prove(&endpoint, addr, &anchor, MODULE_TRUST, key, max_age_ms).await
     })?;
     let record = match &proven.value {
         None => None,
@@ -129,9 +130,10 @@ async fn prove(
     anchor: &Anchor,
     module: u8,
     key: Vec<u8>,
+    max_age_ms: u64,
 ) -> Result<Proven, CliError> {
     let client = endpoint.connect(addr).await?;
-    let outcome = prove_on(&client, addr, anchor, module, key).await;
+    let outcome = prove_on(&client, addr, anchor, module, key, max_age_ms).await;
     client.close();
     outcome
 }
@@ -142,6 +144,7 @@ async fn prove_on(
     anchor: &Anchor,
     module: u8,
     key: Vec<u8>,
+    max_age_ms: u64,
 ) -> Result<Proven, CliError> {
     let clock = hm_env::RuntimeClock;
     let first =
@@ -179,7 +182,7 @@ async fn prove_on(
         addr,
         why: format!("its first header does not match the genesis: {error}"),
     })?;
-    let (mut query, mut step) = ProvenQuery::new(module, key);
+    let (mut query, mut step) = ProvenQuery::new(module, key, max_age_ms);
     // A proven read takes at most two requests; a bound anyway.
     for _ in 0..4 {
         match step {

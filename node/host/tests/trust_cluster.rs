@@ -26,6 +26,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hm_faults::liar::{Liar, Lie};
 use hm_host::dns::{RecordType, ResponseCode, ask};
 use hm_node::api::NodeSummary;
 use hm_node::{ApiRequest, ApiResponse};
@@ -196,6 +197,93 @@ fn wait_for_phase3(nodes: &[Node]) -> Vec<NodeSummary> {
 }
 
 /// Runs the `hm` CLI in-process; its output and whether it succeeded.
+fn local_port(addr: &str) -> SocketAddrV6 {
+    addr.parse().expect("a node address")
+}
+
+/// A lying full node: a STOQ endpoint serving `hm/api/1` on `[::1]` that
+/// relays each request to `upstream` (an honest node) and answers with
+/// [`Liar`]'s version. Runs on its own thread until dropped.
+struct LyingProxy {
+    addr: SocketAddrV6,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LyingProxy {
+    fn start(upstream: SocketAddrV6, lie: Lie) -> LyingProxy {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let env = hm_client::ClientEnv::new();
+                let key = hm_wire::SigningKey::generate(&hm_client::OsEntropy);
+                let mut config = hm_stoq::StoqConfig::new(local(0));
+                config.protocols = vec![hm_node::API_PROTOCOL.to_vec()];
+                let endpoint = hm_stoq::Endpoint::bind(
+                    &env,
+                    key,
+                    config,
+                    std::sync::Arc::new(hm_stoq::SelfSignedVerifier),
+                )
+                .unwrap();
+                ready_tx.send(endpoint.local_addr()).unwrap();
+                let upstream = hm_node::ApiClient::connect(
+                    &endpoint,
+                    upstream.into(),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+                let liar = std::sync::Arc::new(std::sync::Mutex::new(Liar::new(lie)));
+                let upstream = std::sync::Arc::new(upstream);
+                let serve = async {
+                    while let Some(connection) = endpoint.accept().await {
+                        let (liar, upstream) = (liar.clone(), upstream.clone());
+                        tokio::spawn(async move {
+                            while let Some(mut incoming) = connection.accept_request().await {
+                                let request: ApiRequest =
+                                    hm_wire::decode(&incoming.take_payload(), 1 << 20).unwrap();
+                                let honest = upstream.call(&request).await.unwrap();
+                                let answer = liar.lock().unwrap().answer(&request, honest);
+                                if incoming.respond(&hm_wire::encode(&answer)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
+                }
+                endpoint.close();
+            });
+        });
+        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        LyingProxy {
+            addr: local(addr.port()),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LyingProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn hm(args: &[&str]) -> (bool, String, String) {
     let mut out = Vec::new();
     let mut argv = vec!["hm"];
@@ -314,6 +402,47 @@ fn four_validators_bootstrap_to_phase3_and_answer_dns() {
         genesis,
     ]);
     assert!(!ok && error.contains("proven absent at height"), "{error}");
+
+    // A lying full node in front of node 1: each lie is refused, saying
+    // what was wrong, and nothing it says is printed as an answer.
+    for (lie, why) in [
+        (Lie::ForgedRecord, "not proven"),
+        (Lie::ForgedHeader, "the certificate is for block"),
+        (Lie::StaleState, "stale"),
+    ] {
+        let proxy = LyingProxy::start(local_port(&addrs[1]), lie);
+        let to = proxy.addr.to_string();
+        let resolve = || {
+            hm(&[
+                "dns",
+                "resolve",
+                "node2.mesh",
+                "--to",
+                &to,
+                "--genesis",
+                genesis,
+                "--max-age-s",
+                "2",
+            ])
+        };
+        if lie == Lie::StaleState {
+            // The liar keeps the first state it relays and serves it again
+            // once it is older than the client accepts (the chain commits
+            // every 200 ms meanwhile): waiting is the point here.
+            let (ok, _, error) = resolve();
+            assert!(ok, "the first answer is current: {error}");
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let (ok, out, error) = resolve();
+        assert!(!ok, "{lie:?} accepted: {out}");
+        assert!(
+            out.is_empty()
+                && error.contains("is not proven, so it was not accepted")
+                && error.contains(why),
+            "{lie:?}: {error}"
+        );
+        drop(proxy);
+    }
 
     // The one-node commands, against node 0.
     let (ok, out, error) = hm(&["peers", "--to", &addrs[0], "--json"]);

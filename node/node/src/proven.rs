@@ -9,8 +9,9 @@
 //! yet, ask for that height's certified header (`Headers`) and verify it
 //! (skipping from the latest trusted header); then check the proof against
 //! that header's state root. A forged value, a proof for another root, a
-//! header without a valid certificate, or an answer older than what the
-//! client already trusts ends the query with a [`ProvenRefusal`] naming
+//! header without a valid certificate, an answer older than what the
+//! client already trusts, or one whose header is older than the query's
+//! `max_age_ms` (a stale state served as current) ends the query with a [`ProvenRefusal`] naming
 //! what was wrong — never with an unproven value.
 //!
 //! Owns the order of requests and the judgement of answers. Must not know
@@ -51,6 +52,14 @@ pub enum ProvenRefusal {
         "the full node answered at height {height}, below the header this client already trusts ({trusted}); its state is stale: ask another full node"
     )]
     Stale { height: Height, trusted: Height },
+    #[error(
+        "the full node answered with the state of height {height}, made {age_ms} ms ago, older than the {max_age_ms} ms a current answer may be; it is stale, or the chain has stalled: ask another full node, and check `hm chain head` on a validator"
+    )]
+    TooOld {
+        height: Height,
+        age_ms: u64,
+        max_age_ms: u64,
+    },
     #[error(
         "the full node answered at height {height} but sent no header for it; it is faulty or lying: ask another full node"
     )]
@@ -95,12 +104,18 @@ enum Waiting {
 pub struct ProvenQuery {
     module: u8,
     key: Vec<u8>,
+    /// How old the proving header may be: a client that trusts nothing
+    /// newer cannot tell an old committed state from the current one
+    /// otherwise.
+    max_age_ms: u64,
     waiting: Waiting,
 }
 
 impl ProvenQuery {
-    /// A query and its first request.
-    pub fn new(module: u8, key: Vec<u8>) -> (ProvenQuery, Step) {
+    /// A query and its first request; an answer whose header is older than
+    /// `max_age_ms` (by its timestamp against the caller's clock) is
+    /// refused as stale.
+    pub fn new(module: u8, key: Vec<u8>, max_age_ms: u64) -> (ProvenQuery, Step) {
         let first = Step::Ask(ApiRequest::ProveState {
             module,
             key: key.clone(),
@@ -109,6 +124,7 @@ impl ProvenQuery {
             ProvenQuery {
                 module,
                 key,
+                max_age_ms,
                 waiting: Waiting::State,
             },
             first,
@@ -143,7 +159,7 @@ impl ProvenQuery {
                 }
                 let latest = client.latest().map_or(0, |latest| latest.height());
                 if client.trusted(height).is_some() {
-                    return self.judge(client, height, value, &proof);
+                    return self.judge(client, height, value, &proof, now_ms);
                 }
                 if height < latest {
                     return done(Err(ProvenRefusal::Stale {
@@ -187,7 +203,7 @@ impl ProvenQuery {
                 if let Err(error) = client.verify(&header, &commit, validators, next, now_ms) {
                     return done(Err(ProvenRefusal::Header { height, error }));
                 }
-                self.judge(client, height, value, &proof)
+                self.judge(client, height, value, &proof, now_ms)
             }
             (Waiting::State, other) => done(Err(ProvenRefusal::Unexpected {
                 asked: "ProveState",
@@ -210,7 +226,19 @@ impl ProvenQuery {
         height: Height,
         value: Option<Vec<u8>>,
         proof: &ModuleProof,
+        now_ms: u64,
     ) -> Step {
+        let made_ms = client
+            .trusted(height)
+            .map_or(0, |trusted| trusted.timestamp_ms());
+        let age_ms = now_ms.saturating_sub(made_ms);
+        if age_ms > self.max_age_ms {
+            return done(Err(ProvenRefusal::TooOld {
+                height,
+                age_ms,
+                max_age_ms: self.max_age_ms,
+            }));
+        }
         if let Err(error) =
             client.verify_state(height, self.module, &self.key, value.as_deref(), proof)
         {

@@ -16,6 +16,8 @@ use hm_wire::SigningKey;
 use super::*;
 
 const LABEL: &str = "proven-committee";
+/// Answers older than this are stale (headers are a second apart).
+const MAX_AGE_MS: u64 = 10_000;
 const START_MS: u64 = 1_700_000_000_000;
 const PARAMS: TrustParams = TrustParams {
     trusting_period_ms: 3_600_000,
@@ -175,7 +177,7 @@ fn run(
     answers: Vec<ApiResponse>,
     now_ms: u64,
 ) -> (Result<Proven, ProvenRefusal>, Vec<ApiRequest>) {
-    let (mut query, mut step) = ProvenQuery::new(0, b"name".to_vec());
+    let (mut query, mut step) = ProvenQuery::new(0, b"name".to_vec(), MAX_AGE_MS);
     let mut asked = Vec::new();
     let mut answers = answers.into_iter();
     loop {
@@ -366,4 +368,37 @@ fn a_missing_header_a_wrong_module_or_an_off_script_answer_is_refused() {
         outcome,
         Err(ProvenRefusal::Refused("no such module".into()))
     );
+}
+
+#[test]
+fn an_old_state_served_to_a_fresh_client_is_refused_as_too_old() {
+    // A fresh client trusts only height 1; the liar serves height 3's
+    // state, truly committed once, a minute after height 5 was made.
+    let chain = Chain::new(5);
+    let later = now(5) + 60_000;
+    let (outcome, _) = run(
+        &mut chain.client_at(1),
+        vec![chain.proved(3), chain.header(3)],
+        later,
+    );
+    let refusal = outcome.expect_err("an old state is refused");
+    assert!(
+        matches!(
+            refusal,
+            ProvenRefusal::TooOld {
+                height: 3,
+                max_age_ms: MAX_AGE_MS,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    assert!(refusal.to_string().contains("stale"), "{refusal}");
+    // Within the bound the same answer is accepted.
+    let (outcome, _) = run(
+        &mut chain.client_at(1),
+        vec![chain.proved(3), chain.header(3)],
+        now(3),
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
 }

@@ -80,21 +80,14 @@ impl Store {
     /// they lead to, and everything [`Store::apply_prepared`] needs to apply
     /// them without hashing again. Values are interned here.
     pub(crate) fn prepare(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> PreparedWrites {
-        let mut tree_writes = Vec::with_capacity(writes.len());
-        let shared: Vec<SharedWrite> = writes
-            .iter()
-            .map(|(key, value)| {
-                let value = value.as_deref().map(|value| {
-                    let (shared, digest) = hm_env::intern::intern_with_digest(value);
-                    tree_writes.push((hm_kernel::state::key_hash(key), Some(Hash(digest))));
-                    shared
-                });
-                if value.is_none() {
-                    tree_writes.push((hm_kernel::state::key_hash(key), None));
-                }
-                (key.clone(), value)
-            })
-            .collect();
+        let mut tree_writes: Vec<TreeWrite> = Vec::with_capacity(writes.len());
+        let mut shared: Vec<SharedWrite> = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            let interned = value.as_deref().map(hm_env::intern::intern_with_digest);
+            let digest = interned.as_ref().map(|(_, digest)| Hash(*digest));
+            tree_writes.push((hm_kernel::state::key_hash(key), digest));
+            shared.push((key.clone(), interned.map(|(value, _)| value)));
+        }
         let tree = self.tree.updated(&sorted_writes(tree_writes));
         PreparedWrites {
             base_root: self.root(),

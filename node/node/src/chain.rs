@@ -79,6 +79,21 @@ pub struct ChainConfig {
     /// TrustChain and the bootstrap phases (None: the node stays in phase
     /// 0 and presents no certificate).
     pub trust: Option<TrustSettings>,
+    /// Whether the node replicates the chain or follows it as a light client.
+    pub role: NodeRole,
+}
+
+/// How a node takes part in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Stores and executes every block, serves blocks and proofs; a
+    /// validator when the genesis names its key, a full node otherwise.
+    #[default]
+    Replica,
+    /// Keeps trusted headers only (verifying commit certificates) and asks
+    /// full nodes for what it needs, with proofs.
+    Light,
 }
 
 impl ChainConfig {
@@ -91,6 +106,7 @@ impl ChainConfig {
             workload_interval_ms: 0,
             connect_timeout_ms: 5_000,
             trust: None,
+            role: NodeRole::Replica,
         }
     }
 }

@@ -17,6 +17,7 @@ mod status;
 pub mod trust;
 
 pub use api::{API_PROTOCOL, ApiClient, ApiClientError, ApiRequest, ApiResponse};
+pub use chain::NodeRole;
 pub use chain::{CHAIN_PROTOCOL, ChainConfig};
 pub use membership::{MembershipConfig, NodeId};
 pub use node::{
@@ -24,6 +25,7 @@ pub use node::{
     NodeError, load_or_create_identity, provision_identity, run, run_with_conduct,
 };
 pub use status::{
-    COMMIT_LATENCY_BUCKETS_MS, ChainStatus, NodeStatus, StatusHandle, TrustStatus,
+    AcceptedAnswer, COMMIT_LATENCY_BUCKETS_MS, ChainStatus, LIGHT_ANSWERS_SHOWN_MAX,
+    LIGHT_HEADERS_SHOWN_MAX, LightStatus, NodeStatus, StatusHandle, TrustStatus,
     latency_quantile_ms,
 };

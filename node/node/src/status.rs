@@ -119,6 +119,53 @@ pub struct ChainStatus {
     /// up from disk), and their sum: the commit rate.
     pub commit_intervals: u64,
     pub commit_interval_ms_total: u64,
+    /// What a light node (`NodeRole::Light`) verified; `None` on replicas.
+    #[serde(default)]
+    pub light: Option<LightStatus>,
+}
+
+/// What a light node reports: the headers it trusts, the answers it
+/// accepted with their proofs (so a checker can verify each again against
+/// the audited chain), and what it refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LightStatus {
+    /// The latest header the light client verified, and its hash.
+    pub trusted_height: u64,
+    pub trusted_hash: Option<hm_wire::Hash>,
+    /// Every header it verified, `(height, header hash)`, newest last; at
+    /// most [`LIGHT_HEADERS_SHOWN_MAX`].
+    pub verified_headers: Vec<(u64, hm_wire::Hash)>,
+    pub headers_verified: u64,
+    /// Answers accepted with a verified proof (all of them, counted) and
+    /// the latest [`LIGHT_ANSWERS_SHOWN_MAX`] themselves.
+    pub answers_accepted: u64,
+    pub accepted: Vec<AcceptedAnswer>,
+    /// Answers refused (forged, stale, unproven, wrongly proven), by reason.
+    pub answers_refused: u64,
+    pub refused_by_reason: Vec<(String, u64)>,
+    /// Two validly certified conflicting headers froze the client.
+    pub frozen: bool,
+    /// Names this node resolved with proofs: `(name, resolved address)`.
+    pub names_resolved: Vec<(String, Option<std::net::Ipv6Addr>)>,
+}
+
+/// Headers a light node's status lists.
+pub const LIGHT_HEADERS_SHOWN_MAX: usize = 256;
+/// Accepted answers a light node's status keeps.
+pub const LIGHT_ANSWERS_SHOWN_MAX: usize = 32;
+
+/// One answer a light node accepted: the value it took for `key` of
+/// `module` at `height`, and the proof it checked against that height's
+/// trusted state root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AcceptedAnswer {
+    pub height: u64,
+    /// The hash of the header whose state root the proof was checked against.
+    pub header_hash: hm_wire::Hash,
+    pub module: u8,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub proof: hm_kernel::state::ModuleProof,
 }
 
 /// What the TrustChain agent and certificate validator report.

@@ -102,34 +102,45 @@ impl Liar {
     }
 }
 
+/// Every value of a proved answer rewritten: DNS records point at
+/// [`FORGED_ADDR`], other values get one byte flipped; the honest proofs
+/// are kept (they prove the honest values, not these).
 fn forge_record(honest: ApiResponse) -> ApiResponse {
     let ApiResponse::ProvedState {
         height,
-        value: Some(bytes),
-        proof,
+        mut entries,
     } = honest
     else {
         return honest;
     };
-    let value = match DnsRecord::decode(&bytes) {
-        Ok(mut record) => {
-            for addr in &mut record.addrs {
-                *addr = FORGED_ADDR;
+    for entry in &mut entries {
+        let Some(bytes) = entry.value.take() else {
+            continue;
+        };
+        let forged = match DnsRecord::decode(&bytes) {
+            Ok(mut record) => {
+                for addr in &mut record.addrs {
+                    *addr = FORGED_ADDR;
+                }
+                record.encode()
             }
-            record.encode()
-        }
-        Err(_) => bytes,
-    };
-    ApiResponse::ProvedState {
-        height,
-        value: Some(value),
-        proof,
+            Err(_) => {
+                let mut bytes = bytes;
+                if let Some(last) = bytes.last_mut() {
+                    *last ^= 1;
+                }
+                bytes
+            }
+        };
+        entry.value = Some(forged);
     }
+    ApiResponse::ProvedState { height, entries }
 }
 
 #[cfg(test)]
 mod tests {
     use hm_kernel::state::{ModuleProof, StateTree};
+    use hm_node::api::ProvedEntry;
     use hm_trustchain::name::DnsName;
     use hm_wire::Hash;
 
@@ -147,19 +158,21 @@ mod tests {
         };
         ApiResponse::ProvedState {
             height,
-            value: Some(record.encode()),
-            proof: Box::new(ModuleProof {
-                module: 1,
-                module_roots: vec![],
-                proof: StateTree::new().prove(b"k"),
-            }),
+            entries: vec![ProvedEntry {
+                value: Some(record.encode()),
+                proof: ModuleProof {
+                    module: 1,
+                    module_roots: vec![],
+                    proof: StateTree::new().prove(b"k"),
+                },
+            }],
         }
     }
 
     fn prove() -> ApiRequest {
         ApiRequest::ProveState {
             module: 1,
-            key: b"k".to_vec(),
+            keys: vec![b"k".to_vec()],
         }
     }
 
@@ -167,20 +180,23 @@ mod tests {
     fn a_forged_record_points_elsewhere_and_keeps_the_honest_proof() {
         let mut liar = Liar::new(Lie::ForgedRecord);
         let honest = record_answer(7, Ipv6Addr::LOCALHOST);
-        let ApiResponse::ProvedState { value, proof, .. } = liar.answer(&prove(), honest.clone())
-        else {
+        let ApiResponse::ProvedState { entries, .. } = liar.answer(&prove(), honest.clone()) else {
             panic!("a proved state");
         };
-        let record = DnsRecord::decode(&value.expect("a value")).expect("a record");
+        let [forged] = entries.as_slice() else {
+            panic!("one entry per asked key");
+        };
+        let value = forged.value.as_deref().expect("a value");
+        let record = DnsRecord::decode(value).expect("a record");
         assert_eq!(record.addrs, vec![FORGED_ADDR]);
         let ApiResponse::ProvedState {
-            proof: honest_proof,
+            entries: honest_entries,
             ..
         } = honest
         else {
             unreachable!()
         };
-        assert_eq!(proof, honest_proof);
+        assert_eq!(forged.proof, honest_entries[0].proof);
     }
 
     #[test]

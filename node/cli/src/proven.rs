@@ -78,10 +78,12 @@ pub(crate) fn resolve_proven(
     let proven = with_api_endpoint(|endpoint| async move {
         prove(&endpoint, addr, &anchor, MODULE_TRUST, key, max_age_ms).await
     })?;
-    let record = match &proven.value {
+    let height = proven.height;
+    let header_hash = proven.header_hash;
+    let record = match proven.into_value() {
         None => None,
         Some(bytes) => Some(
-            DnsRecord::decode(bytes).map_err(|error| CliError::Unproven {
+            DnsRecord::decode(&bytes).map_err(|error| CliError::Unproven {
                 addr,
                 why: format!("the proven value is not a DNS record ({error})"),
             })?,
@@ -98,8 +100,8 @@ pub(crate) fn resolve_proven(
     if json {
         let mut value = serde_json::to_value(crate::RecordJson::new(name, record.as_ref()))?;
         if let Some(object) = value.as_object_mut() {
-            object.insert("proven_height".into(), proven.height.into());
-            object.insert("proven_header".into(), proven.header_hash.to_hex().into());
+            object.insert("proven_height".into(), height.into());
+            object.insert("proven_header".into(), header_hash.to_hex().into());
         }
         serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
@@ -107,7 +109,7 @@ pub(crate) fn resolve_proven(
     let Some(record) = record else {
         return Err(CliError::ProvenAbsent {
             name: name.clone(),
-            height: proven.height,
+            height,
         });
     };
     if !json {
@@ -115,8 +117,8 @@ pub(crate) fn resolve_proven(
         writeln!(
             out,
             "proven: state proof against header {} at height {}, certified by the genesis validators",
-            short(&proven.header_hash),
-            proven.height
+            short(&header_hash),
+            height
         )?;
     }
     Ok(())
@@ -182,7 +184,7 @@ async fn prove_on(
         addr,
         why: format!("its first header does not match the genesis: {error}"),
     })?;
-    let (mut query, mut step) = ProvenQuery::new(module, key, max_age_ms);
+    let (mut query, mut step) = ProvenQuery::new(module, vec![key], max_age_ms);
     // A proven read takes at most two requests; a bound anyway.
     for _ in 0..4 {
         match step {

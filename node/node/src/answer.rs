@@ -17,7 +17,7 @@ use hm_kernel::state::ModuleProof;
 use hm_trustchain::app::CertStatus;
 use hm_trustchain::cert::{Certificate, Issuer, SignedRequest};
 use hm_trustchain::dns::DnsRecord;
-use hm_trustchain::log::SignedTreeHead;
+use hm_trustchain::log::{InclusionProof, SignedTreeHead};
 use hm_trustchain::name::DnsName;
 use hm_wire::Hash;
 
@@ -67,6 +67,11 @@ pub(crate) trait ApiNode {
     /// store.
     fn certified_header(&self, height: Height) -> Result<Option<CertifiedHeader>, ChainError>;
     fn transaction_status(&self, id: &Hash) -> TransactionStatus;
+    /// The subject's current, usable certificate in the committed state.
+    fn current_certificate(&self, subject: &Hash) -> Option<Hash>;
+    /// A logged certificate's inclusion proof in the log of `tree_size`, or
+    /// the sentence saying why there is none.
+    fn inclusion_at(&self, fingerprint: &Hash, tree_size: u64) -> Result<InclusionProof, String>;
     /// A certificate of the committed log, with where it stands.
     fn certificate(&self, fingerprint: &Hash) -> Option<(Certificate, CertStatus)>;
     /// A name's committed DNS record.
@@ -130,15 +135,19 @@ pub(crate) fn answer(node: &mut impl ApiNode, request: ApiRequest) -> ApiRespons
         ApiRequest::Status => ApiResponse::Status(Box::new(node_summary(node))),
         ApiRequest::Block { height } => block_answer(node, height),
         ApiRequest::Headers { from, count } => headers_answer(node, from, count),
-        ApiRequest::ProveState { module, key } => match node.prove_state(module, &key) {
-            Some((value, proof)) => ApiResponse::ProvedState {
-                height: node.height(),
-                value,
-                proof: Box::new(proof),
-            },
-            None => ApiResponse::Error(format!(
-                "this node has no state module {module} (0 is key-value, 1 is TrustChain)"
-            )),
+        ApiRequest::ProveState { module, keys } => prove_answer(node, module, &keys),
+        ApiRequest::CurrentCertificates { subjects } => ApiResponse::CurrentCertificates(
+            subjects
+                .iter()
+                .map(|subject| node.current_certificate(subject))
+                .collect(),
+        ),
+        ApiRequest::InclusionAt {
+            fingerprint,
+            tree_size,
+        } => match node.inclusion_at(&fingerprint, tree_size) {
+            Ok(proof) => ApiResponse::Inclusion(Box::new(proof)),
+            Err(error) => ApiResponse::Error(error),
         },
         ApiRequest::Peers => ApiResponse::Peers(peer_summaries(node.node_id(), &node.peers())),
         ApiRequest::CertificateInfo { fingerprint } => certificate_answer(node, fingerprint),
@@ -153,6 +162,33 @@ pub(crate) fn answer(node: &mut impl ApiNode, request: ApiRequest) -> ApiRespons
             Some(Ok(replacing)) => ApiResponse::Renewing { replacing },
             Some(Err(reason)) => ApiResponse::Error(reason.into()),
         },
+    }
+}
+
+/// Every asked key proven at one height (a direct call with more keys than
+/// the wire allows is refused the same way).
+fn prove_answer(node: &impl ApiNode, module: u8, keys: &[Vec<u8>]) -> ApiResponse {
+    if !(1..=crate::api::API_PROVE_KEYS_MAX).contains(&keys.len()) {
+        return ApiResponse::Error(format!(
+            "{} keys in one proof request; ask for 1 to {}",
+            keys.len(),
+            crate::api::API_PROVE_KEYS_MAX
+        ));
+    }
+    let mut entries = Vec::with_capacity(keys.len());
+    for key in keys {
+        match node.prove_state(module, key) {
+            Some((value, proof)) => entries.push(crate::api::ProvedEntry { value, proof }),
+            None => {
+                return ApiResponse::Error(format!(
+                    "this node has no state module {module} (0 is key-value, 1 is TrustChain)"
+                ));
+            }
+        }
+    }
+    ApiResponse::ProvedState {
+        height: node.height(),
+        entries,
     }
 }
 
@@ -372,6 +408,30 @@ mod tests {
         }
         fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
             self.kv.get(key).cloned()
+        }
+        fn current_certificate(&self, subject: &Hash) -> Option<Hash> {
+            self.certificates
+                .iter()
+                .find(|(_, (certificate, status))| {
+                    certificate.subject() == *subject && status.is_usable()
+                })
+                .map(|(fingerprint, _)| *fingerprint)
+        }
+        fn inclusion_at(
+            &self,
+            fingerprint: &Hash,
+            tree_size: u64,
+        ) -> Result<InclusionProof, String> {
+            match self.certificates.get(fingerprint) {
+                Some((_, status)) if status.log_index < tree_size => Ok(InclusionProof {
+                    leaf_index: status.log_index,
+                    tree_size,
+                    path: Vec::new(),
+                }),
+                _ => Err(format!(
+                    "certificate {fingerprint} is not in this node's log"
+                )),
+            }
         }
         fn block(&self, height: Height) -> Result<Option<Block>, ChainError> {
             if self.unreadable.contains(&height) {
@@ -722,28 +782,53 @@ mod tests {
             &mut node,
             ApiRequest::ProveState {
                 module: 0,
-                key: b"k".to_vec(),
+                keys: vec![b"k".to_vec(), b"absent".to_vec()],
             },
         ) {
-            ApiResponse::ProvedState {
-                height,
-                value,
-                proof,
-            } => {
+            ApiResponse::ProvedState { height, entries } => {
                 assert_eq!(height, 3);
-                assert_eq!(value.as_deref(), Some(&b"v"[..]));
-                assert_eq!(proof.verify(&root, 0, b"k", Some(b"v")), Ok(()));
+                let [present, absent] = entries.as_slice() else {
+                    panic!("one entry per key, got {entries:?}");
+                };
+                assert_eq!(present.value.as_deref(), Some(&b"v"[..]));
+                assert_eq!(present.proof.verify(&root, 0, b"k", Some(b"v")), Ok(()));
+                assert_eq!(absent.value, None);
+                assert_eq!(absent.proof.verify(&root, 0, b"absent", None), Ok(()));
             }
-            other => panic!("expected a proved value, got {other:?}"),
+            other => panic!("expected proved values, got {other:?}"),
         }
         let error = error_of(answer(
             &mut node,
             ApiRequest::ProveState {
                 module: 9,
-                key: vec![],
+                keys: vec![vec![]],
             },
         ));
         assert!(error.contains("no state module 9"), "{error}");
+        // Nothing to prove, or more than the limit, is refused by name.
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::ProveState {
+                module: 0,
+                keys: vec![],
+            },
+        ));
+        assert!(error.contains("0 keys"), "{error}");
+        let too_many = vec![b"k".to_vec(); crate::api::API_PROVE_KEYS_MAX + 1];
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::ProveState {
+                module: 0,
+                keys: too_many.clone(),
+            },
+        ));
+        assert!(error.contains("65 keys"), "{error}");
+        let wire = hm_wire::encode(&ApiRequest::ProveState {
+            module: 0,
+            keys: too_many,
+        });
+        let refused = ApiRequest::decode(&wire).expect_err("refused at the wire");
+        assert!(refused.contains("65 keys"), "{refused}");
     }
 
     #[test]

@@ -68,10 +68,33 @@ pub enum ApiRequest {
     /// what a light client verifies. At most `count` (capped at
     /// [`API_HEADERS_MAX`] and by [`API_HEADERS_BYTES_MAX`]).
     Headers { from: Height, count: u16 },
-    /// A key of one module's committed state (the module's own key, without
-    /// the module byte) with its proof against the state root of the
-    /// committed header at the answered height.
-    ProveState { module: u8, key: Vec<u8> },
+    /// Keys of one module's committed state (the module's own keys,
+    /// without the module byte), each with its proof against the state root
+    /// of the committed header at the answered height (one height for all).
+    /// 1 to [`API_PROVE_KEYS_MAX`] keys.
+    ProveState { module: u8, keys: Vec<Vec<u8>> },
+    /// The current, usable certificate of each subject, as this node's
+    /// committed state has it: a hint a light client then proves
+    /// (`ProveState` of the certificate's keys). At most
+    /// [`API_SUBJECTS_MAX`] subjects.
+    CurrentCertificates { subjects: Vec<Hash> },
+    /// A logged certificate's inclusion proof in the log of size
+    /// `tree_size` (the log head a certified header names), so a light
+    /// client can check it against a header it trusts.
+    InclusionAt { fingerprint: Hash, tree_size: u64 },
+}
+
+/// Most keys one `ProveState` asks to prove.
+pub const API_PROVE_KEYS_MAX: usize = 64;
+/// Most subjects one `CurrentCertificates` asks about.
+pub const API_SUBJECTS_MAX: usize = 256;
+
+/// One proven key of a `ProvedState` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvedEntry {
+    /// The value (`None`: absent).
+    pub value: Option<Vec<u8>>,
+    pub proof: hm_kernel::state::ModuleProof,
 }
 
 /// Most headers one `Headers` answer carries.
@@ -194,13 +217,15 @@ pub enum ApiResponse {
     },
     /// Consecutive committed headers, lowest first.
     Headers(Vec<CertifiedHeader>),
-    /// A module's value for a key (`None`: absent) at the committed
-    /// `height`, with its proof against that header's state root.
+    /// A module's value for each asked key, in order, at the committed
+    /// `height`, each with its proof against that header's state root.
     ProvedState {
         height: Height,
-        value: Option<Vec<u8>>,
-        proof: Box<hm_kernel::state::ModuleProof>,
+        entries: Vec<ProvedEntry>,
     },
+    /// Per asked subject, in order: its current certificate's fingerprint.
+    CurrentCertificates(Vec<Option<Hash>>),
+    Inclusion(Box<hm_trustchain::log::InclusionProof>),
 }
 
 /// The name of an answer's kind, for errors.
@@ -221,7 +246,9 @@ pub fn response_kind(response: &ApiResponse) -> &'static str {
         ApiResponse::Renewing { .. } => "a renewal receipt",
         ApiResponse::TransactionStatus { .. } => "transaction statuses",
         ApiResponse::Headers(_) => "certified headers",
-        ApiResponse::ProvedState { .. } => "a proved state value",
+        ApiResponse::ProvedState { .. } => "proved state values",
+        ApiResponse::CurrentCertificates(_) => "current certificates",
+        ApiResponse::Inclusion(_) => "an inclusion proof at a log size",
     }
 }
 
@@ -243,6 +270,22 @@ impl ApiRequest {
             return Err(format!(
                 "{} ids in one status request; at most {API_STATUS_IDS_MAX}: split it",
                 ids.len()
+            ));
+        }
+        if let ApiRequest::ProveState { keys, .. } = &request
+            && !(1..=API_PROVE_KEYS_MAX).contains(&keys.len())
+        {
+            return Err(format!(
+                "{} keys in one proof request; ask for 1 to {API_PROVE_KEYS_MAX}",
+                keys.len()
+            ));
+        }
+        if let ApiRequest::CurrentCertificates { subjects } = &request
+            && subjects.len() > API_SUBJECTS_MAX
+        {
+            return Err(format!(
+                "{} subjects in one request; at most {API_SUBJECTS_MAX}: split it",
+                subjects.len()
             ));
         }
         Ok(request)

@@ -921,6 +921,26 @@ impl<E: Env> ApiNode for ChainShell<E> {
         self.replica.transaction_status(id)
     }
 
+    fn current_certificate(&self, subject: &Hash) -> Option<Hash> {
+        let now_ms = self.env.clock().wall_ms();
+        self.trust
+            .trust
+            .read()
+            .current_certificate(subject, now_ms)
+            .map(|(certificate, _)| certificate.fingerprint())
+    }
+
+    fn inclusion_at(
+        &self,
+        fingerprint: &Hash,
+        tree_size: u64,
+    ) -> Result<hm_trustchain::log::InclusionProof, String> {
+        self.trust
+            .trust
+            .read()
+            .inclusion_proof_at(fingerprint, tree_size)
+    }
+
     fn certificate(
         &self,
         fingerprint: &Hash,

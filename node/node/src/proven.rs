@@ -19,19 +19,37 @@
 
 use hm_kernel::block::Height;
 use hm_kernel::light::{LightClient, LightError};
-use hm_kernel::state::ModuleProof;
 use hm_kernel::validators::ValidatorSet;
 use hm_wire::Hash;
 
-use crate::api::{ApiRequest, ApiResponse, CertifiedHeader};
+use crate::api::{ApiRequest, ApiResponse, CertifiedHeader, ProvedEntry};
 
-/// A state value (or its absence) proven against a certified header.
+/// State values (or their absence) proven against a certified header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
     pub height: Height,
     /// The hash of the trusted header whose state root proves the answer.
     pub header_hash: Hash,
-    pub value: Option<Vec<u8>>,
+    /// Per asked key, in order: its value and the proof that was checked.
+    pub entries: Vec<ProvedEntry>,
+}
+
+impl Proven {
+    /// The first asked key's value (a query of one key).
+    pub fn into_value(self) -> Option<Vec<u8>> {
+        self.entries
+            .into_iter()
+            .next()
+            .and_then(|entry| entry.value)
+    }
+
+    /// The proven values, in the order the keys were asked.
+    pub fn values(&self) -> Vec<Option<Vec<u8>>> {
+        self.entries
+            .iter()
+            .map(|entry| entry.value.clone())
+            .collect()
+    }
 }
 
 /// Why a full node's answer was not accepted.
@@ -48,6 +66,10 @@ pub enum ProvenRefusal {
         "the full node answered about module {module}, not the module {asked} asked about; it is faulty or lying: ask another full node"
     )]
     WrongModule { asked: u8, module: u8 },
+    #[error(
+        "the full node answered {got} values to {asked} keys; it is faulty or lying: ask another full node"
+    )]
+    WrongCount { asked: usize, got: usize },
     #[error(
         "the full node answered at height {height}, below the header this client already trusts ({trusted}); its state is stale: ask another full node"
     )]
@@ -93,17 +115,17 @@ enum Waiting {
     State,
     Header {
         height: Height,
-        value: Option<Vec<u8>>,
-        proof: Box<ModuleProof>,
+        entries: Vec<ProvedEntry>,
     },
     Over,
 }
 
-/// One proven read of `key` in `module`.
+/// One proven read of `keys` (at most `API_PROVE_KEYS_MAX`) in `module`,
+/// all at one height.
 #[derive(Debug, Clone)]
 pub struct ProvenQuery {
     module: u8,
-    key: Vec<u8>,
+    keys: Vec<Vec<u8>>,
     /// How old the proving header may be: a client that trusts nothing
     /// newer cannot tell an old committed state from the current one
     /// otherwise.
@@ -115,15 +137,15 @@ impl ProvenQuery {
     /// A query and its first request; an answer whose header is older than
     /// `max_age_ms` (by its timestamp against the caller's clock) is
     /// refused as stale.
-    pub fn new(module: u8, key: Vec<u8>, max_age_ms: u64) -> (ProvenQuery, Step) {
+    pub fn new(module: u8, keys: Vec<Vec<u8>>, max_age_ms: u64) -> (ProvenQuery, Step) {
         let first = Step::Ask(ApiRequest::ProveState {
             module,
-            key: key.clone(),
+            keys: keys.clone(),
         });
         (
             ProvenQuery {
                 module,
-                key,
+                keys,
                 max_age_ms,
                 waiting: Waiting::State,
             },
@@ -143,23 +165,25 @@ impl ProvenQuery {
         let waiting = std::mem::replace(&mut self.waiting, Waiting::Over);
         match (waiting, answer) {
             (_, ApiResponse::Error(reason)) => done(Err(ProvenRefusal::Refused(reason))),
-            (
-                Waiting::State,
-                ApiResponse::ProvedState {
-                    height,
-                    value,
-                    proof,
-                },
-            ) => {
-                if proof.module != self.module {
+            (Waiting::State, ApiResponse::ProvedState { height, entries }) => {
+                if entries.len() != self.keys.len() {
+                    return done(Err(ProvenRefusal::WrongCount {
+                        asked: self.keys.len(),
+                        got: entries.len(),
+                    }));
+                }
+                if let Some(entry) = entries
+                    .iter()
+                    .find(|entry| entry.proof.module != self.module)
+                {
                     return done(Err(ProvenRefusal::WrongModule {
                         asked: self.module,
-                        module: proof.module,
+                        module: entry.proof.module,
                     }));
                 }
                 let latest = client.latest().map_or(0, |latest| latest.height());
                 if client.trusted(height).is_some() {
-                    return self.judge(client, height, value, &proof, now_ms);
+                    return self.judge(client, height, entries, now_ms);
                 }
                 if height < latest {
                     return done(Err(ProvenRefusal::Stale {
@@ -167,24 +191,13 @@ impl ProvenQuery {
                         trusted: latest,
                     }));
                 }
-                self.waiting = Waiting::Header {
-                    height,
-                    value,
-                    proof,
-                };
+                self.waiting = Waiting::Header { height, entries };
                 Step::Ask(ApiRequest::Headers {
                     from: height,
                     count: 1,
                 })
             }
-            (
-                Waiting::Header {
-                    height,
-                    value,
-                    proof,
-                },
-                ApiResponse::Headers(headers),
-            ) => {
+            (Waiting::Header { height, entries }, ApiResponse::Headers(headers)) => {
                 let Some(CertifiedHeader { header, commit }) = headers
                     .into_iter()
                     .find(|certified| certified.header.height == height)
@@ -203,7 +216,7 @@ impl ProvenQuery {
                 if let Err(error) = client.verify(&header, &commit, validators, next, now_ms) {
                     return done(Err(ProvenRefusal::Header { height, error }));
                 }
-                self.judge(client, height, value, &proof, now_ms)
+                self.judge(client, height, entries, now_ms)
             }
             (Waiting::State, other) => done(Err(ProvenRefusal::Unexpected {
                 asked: "ProveState",
@@ -224,8 +237,7 @@ impl ProvenQuery {
         &mut self,
         client: &LightClient,
         height: Height,
-        value: Option<Vec<u8>>,
-        proof: &ModuleProof,
+        entries: Vec<ProvedEntry>,
         now_ms: u64,
     ) -> Step {
         let made_ms = client
@@ -239,10 +251,16 @@ impl ProvenQuery {
                 max_age_ms: self.max_age_ms,
             }));
         }
-        if let Err(error) =
-            client.verify_state(height, self.module, &self.key, value.as_deref(), proof)
-        {
-            return done(Err(ProvenRefusal::Proof(error)));
+        for (key, entry) in self.keys.iter().zip(&entries) {
+            if let Err(error) = client.verify_state(
+                height,
+                self.module,
+                key,
+                entry.value.as_deref(),
+                &entry.proof,
+            ) {
+                return done(Err(ProvenRefusal::Proof(error)));
+            }
         }
         let header_hash = client
             .trusted(height)
@@ -250,7 +268,7 @@ impl ProvenQuery {
         done(Ok(Proven {
             height,
             header_hash,
-            value,
+            entries,
         }))
     }
 }

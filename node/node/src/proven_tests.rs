@@ -10,7 +10,7 @@ use hm_kernel::block::{
     BLOCK_VERSION, BlockHeader, CommitCertificate, LogHead, SignedVote, Vote, VoteKind,
 };
 use hm_kernel::light::{TrustParams, TrustRoot};
-use hm_kernel::state::{StateTree, key_hash, modules_root, value_digest};
+use hm_kernel::state::{ModuleProof, StateTree, key_hash, modules_root, value_digest};
 use hm_wire::SigningKey;
 
 use super::*;
@@ -156,8 +156,10 @@ impl Chain {
         let tree = &self.trees[&height];
         ApiResponse::ProvedState {
             height,
-            value: Some(format!("v{height}").into_bytes()),
-            proof: Box::new(module_proof(tree, b"name")),
+            entries: vec![ProvedEntry {
+                value: Some(format!("v{height}").into_bytes()),
+                proof: module_proof(tree, b"name"),
+            }],
         }
     }
 
@@ -177,7 +179,7 @@ fn run(
     answers: Vec<ApiResponse>,
     now_ms: u64,
 ) -> (Result<Proven, ProvenRefusal>, Vec<ApiRequest>) {
-    let (mut query, mut step) = ProvenQuery::new(0, b"name".to_vec(), MAX_AGE_MS);
+    let (mut query, mut step) = ProvenQuery::new(0, vec![b"name".to_vec()], MAX_AGE_MS);
     let mut asked = Vec::new();
     let mut answers = answers.into_iter();
     loop {
@@ -202,7 +204,10 @@ fn an_honest_answer_is_proven_against_a_newly_verified_header() {
         Ok(Proven {
             height: 5,
             header_hash: chain.headers[&5].header.hash(),
-            value: Some(b"v5".to_vec()),
+            entries: vec![ProvedEntry {
+                value: Some(b"v5".to_vec()),
+                proof: module_proof(&chain.trees[&5], b"name"),
+            }],
         })
     );
     assert_eq!(
@@ -210,14 +215,14 @@ fn an_honest_answer_is_proven_against_a_newly_verified_header() {
         vec![
             ApiRequest::ProveState {
                 module: 0,
-                key: b"name".to_vec()
+                keys: vec![b"name".to_vec()]
             },
             ApiRequest::Headers { from: 5, count: 1 },
         ]
     );
     // At a height already trusted, no header is asked for.
     let (outcome, asked) = run(&mut client, vec![chain.proved(5)], now(5));
-    assert_eq!(outcome.map(|proven| proven.value), Ok(Some(b"v5".to_vec())));
+    assert_eq!(outcome.map(Proven::into_value), Ok(Some(b"v5".to_vec())));
     assert_eq!(asked.len(), 1);
 }
 
@@ -227,8 +232,10 @@ fn a_forged_value_or_a_proof_of_another_state_is_refused() {
     // The honest proof with a forged value.
     let forged_value = ApiResponse::ProvedState {
         height: 5,
-        value: Some(b"evil".to_vec()),
-        proof: Box::new(module_proof(&chain.trees[&5], b"name")),
+        entries: vec![ProvedEntry {
+            value: Some(b"evil".to_vec()),
+            proof: module_proof(&chain.trees[&5], b"name"),
+        }],
     };
     let (outcome, _) = run(
         &mut chain.client_at(1),
@@ -246,8 +253,10 @@ fn a_forged_value_or_a_proof_of_another_state_is_refused() {
     let (evil, _) = state(&[(b"name", b"evil")]);
     let forged_state = ApiResponse::ProvedState {
         height: 5,
-        value: Some(b"evil".to_vec()),
-        proof: Box::new(module_proof(&evil, b"name")),
+        entries: vec![ProvedEntry {
+            value: Some(b"evil".to_vec()),
+            proof: module_proof(&evil, b"name"),
+        }],
     };
     let (outcome, _) = run(
         &mut chain.client_at(1),
@@ -264,8 +273,10 @@ fn a_forged_value_or_a_proof_of_another_state_is_refused() {
     // Hiding the name: the proof shows it is there.
     let hidden = ApiResponse::ProvedState {
         height: 5,
-        value: None,
-        proof: Box::new(module_proof(&chain.trees[&5], b"name")),
+        entries: vec![ProvedEntry {
+            value: None,
+            proof: module_proof(&chain.trees[&5], b"name"),
+        }],
     };
     let (outcome, _) = run(
         &mut chain.client_at(1),
@@ -281,8 +292,10 @@ fn a_forged_header_is_refused_and_the_client_keeps_its_trust() {
     let (evil, evil_root) = state(&[(b"name", b"evil")]);
     let forged_answer = ApiResponse::ProvedState {
         height: 5,
-        value: Some(b"evil".to_vec()),
-        proof: Box::new(module_proof(&evil, b"name")),
+        entries: vec![ProvedEntry {
+            value: Some(b"evil".to_vec()),
+            proof: module_proof(&evil, b"name"),
+        }],
     };
     // A header committing to the forged state, certified by one validator
     // (a third of the stake) — all a lying full node can get signed.
@@ -346,8 +359,10 @@ fn a_missing_header_a_wrong_module_or_an_off_script_answer_is_refused() {
     other_module.module = 1;
     let wrong = ApiResponse::ProvedState {
         height: 5,
-        value: Some(b"v5".to_vec()),
-        proof: Box::new(other_module),
+        entries: vec![ProvedEntry {
+            value: Some(b"v5".to_vec()),
+            proof: other_module,
+        }],
     };
     let (outcome, _) = run(&mut chain.client_at(1), vec![wrong], now(5));
     assert_eq!(

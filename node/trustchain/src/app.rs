@@ -159,6 +159,28 @@ impl TrustApp {
             .ok()
     }
 
+    /// Inclusion proof of a logged certificate in the log of `tree_size`
+    /// entries (a head a certified header named), or why there is none.
+    pub fn inclusion_proof_at(
+        &self,
+        fingerprint: &Hash,
+        tree_size: u64,
+    ) -> Result<InclusionProof, String> {
+        let record = self
+            .view()
+            .cert_record(fingerprint)
+            .ok_or_else(|| format!("certificate {fingerprint} is not in this node's log"))?;
+        if record.log_index >= tree_size {
+            return Err(format!(
+                "certificate {fingerprint} was logged at index {}, after the log had {tree_size} entries",
+                record.log_index
+            ));
+        }
+        self.log
+            .inclusion_proof(record.log_index, tree_size)
+            .map_err(|error| error.to_string())
+    }
+
     /// Consistency proof from the log at `old_size` to the current head.
     pub fn consistency_proof(&self, old_size: u64) -> Option<ConsistencyProof> {
         self.log.consistency_proof(old_size, self.log.len()).ok()

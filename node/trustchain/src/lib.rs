@@ -8,6 +8,7 @@ mod keys;
 pub mod log;
 pub mod monitor;
 pub mod name;
+pub mod proven;
 mod store;
 pub mod tx;
 

@@ -301,8 +301,8 @@ enum Position<'a> {
     /// At a trusted height with another hash: a fork if it is certified by
     /// the set that certified the trusted header.
     Fork { trusted: &'a TrustedHeader },
-    /// Between two trusted heights: verified from the lower one only to
-    /// look for a conflict with the upper one.
+    /// Between two trusted heights: verified from the lower one, checked
+    /// for a conflict with both, and, if valid, trusted.
     Between {
         from: &'a TrustedHeader,
         above: &'a TrustedHeader,
@@ -604,12 +604,18 @@ impl LightClient {
                 height: header.height,
             });
         }
-        let Position::Newer { .. } = position else {
+        // Newer headers and consistent ones between two trusted heights
+        // (verified from the lower one like any skip, and contradicting
+        // neither) are taken in: a light node fetches the headers it needs
+        // as it needs them, not in height order.
+        if let Position::Fork { .. } = position {
+            debug_assert!(false, "a fork at a trusted height is always contradicted");
             return Err(LightError::NotNewer {
                 height: header.height,
                 latest: self.latest_height(),
             });
-        };
+        }
+        let newest = header.height > self.latest_height();
         let validators = self.share(&validators_hash, validators);
         let next_validators = match (next_validators, next_validators_hash) {
             (Some(next), Some(next_hash)) => Some(self.share(&next_hash, next)),
@@ -628,7 +634,10 @@ impl LightClient {
         while self.trusted.len() > TRUSTED_HEADERS_MAX {
             self.trusted.pop_first();
         }
-        debug_assert_eq!(self.latest_height(), header.height, "the latest is kept");
+        debug_assert!(
+            !newest || self.latest_height() == header.height,
+            "the latest is kept"
+        );
         debug_assert!(self.is_ordered(), "heights and times increase together");
         Ok(Verified {
             height: header.height,
@@ -853,7 +862,7 @@ pub enum LightError {
         latest_allowed_ms: u64,
     },
     #[error(
-        "height {height} is not newer than the latest trusted height {latest}; the client only moves forward (trusted heights answer `trusted_state_root`)"
+        "height {height} is below every header this client keeps (the latest is {latest}), so nothing can vouch for it; start a client from a trust root at or below it"
     )]
     NotNewer { height: Height, latest: Height },
     #[error("the trust root is not self-consistent ({0}); obtain a trust root again out of band")]

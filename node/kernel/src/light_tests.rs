@@ -255,14 +255,16 @@ fn headers_are_verified_by_skipping() {
     assert_eq!(client.trusted_state_root(10), Some(at(10).0.state_root));
     assert_eq!(client.trusted_state_root(5), None, "never verified");
     assert_eq!(client.latest().map(TrustedHeader::height), Some(60));
-    // Older headers are not taken in, even honest ones.
-    assert!(matches!(
-        verify(&mut client, 30),
-        Err(LightError::NotNewer {
-            height: 30,
-            latest: 60
-        })
-    ));
+    // An honest header between two trusted ones is verified from the lower
+    // one and taken in; the latest stays the latest.
+    assert_eq!(
+        verify(&mut client, 30)
+            .expect("between 10 and 60")
+            .verification,
+        Verification::Skipping { from: 10 }
+    );
+    assert_eq!(client.trusted_state_root(30), Some(at(30).0.state_root));
+    assert_eq!(client.latest().map(TrustedHeader::height), Some(60));
     assert!(client.misbehaviour().is_none());
 }
 
@@ -788,35 +790,26 @@ fn a_conflicting_header_that_is_not_properly_certified_does_not_freeze() {
 fn a_certified_header_between_trusted_ones_with_time_running_backwards_freezes() {
     let mut client = client_at(1);
     verify(&mut client, 6).expect("skips to 6");
-    // An honest header in the gap is consistent: not taken in, no freeze.
-    let refused = verify(&mut client, 3);
-    assert!(
-        matches!(
-            refused,
-            Err(LightError::NotNewer {
-                height: 3,
-                latest: 6
-            })
-        ),
-        "{refused:?}"
-    );
+    // An honest header in the gap is consistent: taken in, no freeze.
+    let taken = verify(&mut client, 3);
+    assert!(matches!(taken, Ok(Verified { height: 3, .. })), "{taken:?}");
     assert!(client.misbehaviour().is_none());
-    // Header 3 certified with a time at or after header 6's.
+    // Header 4 certified with a time at or after header 6's.
     let header = BlockHeader {
         timestamp_ms: at(6).0.timestamp_ms,
-        ..at(3).0.clone()
+        ..at(4).0.clone()
     };
     let certificate = committee().certify_quorum(&header);
     let frozen = client.verify(&header, &certificate, &committee().set, None, now_at(6));
     assert!(
-        matches!(frozen, Err(LightError::Frozen { height: 3 })),
+        matches!(frozen, Err(LightError::Frozen { height: 4 })),
         "{frozen:?}"
     );
     let evidence = client.misbehaviour().expect("evidence");
     assert_eq!(evidence.header_a, at(6).0);
     assert_eq!(
         evidence.verify(&chain_id(), &committee().set, &committee().set),
-        Ok(Conflict::TimeReversal { lower: 3, upper: 6 })
+        Ok(Conflict::TimeReversal { lower: 4, upper: 6 })
     );
 }
 

@@ -216,6 +216,8 @@ pub enum ReplicaOutput {
         /// When this block is our own proposal, the time from deciding to
         /// propose it to committing it (the latency consensus adds).
         proposal_to_commit_ms: Option<u64>,
+        /// The certificate-log head after this block (its header's).
+        log_head: crate::block::LogHead,
     },
     /// A peer or validator did something wrong; for logs and peer scoring.
     Misbehaviour { peer: Option<Hash>, what: String },
@@ -1679,6 +1681,7 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
             transactions: block.body.transactions.len(),
             evidence: block.body.evidence.clone(),
             proposal_to_commit_ms,
+            log_head: block.header.log_head,
         });
         let encoded_len = hm_wire::encoded_len(&block);
         self.head_header = Some(block.header.clone());

@@ -48,6 +48,11 @@ pub const CHAIN_EVENT_QUEUE_MAX: usize = 4_096;
 pub const CHAIN_SEND_QUEUE_MAX: usize = 1_024;
 /// Chain dials in flight at once.
 pub const CHAIN_DIALS_IN_FLIGHT_MAX: usize = 32;
+/// An overlay peer whose chain dial failed is not dialled again for this
+/// long (light nodes take no chain links; a peer that is down gets time).
+pub const DIAL_BACKOFF_MS: u64 = 30_000;
+/// Failed dials remembered (the oldest are forgotten).
+pub const DIAL_FAILURES_KEPT_MAX: usize = 4_096;
 /// How often links are reconciled with the wanted set.
 pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
 /// Committed block hashes kept in the status for the checkers.
@@ -81,6 +86,9 @@ pub struct ChainConfig {
     pub trust: Option<TrustSettings>,
     /// Whether the node replicates the chain or follows it as a light client.
     pub role: NodeRole,
+    /// Full nodes a light node asks (their API addresses); empty: the
+    /// validators.
+    pub full_nodes: Vec<SocketAddrV6>,
 }
 
 /// How a node takes part in the chain.
@@ -107,6 +115,7 @@ impl ChainConfig {
             connect_timeout_ms: 5_000,
             trust: None,
             role: NodeRole::Replica,
+            full_nodes: Vec::new(),
         }
     }
 }
@@ -186,6 +195,9 @@ struct ChainShell<E: Env> {
     /// names the whole of it (commit certificate included).
     encoded_blocks: VecDeque<(Vec<Hash>, bytes::Bytes)>,
     dialing: BTreeSet<Hash>,
+    /// Overlay peers whose chain dial failed, and when (mono ms): not
+    /// dialled again for [`DIAL_BACKOFF_MS`].
+    dial_failed_at: BTreeMap<Hash, u64>,
     events: mpsc::Sender<ChainEvent>,
     overlay: OverlayPeers,
     status: StatusHandle,
@@ -226,8 +238,14 @@ impl<E: Env> ChainShell<E> {
                     transactions,
                     evidence,
                     proposal_to_commit_ms,
+                    log_head,
                     ..
                 } => {
+                    {
+                        let mut anchors = hm_env::sync::lock(&self.trust.anchors);
+                        anchors.note_height(height);
+                        anchors.insert(height, log_head);
+                    }
                     let now_ms = self.now().mono_ms;
                     if let Some(last) = self.counters.last_commit_ms.replace(now_ms) {
                         self.counters.commit_intervals += 1;
@@ -339,11 +357,19 @@ impl<E: Env> ChainShell<E> {
 
     /// The links this node wants (see [`links::wanted`]).
     fn wanted(&self) -> Vec<(Hash, SocketAddrV6)> {
-        let overlay = self
+        let now_ms = self.now().mono_ms;
+        let overlay: Vec<(Hash, SocketAddrV6)> = self
             .overlay
             .lock()
             .map(|peers| peers.clone())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(peer, _)| {
+                self.dial_failed_at
+                    .get(peer)
+                    .is_none_or(|at| now_ms >= at.saturating_add(DIAL_BACKOFF_MS))
+            })
+            .collect();
         links::wanted(
             &links::LinkPolicy {
                 me: self.me,
@@ -438,6 +464,15 @@ impl<E: Env> ChainShell<E> {
             } => self.on_connected(connection, outbound),
             ChainEvent::DialFailed { peer } => {
                 self.dialing.remove(&peer);
+                if !self.validators.contains(&peer) {
+                    // A light node (it takes no chain links) or one that is
+                    // down: other overlay peers are tried meanwhile.
+                    let now_ms = self.now().mono_ms;
+                    if self.dial_failed_at.len() >= DIAL_FAILURES_KEPT_MAX {
+                        self.dial_failed_at.pop_first();
+                    }
+                    self.dial_failed_at.insert(peer, now_ms);
+                }
             }
             ChainEvent::Message {
                 peer,
@@ -1105,21 +1140,24 @@ pub(crate) async fn run_chain<E: Env>(
             let kem = load_or_create_kem_key(&env)?;
             let persisted = load_phase(&env)?;
             trust.set_phase(persisted);
-            Some(TrustAgent::new(
-                signing_key.duplicate(),
-                kem.public_key(),
-                EnvEntropy(env.clone()),
-                settings,
-                endpoint.local_addr(),
-                config.validator_addrs.clone(),
-                validator_set.clone(),
-                persisted,
-                conduct.presentation.clone(),
-                AgentNow {
-                    mono_ms: 0,
-                    wall_ms: env.clock().wall_ms(),
-                },
-            ))
+            Some(
+                TrustAgent::new(
+                    signing_key.duplicate(),
+                    kem.public_key(),
+                    EnvEntropy(env.clone()),
+                    settings,
+                    endpoint.local_addr(),
+                    config.validator_addrs.clone(),
+                    validator_set.clone(),
+                    persisted,
+                    conduct.presentation.clone(),
+                    AgentNow {
+                        mono_ms: 0,
+                        wall_ms: env.clock().wall_ms(),
+                    },
+                )
+                .with_anchors(trust.anchors.clone()),
+            )
         }
         None => None,
     };
@@ -1135,6 +1173,7 @@ pub(crate) async fn run_chain<E: Env>(
         relay_turn: 0,
         encoded_blocks: VecDeque::new(),
         dialing: BTreeSet::new(),
+        dial_failed_at: BTreeMap::new(),
         events,
         overlay,
         status,
@@ -1255,7 +1294,7 @@ fn expect_answer<T>(
 /// change it in the simulator).
 /// The node's ML-KEM-1024 key (what certificates bind for sealing to it):
 /// read from disk, or created and synced.
-fn load_or_create_kem_key<E: Env>(env: &E) -> Result<hm_wire::KemSecretKey, NodeError> {
+pub(crate) fn load_or_create_kem_key<E: Env>(env: &E) -> Result<hm_wire::KemSecretKey, NodeError> {
     let disk = env.disk();
     if let Some(bytes) = disk.get(TRUST_CF, KEY_KEM_SECRET)? {
         return hm_wire::KemSecretKey::from_bytes(&bytes)
@@ -1267,7 +1306,7 @@ fn load_or_create_kem_key<E: Env>(env: &E) -> Result<hm_wire::KemSecretKey, Node
 }
 
 /// The bootstrap phase this node last persisted (phase 0 when none).
-fn load_phase<E: Env>(env: &E) -> Result<Phase, NodeError> {
+pub(crate) fn load_phase<E: Env>(env: &E) -> Result<Phase, NodeError> {
     Ok(env
         .disk()
         .get(TRUST_CF, KEY_PHASE)?

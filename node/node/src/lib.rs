@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod anchors;
 mod answer;
 pub mod api;
 pub mod app;
@@ -8,6 +9,8 @@ pub mod chain;
 pub mod conduct;
 pub mod error;
 pub mod ids;
+pub mod light_agent;
+mod light_service;
 mod link;
 pub mod links;
 pub mod membership;

@@ -415,12 +415,22 @@ pub async fn run_with_conduct<E: Env>(
     let incarnation = next_incarnation(&env)?;
     let me = NodeId(signing_key.verifying_key().fingerprint().0);
 
+    let light = config
+        .chain
+        .as_ref()
+        .is_some_and(|chain| chain.role == crate::chain::NodeRole::Light);
     let mut stoq_config = StoqConfig::new(config.listen);
-    stoq_config.protocols = vec![
-        MEMBERSHIP_PROTOCOL.to_vec(),
-        CHAIN_PROTOCOL.to_vec(),
-        API_PROTOCOL.to_vec(),
-    ];
+    // A light node takes no chain links: replicas dialling it fail at once
+    // and sync from others.
+    stoq_config.protocols = if light {
+        vec![MEMBERSHIP_PROTOCOL.to_vec(), API_PROTOCOL.to_vec()]
+    } else {
+        vec![
+            MEMBERSHIP_PROTOCOL.to_vec(),
+            CHAIN_PROTOCOL.to_vec(),
+            API_PROTOCOL.to_vec(),
+        ]
+    };
     stoq_config.idle_timeout_ms = config.idle_timeout_ms;
     stoq_config.max_udp_payload_bytes = config.max_udp_payload_bytes;
     // A node that held a certificate presents it from its first handshake
@@ -440,7 +450,11 @@ pub async fn run_with_conduct<E: Env>(
     // With a chain, TrustChain's committed state decides which certificates
     // peers may present (phase-aware); without one, phase 0 for good.
     let trust = match &config.chain {
-        Some(chain) => Some(trust_shared(chain)?),
+        Some(chain) => {
+            let mut shared = trust_shared(chain)?;
+            shared.light = light;
+            Some(shared)
+        }
         None => None,
     };
     if let Some(shared) = &trust {
@@ -513,21 +527,36 @@ pub async fn run_with_conduct<E: Env>(
             events.clone(),
         );
         tokio::spawn(async move {
-            let result = crate::chain::run_chain(
-                env,
-                endpoint,
-                &chain_key,
-                chain,
-                ChainInbound {
-                    accepted: chain_inbox,
-                    api_calls: api_inbox,
-                },
-                overlay,
-                status.clone(),
-                trust,
-                conduct,
-            )
-            .await;
+            let inbound = ChainInbound {
+                accepted: chain_inbox,
+                api_calls: api_inbox,
+            };
+            let result = if light {
+                crate::light_service::run_light(
+                    env,
+                    endpoint,
+                    &chain_key,
+                    chain,
+                    inbound,
+                    status.clone(),
+                    trust,
+                    conduct,
+                )
+                .await
+            } else {
+                crate::chain::run_chain(
+                    env,
+                    endpoint,
+                    &chain_key,
+                    chain,
+                    inbound,
+                    overlay,
+                    status.clone(),
+                    trust,
+                    conduct,
+                )
+                .await
+            };
             if let Err(error) = result {
                 tracing::warn!(%error, "chain service stopped");
                 status.set_error(error.to_string());

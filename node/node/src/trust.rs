@@ -42,6 +42,7 @@ use hm_trustchain::tx::{TrustTx, UNLOGGED_GRACE_MS};
 use hm_wire::{Hash, KemPublicKey, SigningKey};
 use serde::{Deserialize, Serialize};
 
+use crate::anchors::{AnchorHeads, SharedAnchors};
 use crate::api::API_PROTOCOL;
 use crate::app::SharedTrust;
 use crate::bootstrap::{Conditions, Phase, PhaseMachine, Transition};
@@ -219,6 +220,12 @@ pub struct TrustRecord {
 #[derive(Clone)]
 pub struct TrustShared {
     pub trust: SharedTrust,
+    /// Anchor heads: learnt from committed blocks (replicas, to choose what
+    /// to prove their certificate against) or verified headers (light
+    /// nodes, to judge peers' certificates by).
+    pub anchors: SharedAnchors,
+    /// The node is light: it judges peers by [`judge_light`].
+    pub light: bool,
     phase: Arc<AtomicU8>,
     monitor: Arc<Mutex<Monitor>>,
     record: Arc<Mutex<TrustRecord>>,
@@ -230,6 +237,8 @@ impl TrustShared {
     pub fn new(trust: SharedTrust, phase: Phase) -> TrustShared {
         TrustShared {
             trust,
+            anchors: SharedAnchors::default(),
+            light: false,
             phase: Arc::new(AtomicU8::new(phase.number())),
             monitor: Arc::new(Mutex::new(Monitor::new(Default::default()))),
             record: Arc::new(Mutex::new(TrustRecord::default())),
@@ -286,6 +295,65 @@ pub fn judge(
     monitor: &mut Monitor,
     now_ms: u64,
 ) -> Judgement {
+    judge_by(phase, peer, protocol, extra, |bundle| {
+        monitor.check_presented(
+            &bundle.certificate,
+            bundle.inclusion.as_ref(),
+            trust,
+            now_ms,
+        )
+    })
+}
+
+/// Judges identity bytes as a light node does: it holds no log, so a
+/// certificate counts only with an inclusion proof against an anchor head
+/// the node verified (`crate::anchors`); one without (or against a head it
+/// does not know) leaves the peer uncertified, and a proof that fails
+/// against a trusted head is refused.
+pub fn judge_light(
+    phase: Phase,
+    peer: &Hash,
+    protocol: &[u8],
+    extra: &[u8],
+    anchors: &AnchorHeads,
+    now_ms: u64,
+) -> Judgement {
+    judge_by(phase, peer, protocol, extra, |bundle| {
+        let certificate = &bundle.certificate;
+        let fingerprint = certificate.fingerprint();
+        let proven = bundle.inclusion.as_ref().and_then(|inclusion| {
+            anchors
+                .head_of_size(inclusion.tree_size)
+                .map(|head| inclusion.verify(certificate, &head))
+        });
+        match proven {
+            None => return Verdict::Pending(NotLogged { fingerprint }),
+            Some(Err(source)) => {
+                return Verdict::Refuse(CertificateFault::InclusionProof { source });
+            }
+            Some(Ok(())) => {}
+        }
+        if !certificate.is_current(now_ms) {
+            return Verdict::Lapsed(Lapsed {
+                fingerprint,
+                not_before_ms: certificate.not_before_ms,
+                not_after_ms: certificate.not_after_ms,
+                now_ms,
+            });
+        }
+        Verdict::Accept
+    })
+}
+
+/// The checks every judge makes (presence, shape, subject, phase policy)
+/// around `verdict`, which says what the node knows of the certificate.
+fn judge_by(
+    phase: Phase,
+    peer: &Hash,
+    protocol: &[u8],
+    extra: &[u8],
+    verdict: impl FnOnce(&CertificateBundle) -> Verdict,
+) -> Judgement {
     let policy = phase.policy();
     // Phase 3 demands certificates on the membership overlay. The API is
     // where newcomers ask for their first certificate, and chain links
@@ -313,7 +381,7 @@ pub fn judge(
             peer: *peer,
         });
     }
-    match monitor.check_presented(certificate, bundle.inclusion.as_ref(), trust, now_ms) {
+    match verdict(&bundle) {
         Verdict::Accept => {
             if !policy.pki_fallback
                 && let Issuer::Authority(authority) = certificate.issuer
@@ -337,7 +405,17 @@ impl<E: Env> PeerVerifier for HybridCertValidator<E> {
     fn verify(&self, peer: &PeerIdentity) -> Result<(), PeerRefused> {
         let phase = self.shared.phase();
         let now_ms = self.env.clock().wall_ms();
-        let judgement = {
+        let judgement = if self.shared.light {
+            let anchors = lock(&self.shared.anchors);
+            judge_light(
+                phase,
+                &peer.node_id,
+                &peer.protocol,
+                &peer.extra,
+                &anchors,
+                now_ms,
+            )
+        } else {
             let trust = self.shared.trust.read();
             let mut monitor = self.shared.monitor();
             judge(
@@ -481,8 +559,12 @@ pub struct TrustAgent<E: Entropy> {
     renewal: Option<InFlight<SignedRequest>>,
     /// The name claim in flight: its sequence, the certificate it names
     /// and the signed claim.
-    claim: Option<(u64, Hash, InFlight<SignedNameClaim>)>,
+    claim: ClaimInFlight,
     presented: Option<Hash>,
+    /// The anchor the presented certificate's proof is against.
+    presented_anchor: Option<hm_kernel::block::Height>,
+    /// Anchor heads from the node's committed blocks.
+    anchors: SharedAnchors,
     witness: HeadWitness,
     /// The last head the witness saw.
     witnessed: Option<hm_kernel::block::LogHead>,
@@ -541,6 +623,8 @@ impl<E: Entropy> TrustAgent<E> {
             renewal: None,
             claim: None,
             presented: None,
+            presented_anchor: None,
+            anchors: SharedAnchors::default(),
             witness: HeadWitness::new(),
             witnessed: None,
             certified: None,
@@ -556,6 +640,13 @@ impl<E: Entropy> TrustAgent<E> {
                 ..AgentStatus::default()
             },
         }
+    }
+
+    /// Proves the presented certificate against these anchor heads (the
+    /// node's chain service keeps them).
+    pub fn with_anchors(mut self, anchors: SharedAnchors) -> TrustAgent<E> {
+        self.anchors = anchors;
+        self
     }
 
     pub fn phase(&self) -> Phase {
@@ -729,14 +820,36 @@ impl<E: Entropy> TrustAgent<E> {
         };
         if let Some((certificate, logged)) = best {
             let fingerprint = certificate.fingerprint();
-            if self.presented != Some(fingerprint) {
-                let bundle = CertificateBundle {
-                    inclusion: logged
+            // Proven against an anchor once one holds it, so light nodes
+            // can check it (`crate::anchors`); refreshed when that anchor
+            // grows old.
+            let log_index = current
+                .as_ref()
+                .filter(|_| logged)
+                .map(|(_, status)| status.log_index);
+            let anchor = log_index.and_then(|index| {
+                let anchors = lock(&self.anchors);
+                anchors.anchor_for(index, anchors.chain_height())
+            });
+            let fresh = self.presented != Some(fingerprint);
+            let refresh = anchor.is_some_and(|(height, _)| {
+                AnchorHeads::should_refresh(self.presented_anchor, height)
+            });
+            if fresh || refresh {
+                let inclusion = match (anchor, log_index) {
+                    (Some((_, head)), Some(index)) => {
+                        trust.log().inclusion_proof(index, head.size).ok()
+                    }
+                    _ => logged
                         .then(|| trust.inclusion_proof(&fingerprint))
                         .flatten(),
+                };
+                let bundle = CertificateBundle {
+                    inclusion,
                     certificate: certificate.clone(),
                 };
                 self.presented = Some(fingerprint);
+                self.presented_anchor = anchor.map(|(height, _)| height);
                 self.status.certificate = Some(fingerprint);
                 self.status.chain_issued = matches!(certificate.issuer, Issuer::Chain { .. });
                 actions.push(TrustAction::Present(bundle.encode()));
@@ -969,33 +1082,14 @@ impl<E: Entropy> TrustAgent<E> {
             return; // someone else holds the name: nothing to claim
         }
         let sequence = record.map_or(1, |record| record.sequence + 1);
-        // A claim for another certificate (ours changed since: a chain
-        // certificate replaced the authority's) is replaced at once.
-        let resend = match &mut self.claim {
-            Some((claimed, named, flight)) if *claimed == sequence && *named == fingerprint => {
-                flight.resend(now.mono_ms)
-            }
-            _ => Resend::Exhausted,
+        let claimant = Claimant {
+            key: &self.key,
+            entropy: &self.entropy,
+            addr: *self.listen.ip(),
         };
-        let signed = match resend {
-            Resend::Wait => return,
-            Resend::Same(signed) => signed,
-            Resend::Exhausted => {
-                let claim = NameClaim {
-                    name: name.clone(),
-                    owner_key: self.key.verifying_key(),
-                    addrs: vec![*self.listen.ip()],
-                    certificate: fingerprint,
-                    sequence,
-                };
-                let signed = SignedNameClaim::sign(claim, &self.key, &self.entropy);
-                self.claim = Some((
-                    sequence,
-                    fingerprint,
-                    InFlight::new(signed.clone(), now.mono_ms),
-                ));
-                signed
-            }
+        let Some(signed) = next_claim(&mut self.claim, &claimant, name, fingerprint, sequence, now)
+        else {
+            return;
         };
         self.status.name_claims += 1;
         actions.push(TrustAction::Submit(Box::new(TrustTx::RegisterName(signed))));
@@ -1119,6 +1213,57 @@ impl<E: Entropy> TrustAgent<E> {
     }
 }
 
+/// A name claim in flight: its sequence, the certificate it names and the
+/// signed claim.
+pub(crate) type ClaimInFlight = Option<(u64, Hash, InFlight<SignedNameClaim>)>;
+
+/// Who claims a name, and where it is reached.
+pub(crate) struct Claimant<'a, E: Entropy> {
+    pub(crate) key: &'a SigningKey,
+    pub(crate) entropy: &'a E,
+    pub(crate) addr: std::net::Ipv6Addr,
+}
+
+/// The claim to submit now for `name` at `sequence` naming `fingerprint`:
+/// the one in flight again when its resend is due, a fresh one when the
+/// certificate changed (replaced at once) or it was sent too often; `None`
+/// while the one in flight waits.
+pub(crate) fn next_claim<E: Entropy>(
+    claim: &mut ClaimInFlight,
+    claimant: &Claimant<'_, E>,
+    name: &DnsName,
+    fingerprint: Hash,
+    sequence: u64,
+    now: AgentNow,
+) -> Option<SignedNameClaim> {
+    let resend = match claim {
+        Some((claimed, named, flight)) if *claimed == sequence && *named == fingerprint => {
+            flight.resend(now.mono_ms)
+        }
+        _ => Resend::Exhausted,
+    };
+    match resend {
+        Resend::Wait => None,
+        Resend::Same(signed) => Some(signed),
+        Resend::Exhausted => {
+            let request = NameClaim {
+                name: name.clone(),
+                owner_key: claimant.key.verifying_key(),
+                addrs: vec![claimant.addr],
+                certificate: fingerprint,
+                sequence,
+            };
+            let signed = SignedNameClaim::sign(request, claimant.key, claimant.entropy);
+            *claim = Some((
+                sequence,
+                fingerprint,
+                InFlight::new(signed.clone(), now.mono_ms),
+            ));
+            Some(signed)
+        }
+    }
+}
+
 /// Who a report accuses (its finding is recorded against them).
 /// What the committed state said of this node when last read.
 #[derive(Debug, Clone)]
@@ -1147,14 +1292,14 @@ impl OwnView {
 /// unchanged every [`TX_RETRY_MS`], replaced after [`TX_SENDS_MAX`] sends
 /// (it may have been rejected, or have gone stale).
 #[derive(Debug, Clone)]
-struct InFlight<T> {
+pub(crate) struct InFlight<T> {
     tx: T,
     sent_at_ms: u64,
     sends: u32,
 }
 
 /// What to do with an [`InFlight`] transaction now.
-enum Resend<T> {
+pub(crate) enum Resend<T> {
     /// Sent recently: wait for the chain.
     Wait,
     /// Send the same transaction again.
@@ -1164,7 +1309,7 @@ enum Resend<T> {
 }
 
 impl<T: Clone> InFlight<T> {
-    fn new(tx: T, now_ms: u64) -> InFlight<T> {
+    pub(crate) fn new(tx: T, now_ms: u64) -> InFlight<T> {
         InFlight {
             tx,
             sent_at_ms: now_ms,
@@ -1172,7 +1317,11 @@ impl<T: Clone> InFlight<T> {
         }
     }
 
-    fn resend(&mut self, now_ms: u64) -> Resend<T> {
+    pub(crate) fn tx(&self) -> &T {
+        &self.tx
+    }
+
+    pub(crate) fn resend(&mut self, now_ms: u64) -> Resend<T> {
         if now_ms < self.sent_at_ms.saturating_add(TX_RETRY_MS) {
             return Resend::Wait;
         }

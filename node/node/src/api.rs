@@ -225,6 +225,13 @@ pub enum ApiResponse {
     },
     /// Per asked subject, in order: its current certificate's fingerprint.
     CurrentCertificates(Vec<Option<Hash>>),
+    /// A name's record (`None`: absent) as a light node proved it against
+    /// the certified header `header_hash` at `height`.
+    ProvenRecord {
+        record: Option<Box<hm_trustchain::dns::DnsRecord>>,
+        height: Height,
+        header_hash: Hash,
+    },
     Inclusion(Box<hm_trustchain::log::InclusionProof>),
 }
 
@@ -248,6 +255,7 @@ pub fn response_kind(response: &ApiResponse) -> &'static str {
         ApiResponse::Headers(_) => "certified headers",
         ApiResponse::ProvedState { .. } => "proved state values",
         ApiResponse::CurrentCertificates(_) => "current certificates",
+        ApiResponse::ProvenRecord { .. } => "a proven DNS record",
         ApiResponse::Inclusion(_) => "an inclusion proof at a log size",
     }
 }

@@ -40,6 +40,7 @@ use hm_kernel::validators::ValidatorSet;
 use hm_trustchain::cert::{Authorities, Certificate, CertificateRequest, Issuer, SignedRequest};
 use hm_trustchain::dns::DnsRecord;
 use hm_trustchain::log::{InclusionProof, SignedTreeHead};
+use hm_trustchain::name::DnsName;
 use hm_trustchain::proven::{self as facts, ProvenCertificate};
 use hm_trustchain::tx::TrustTx;
 use hm_wire::{Hash, KemPublicKey, SigningKey};
@@ -73,6 +74,10 @@ pub const ISSUED_POLL_MS: u64 = 2_000;
 /// How often the validators' certificates are proven again until they hold
 /// a quorum (then never: phases do not go back).
 pub const VALIDATORS_RECHECK_MS: u64 = 5_000;
+/// Client requests (proven resolutions) in flight beyond the agent's own.
+pub const LIGHT_CLIENT_CALLS_MAX: usize = 32;
+/// Names resolved the status keeps.
+pub const LIGHT_NAMES_SHOWN_MAX: usize = 64;
 /// Anchor headers fetched per head poll (a node that was away catches up
 /// over a few polls).
 pub const ANCHORS_PER_POLL_MAX: u64 = 4;
@@ -109,6 +114,9 @@ pub enum LightAction {
     PersistPhase(Phase),
     /// The anchor heads changed: persist them (encoded).
     PersistAnchors(Vec<u8>),
+    /// The answer to the client request `ticket` (see
+    /// [`LightAgent::resolve`]).
+    Reply { ticket: u64, answer: ApiResponse },
 }
 
 /// What a call was for.
@@ -145,6 +153,8 @@ enum Asked {
     /// Validators' certificates: (validator index, fingerprint) per pair
     /// of keys.
     Validators { round: u64, pairs: Vec<(u16, Hash)> },
+    /// A name a client asked to resolve, answered to `ticket`.
+    Resolve { name: DnsName, ticket: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -787,20 +797,57 @@ impl<E: Entropy> LightAgent<E> {
         }
     }
 
-    /// A call failed (no answer, a transport error): forgotten; the flow
-    /// that made it asks again on a later tick.
-    pub fn on_failed(&mut self, call: u64) {
-        if let Some(pending) = self.calls.remove(&call) {
-            self.forget(&pending.purpose);
+    /// Resolves `name` with a proof, for a client: the answer comes as
+    /// [`LightAction::Reply`] with `ticket` (an error when the node cannot
+    /// prove it now).
+    pub fn resolve(&mut self, now: AgentNow, name: DnsName, ticket: u64) -> Vec<LightAction> {
+        let mut actions = Vec::new();
+        if self.client.is_none() {
+            actions.push(LightAction::Reply {
+                ticket,
+                answer: ApiResponse::Error(
+                    "this light node trusts no header yet (it is starting); retry shortly".into(),
+                ),
+            });
+            return actions;
         }
+        if self.calls.len() >= LIGHT_CALLS_IN_FLIGHT_MAX + LIGHT_CLIENT_CALLS_MAX {
+            actions.push(LightAction::Reply {
+                ticket,
+                answer: ApiResponse::Error("this light node is busy; retry shortly".into()),
+            });
+            return actions;
+        }
+        let keys = vec![facts::name_key(&name)];
+        self.start_query(now, keys, Asked::Resolve { name, ticket }, &mut actions);
+        actions
     }
 
-    fn forget(&mut self, purpose: &Purpose) {
+    /// A call failed (no answer, a transport error): forgotten; the flow
+    /// that made it asks again on a later tick (a client's request is
+    /// answered with the failure).
+    pub fn on_failed(&mut self, call: u64) -> Vec<LightAction> {
+        let mut actions = Vec::new();
+        if let Some(pending) = self.calls.remove(&call) {
+            self.forget(&pending.purpose, &mut actions);
+        }
+        actions
+    }
+
+    fn forget(&mut self, purpose: &Purpose, actions: &mut Vec<LightAction>) {
         match purpose {
             Purpose::Inclusion { .. } => self.inclusion_in_flight = false,
             Purpose::Certificate { .. } => {
                 self.ca_attempts += 1;
                 self.ca = CaProgress::Idle;
+            }
+            Purpose::Query(_, Asked::Resolve { name, ticket }) => {
+                actions.push(LightAction::Reply {
+                    ticket: *ticket,
+                    answer: ApiResponse::Error(format!(
+                        "no full node answered for {name} in time; retry"
+                    )),
+                });
             }
             _ => {}
         }
@@ -856,7 +903,17 @@ impl<E: Entropy> LightAgent<E> {
                         actions.push(self.call(now.mono_ms, CallTo::FullNode, request, purpose));
                     }
                     Step::Done(Ok(proven)) => self.on_proven(now, asked, proven, &mut actions),
-                    Step::Done(Err(refusal)) => self.on_refused(&refusal),
+                    Step::Done(Err(refusal)) => {
+                        self.on_refused(&refusal);
+                        if let Asked::Resolve { name, ticket } = asked {
+                            actions.push(LightAction::Reply {
+                                ticket,
+                                answer: ApiResponse::Error(format!(
+                                    "{name} could not be proven: {refusal}"
+                                )),
+                            });
+                        }
+                    }
                 }
                 self.note_headers();
             }
@@ -1193,6 +1250,41 @@ impl<E: Entropy> LightAgent<E> {
                     _ => self.refuse("malformed"),
                 }
             }
+            Asked::Resolve { name, ticket } => {
+                let record = match values.first().cloned().flatten() {
+                    None => None,
+                    Some(bytes) => match DnsRecord::decode(&bytes) {
+                        Ok(record) if record.name == name => Some(record),
+                        _ => {
+                            self.refuse("malformed");
+                            actions.push(LightAction::Reply {
+                                ticket,
+                                answer: ApiResponse::Error(format!(
+                                    "the state holds no valid record under {name}'s key; ask another full node"
+                                )),
+                            });
+                            return;
+                        }
+                    },
+                };
+                if self.light.names_resolved.len() >= LIGHT_NAMES_SHOWN_MAX {
+                    self.light.names_resolved.remove(0);
+                }
+                self.light.names_resolved.push((
+                    name.to_string(),
+                    record
+                        .as_ref()
+                        .and_then(|record| record.addrs.first().copied()),
+                ));
+                actions.push(LightAction::Reply {
+                    ticket,
+                    answer: ApiResponse::ProvenRecord {
+                        record: record.map(Box::new),
+                        height: proven.height,
+                        header_hash: proven.header_hash,
+                    },
+                });
+            }
             Asked::Validators { round, pairs } => {
                 if round != self.validators_round {
                     return;
@@ -1237,6 +1329,7 @@ impl<E: Entropy> LightAgent<E> {
                 keys
             }
             Asked::Issued { request_id } => vec![facts::request_key(request_id)],
+            Asked::Resolve { name, .. } => vec![facts::name_key(name)],
             Asked::LogEntry { index } => vec![facts::log_entry_key(*index)],
             Asked::Validators { pairs, .. } => pairs
                 .iter()

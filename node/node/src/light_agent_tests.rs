@@ -357,7 +357,9 @@ fn run(
                 LightAction::Present(bytes) => {
                     presented = Some(CertificateBundle::decode(&bytes).expect("a bundle"));
                 }
-                LightAction::PersistPhase(_) | LightAction::PersistAnchors(_) => {}
+                LightAction::PersistPhase(_)
+                | LightAction::PersistAnchors(_)
+                | LightAction::Reply { .. } => {}
             }
         }
         ms += LIGHT_TICK_STEP_MS;
@@ -463,4 +465,68 @@ fn the_presented_proof_is_refreshed_as_anchors_age() {
     .expect("proven again");
     assert!(later.tree_size >= first.tree_size);
     assert_ne!(later, first, "a proof against a newer anchor");
+}
+
+/// Resolves `name` through the agent, answering its calls from `network`.
+fn resolve(
+    agent: &mut LightAgent<SeededEntropy>,
+    network: &mut Network,
+    ms: u64,
+    name: &str,
+) -> ApiResponse {
+    let name = DnsName::parse(name).expect("a name");
+    let mut pending = agent.resolve(at(ms), name, 77);
+    let mut reply = None;
+    while let Some(action) = pending.pop() {
+        match action {
+            LightAction::Call { call, to, request } => {
+                let answer = network.answer(to, request);
+                pending.extend(agent.on_answer(at(ms), call, answer));
+            }
+            LightAction::Reply { ticket, answer } => {
+                assert_eq!(ticket, 77);
+                assert!(reply.is_none(), "one reply per ticket");
+                reply = Some(answer);
+            }
+            _ => {}
+        }
+    }
+    reply.expect("a reply")
+}
+
+#[test]
+fn names_resolve_with_proofs_and_lies_are_answered_with_the_reason() {
+    let mut agent = agent(SharedAnchors::default());
+    let mut network = Network::new(Honesty::Honest);
+    run(&mut agent, &mut network, 0, 40_000);
+    match resolve(&mut agent, &mut network, 40_000, "n9.mesh") {
+        ApiResponse::ProvenRecord {
+            record: Some(record),
+            height,
+            header_hash,
+        } => {
+            assert_eq!(record.addrs, vec![*addr(9).ip()]);
+            assert_eq!(network.headers[&height].header.hash(), header_hash);
+        }
+        other => panic!("expected a proven record, got {other:?}"),
+    }
+    assert!(matches!(
+        resolve(&mut agent, &mut network, 40_000, "nobody.mesh"),
+        ApiResponse::ProvenRecord { record: None, .. }
+    ));
+    let resolved = &agent.light_status().names_resolved;
+    assert_eq!(
+        resolved.as_slice(),
+        &[
+            ("n9.mesh".to_string(), Some(*addr(9).ip())),
+            ("nobody.mesh".to_string(), None)
+        ]
+    );
+    // The same node turned liar: the answer is refused, with why.
+    network.honesty = Honesty::ForgedValues;
+    match resolve(&mut agent, &mut network, 40_000, "n9.mesh") {
+        ApiResponse::Error(reason) => assert!(reason.contains("not proven"), "{reason}"),
+        other => panic!("a forged record must not be answered: {other:?}"),
+    }
+    assert_eq!(agent.light_status().names_resolved.len(), 2);
 }

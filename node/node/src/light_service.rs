@@ -23,9 +23,12 @@ use crate::chain::{ChainConfig, ChainInbound};
 use crate::conduct::Conduct;
 use crate::error::NodeError;
 use crate::ids::{KEY_PHASE, KEY_PRESENTED, TRUST_CF};
-use crate::light_agent::{CallTo, LIGHT_CALL_TIMEOUT_MS, LightAction, LightAgent};
+use crate::light_agent::{
+    CallTo, LIGHT_CALL_TIMEOUT_MS, LIGHT_CLIENT_CALLS_MAX, LightAction, LightAgent,
+};
 use crate::status::StatusHandle;
 use crate::trust::{AgentNow, TrustShared};
+use hm_trustchain::name::DnsName;
 
 /// Where a light node keeps the anchor heads it verified.
 pub const KEY_ANCHORS: &[u8] = b"light-anchors";
@@ -129,6 +132,8 @@ pub(crate) async fn run_light<E: Env>(
         // full nodes.
         turn: u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8])),
         events: events.clone(),
+        replies: BTreeMap::new(),
+        next_ticket: 0,
     };
     let ChainInbound {
         mut accepted,
@@ -186,8 +191,7 @@ pub(crate) async fn run_light<E: Env>(
                         Ok(answer) => agent.on_answer(agent_now, call, answer),
                         Err(error) => {
                             tracing::debug!(%error, call, "light: call failed");
-                            agent.on_failed(call);
-                            Vec::new()
+                            agent.on_failed(call)
                         }
                     };
                     for action in actions {
@@ -195,46 +199,18 @@ pub(crate) async fn run_light<E: Env>(
                     }
                 }
                 Some(LightEvent::Api(call)) => {
-                    let answer = answer_api(&agent, me, &call.request);
-                    let _ = call.reply.send(answer);
+                    let agent_now = AgentNow {
+                        mono_ms: mono_ms(&env),
+                        wall_ms: env.clock().wall_ms(),
+                    };
+                    for action in shell.answer_api(&mut agent, agent_now, me, call) {
+                        shell.perform(action);
+                    }
                 }
                 None => return Ok(()),
             },
             () = env.clock().sleep_until(next_tick.max(now)) => {}
         }
-    }
-}
-
-/// What a light node answers its own clients: what it holds.
-fn answer_api<E: hm_env::Entropy>(
-    agent: &LightAgent<E>,
-    me: Hash,
-    request: &ApiRequest,
-) -> ApiResponse {
-    let status = agent.status();
-    let light = agent.light_status();
-    match request {
-        ApiRequest::Status => ApiResponse::Status(Box::new(NodeSummary {
-            node_id: me,
-            validator: false,
-            height: light.trusted_height,
-            head: light.trusted_hash,
-            phase: status.phase.number(),
-            certificate: status.certificate,
-            certificate_chain_issued: status.chain_issued,
-            missing_for_next_phase: status.missing.map(str::to_string),
-            log_size: agent.log_head().map_or(0, |head| head.size),
-            name: None,
-        })),
-        ApiRequest::Head => ApiResponse::Head {
-            height: light.trusted_height,
-            head: light.trusted_hash,
-            validator: false,
-        },
-        _ => ApiResponse::Error(
-            "this is a light node: it stores no chain state; ask a full node (with --genesis, `hm dns resolve` proves the answer)"
-                .into(),
-        ),
     }
 }
 
@@ -275,11 +251,72 @@ struct Shell<E: Env> {
     full_nodes: Vec<SocketAddrV6>,
     turn: u64,
     events: mpsc::Sender<LightEvent>,
+    /// Clients waiting for a proven answer, by ticket.
+    replies: BTreeMap<u64, tokio::sync::oneshot::Sender<ApiResponse>>,
+    next_ticket: u64,
 }
 
 impl<E: Env> Shell<E> {
+    /// Answers a client of this node: what it holds at once, a name once
+    /// it is proven (the reply waits for [`LightAction::Reply`]).
+    fn answer_api<R: hm_env::Entropy>(
+        &mut self,
+        agent: &mut LightAgent<R>,
+        now: AgentNow,
+        me: Hash,
+        call: ApiCall,
+    ) -> Vec<LightAction> {
+        let status = agent.status();
+        let light = agent.light_status();
+        let answer = match &call.request {
+            ApiRequest::Resolve { name } => match DnsName::parse(name) {
+                Ok(name) => {
+                    if self.replies.len() >= LIGHT_CLIENT_CALLS_MAX {
+                        let _ = call.reply.send(ApiResponse::Error(
+                            "this light node is busy proving other answers; retry shortly".into(),
+                        ));
+                        return Vec::new();
+                    }
+                    let ticket = self.next_ticket;
+                    self.next_ticket += 1;
+                    self.replies.insert(ticket, call.reply);
+                    return agent.resolve(now, name, ticket);
+                }
+                Err(error) => ApiResponse::Error(format!("{name:?} is not a DNS name: {error}")),
+            },
+            ApiRequest::Status => ApiResponse::Status(Box::new(NodeSummary {
+                node_id: me,
+                validator: false,
+                height: light.trusted_height,
+                head: light.trusted_hash,
+                phase: status.phase.number(),
+                certificate: status.certificate,
+                certificate_chain_issued: status.chain_issued,
+                missing_for_next_phase: status.missing.map(str::to_string),
+                log_size: agent.log_head().map_or(0, |head| head.size),
+                name: None,
+            })),
+            ApiRequest::Head => ApiResponse::Head {
+                height: light.trusted_height,
+                head: light.trusted_hash,
+                validator: false,
+            },
+            _ => ApiResponse::Error(
+                "this is a light node: it stores no chain state; ask a full node (with --genesis, `hm dns resolve` proves the answer)"
+                    .into(),
+            ),
+        };
+        let _ = call.reply.send(answer);
+        Vec::new()
+    }
+
     fn perform(&mut self, action: LightAction) {
         match action {
+            LightAction::Reply { ticket, answer } => {
+                if let Some(reply) = self.replies.remove(&ticket) {
+                    let _ = reply.send(answer);
+                }
+            }
             LightAction::Call { call, to, request } => {
                 let addr = match to {
                     CallTo::Authority { addr, .. } => addr,

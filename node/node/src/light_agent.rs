@@ -37,7 +37,7 @@ use hm_env::Entropy;
 use hm_kernel::block::{Height, LogHead};
 use hm_kernel::light::{LightClient, LightError, Misbehaviour, TrustParams, TrustRoot};
 use hm_kernel::validators::ValidatorSet;
-use hm_trustchain::cert::{Authorities, Certificate, CertificateRequest, Issuer, SignedRequest};
+use hm_trustchain::cert::{Authorities, Certificate, Issuer, SignedRequest};
 use hm_trustchain::dns::DnsRecord;
 use hm_trustchain::log::{InclusionProof, SignedTreeHead};
 use hm_trustchain::name::DnsName;
@@ -57,6 +57,7 @@ use crate::status::{
 use crate::trust::{
     AgentNow, AgentStatus, CA_LOG_DEADLINE_MS, CA_REQUEST_TIMEOUT_MS, CertificateBundle,
     ClaimInFlight, Claimant, InFlight, PROOF_POLL_INTERVAL_MS, Resend, TrustSettings, next_claim,
+    sign_request, with_phases,
 };
 
 /// How often the chain's head is asked for.
@@ -303,13 +304,7 @@ impl<E: Entropy> LightAgent<E> {
 
     /// The trust agent's view (phase, certificate, counters).
     pub fn status(&self) -> AgentStatus {
-        let mut status = self.status.clone();
-        status.phase = self.machine.phase();
-        for phase in Phase::ALL {
-            status.phase_entered_ms[usize::from(phase.number())] =
-                self.machine.entered_at_ms(phase);
-        }
-        status
+        with_phases(&self.status, &self.machine)
     }
 
     /// What the light client verified and refused.
@@ -610,15 +605,7 @@ impl<E: Entropy> LightAgent<E> {
     }
 
     fn certificate_request(&mut self, now: AgentNow) -> SignedRequest {
-        let request = CertificateRequest {
-            subject_key: self.key.verifying_key(),
-            kem_key: self.kem_key.clone(),
-            dns_names: self.settings.name.iter().cloned().collect(),
-            validity_ms: self.settings.certificate_validity_ms,
-            requested_at_ms: now.wall_ms,
-            nonce: self.entropy.next_u64(),
-        };
-        SignedRequest::sign(request, &self.key, &self.entropy)
+        sign_request(&self.key, &self.kem_key, &self.entropy, &self.settings, now)
     }
 
     /// Submits `IssueCertificate` (resent unchanged, replaced when stale),

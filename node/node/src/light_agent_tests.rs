@@ -13,6 +13,7 @@ use hm_kernel::block::{
 };
 use hm_kernel::state::{ModuleProof, StateTree};
 use hm_trustchain::app::{TrustApp, TrustConfig};
+use hm_trustchain::cert::CertificateRequest;
 use hm_trustchain::name::DnsName;
 
 use super::*;

@@ -671,25 +671,11 @@ impl<E: Entropy> TrustAgent<E> {
     }
 
     pub fn status(&self) -> AgentStatus {
-        let mut status = self.status.clone();
-        status.phase = self.machine.phase();
-        for phase in Phase::ALL {
-            status.phase_entered_ms[usize::from(phase.number())] =
-                self.machine.entered_at_ms(phase);
-        }
-        status
+        with_phases(&self.status, &self.machine)
     }
 
     fn request(&mut self, now: AgentNow) -> SignedRequest {
-        let request = CertificateRequest {
-            subject_key: self.key.verifying_key(),
-            kem_key: self.kem_key.clone(),
-            dns_names: self.settings.name.iter().cloned().collect(),
-            validity_ms: self.settings.certificate_validity_ms,
-            requested_at_ms: now.wall_ms,
-            nonce: self.entropy.next_u64(),
-        };
-        SignedRequest::sign(request, &self.key, &self.entropy)
+        sign_request(&self.key, &self.kem_key, &self.entropy, &self.settings, now)
     }
 
     /// The authority to ask on attempt `attempt`: spread by node id so the
@@ -1211,6 +1197,35 @@ impl<E: Entropy> TrustAgent<E> {
             issued.proven = true;
         }
     }
+}
+
+/// `status` with the phase machine's phase and entry times.
+pub(crate) fn with_phases(status: &AgentStatus, machine: &PhaseMachine) -> AgentStatus {
+    let mut status = status.clone();
+    status.phase = machine.phase();
+    for phase in Phase::ALL {
+        status.phase_entered_ms[usize::from(phase.number())] = machine.entered_at_ms(phase);
+    }
+    status
+}
+
+/// A fresh certificate request for this node (a new nonce each time).
+pub(crate) fn sign_request<E: Entropy>(
+    key: &SigningKey,
+    kem_key: &KemPublicKey,
+    entropy: &E,
+    settings: &TrustSettings,
+    now: AgentNow,
+) -> SignedRequest {
+    let request = CertificateRequest {
+        subject_key: key.verifying_key(),
+        kem_key: kem_key.clone(),
+        dns_names: settings.name.iter().cloned().collect(),
+        validity_ms: settings.certificate_validity_ms,
+        requested_at_ms: now.wall_ms,
+        nonce: entropy.next_u64(),
+    };
+    SignedRequest::sign(request, key, entropy)
 }
 
 /// A name claim in flight: its sequence, the certificate it names and the

@@ -17,6 +17,8 @@ pub mod membership;
 mod node;
 pub mod proven;
 mod status;
+#[cfg(test)]
+mod test_chain;
 pub mod trust;
 
 pub use api::{API_PROTOCOL, ApiClient, ApiClientError, ApiRequest, ApiResponse};

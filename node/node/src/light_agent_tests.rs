@@ -8,9 +8,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 
 use hm_env::mem::SeededEntropy;
 use hm_kernel::app::{Application, BlockContext};
-use hm_kernel::block::{
-    BLOCK_VERSION, BlockHeader, CommitCertificate, SignedVote, Transaction, Vote, VoteKind,
-};
+use hm_kernel::block::{BLOCK_VERSION, BlockHeader, CommitCertificate, Transaction};
 use hm_kernel::state::{ModuleProof, StateTree};
 use hm_trustchain::app::{TrustApp, TrustConfig};
 use hm_trustchain::cert::CertificateRequest;
@@ -300,35 +298,8 @@ fn authority_key(id: &Hash) -> &'static SigningKey {
 }
 
 fn certify(header: &BlockHeader) -> CommitCertificate {
-    let set = validator_set();
-    let entropy = SeededEntropy::new(header.height, b"light-precommits");
-    let mut signatures: Vec<_> = validator_keys()
-        .into_iter()
-        .take(3)
-        .map(|key| {
-            let validator = set
-                .index_of(&key.verifying_key().fingerprint())
-                .expect("a member");
-            let vote = Vote {
-                kind: VoteKind::Precommit,
-                height: header.height,
-                round: header.round,
-                block_hash: Some(header.hash()),
-                validator,
-            };
-            (
-                validator,
-                SignedVote::sign(&CHAIN_ID, vote, key, &entropy).signature,
-            )
-        })
-        .collect();
-    signatures.sort_by_key(|(index, _)| *index);
-    CommitCertificate {
-        height: header.height,
-        round: header.round,
-        block_hash: header.hash(),
-        signatures,
-    }
+    let keys = validator_keys();
+    crate::test_chain::certify(&CHAIN_ID, &validator_set(), &keys[..3], header)
 }
 
 /// Runs the agent for `duration_ms`, a block every second, answering

@@ -5,10 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use hm_env::mem::SeededEntropy;
-use hm_kernel::block::{
-    BLOCK_VERSION, BlockHeader, CommitCertificate, LogHead, SignedVote, Vote, VoteKind,
-};
+use hm_kernel::block::{BLOCK_VERSION, BlockHeader, CommitCertificate, LogHead};
 use hm_kernel::light::{TrustParams, TrustRoot};
 use hm_kernel::state::{ModuleProof, StateTree, key_hash, modules_root, value_digest};
 use hm_wire::SigningKey;
@@ -41,35 +38,11 @@ fn validators() -> ValidatorSet {
 /// A certificate for `header` with the precommits of `signers` (test key
 /// positions), whether or not they make a quorum.
 fn certify(header: &BlockHeader, signers: &[u64]) -> CommitCertificate {
-    let set = validators();
-    let entropy = SeededEntropy::new(header.height, b"proven-precommits");
-    let mut signatures: Vec<_> = signers
+    let keys: Vec<&SigningKey> = signers
         .iter()
-        .map(|position| {
-            let key = hm_testkit::signing_key(LABEL, *position);
-            let validator = set
-                .index_of(&key.verifying_key().fingerprint())
-                .expect("a member");
-            let vote = Vote {
-                kind: VoteKind::Precommit,
-                height: header.height,
-                round: header.round,
-                block_hash: Some(header.hash()),
-                validator,
-            };
-            (
-                validator,
-                SignedVote::sign(&chain_id(), vote, key, &entropy).signature,
-            )
-        })
+        .map(|position| hm_testkit::signing_key(LABEL, *position))
         .collect();
-    signatures.sort_by_key(|(index, _)| *index);
-    CommitCertificate {
-        height: header.height,
-        round: header.round,
-        block_hash: header.hash(),
-        signatures,
-    }
+    crate::test_chain::certify(&chain_id(), &validators(), &keys, header)
 }
 
 /// The key-value module's tree holding `entries`, and an empty TrustChain

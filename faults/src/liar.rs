@@ -137,6 +137,12 @@ fn forge_record(honest: ApiResponse) -> ApiResponse {
     ApiResponse::ProvedState { height, entries }
 }
 
+impl hm_node::conduct::ApiConduct for Liar {
+    fn answer(&mut self, request: &ApiRequest, honest: ApiResponse) -> ApiResponse {
+        Liar::answer(self, request, honest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use hm_kernel::state::{ModuleProof, StateTree};

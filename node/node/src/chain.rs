@@ -217,6 +217,8 @@ struct ChainShell<E: Env> {
     chain_conduct: Option<Box<dyn ChainConduct>>,
     /// The certificate authority's policy, heads and proofs.
     authority: Box<dyn AuthorityConduct>,
+    /// What the API answers instead of the honest answers (`None`: honest).
+    api_conduct: Option<Box<dyn crate::conduct::ApiConduct>>,
 }
 
 impl<E: Env> ChainShell<E> {
@@ -508,7 +510,11 @@ impl<E: Env> ChainShell<E> {
                 }
             }
             ChainEvent::Api(call) => {
-                let response = crate::answer::answer(self, call.request);
+                let request = self.api_conduct.is_some().then(|| call.request.clone());
+                let mut response = crate::answer::answer(self, call.request);
+                if let (Some(conduct), Some(request)) = (self.api_conduct.as_mut(), request) {
+                    response = conduct.answer(&request, response);
+                }
                 // The client may have gone; nothing to do then.
                 let _ = call.reply.send(response);
             }
@@ -1188,6 +1194,7 @@ pub(crate) async fn run_chain<E: Env>(
         trust_calls_in_flight: 0,
         chain_conduct: None,
         authority: Box::new(HonestAuthority),
+        api_conduct: conduct.api.as_ref().map(|factory| factory()),
     };
     // The injected conduct (honest unless the caller says otherwise); each
     // gets entropy of its own, drawn from the node's.

@@ -43,6 +43,21 @@ pub struct Conduct {
     pub authority: Option<AuthorityConductFactory>,
     /// How the node seeks and presents its certificate.
     pub presentation: Arc<dyn PresentationConduct>,
+    /// Builds what a full node's API answers instead of the honest
+    /// answers; `None`: the honest answers.
+    pub api: Option<ApiConductFactory>,
+}
+
+pub type ApiConductFactory = Arc<dyn Fn() -> Box<dyn ApiConduct> + Send + Sync>;
+
+/// What a node's API answers, given the request and the honest answer (a
+/// lying full node, in the simulator).
+pub trait ApiConduct: Send {
+    fn answer(
+        &mut self,
+        request: &crate::api::ApiRequest,
+        honest: crate::api::ApiResponse,
+    ) -> crate::api::ApiResponse;
 }
 
 impl Default for Conduct {
@@ -52,6 +67,7 @@ impl Default for Conduct {
             chain: None,
             authority: None,
             presentation: Arc::new(HonestPresentation),
+            api: None,
         }
     }
 }
@@ -61,6 +77,7 @@ impl std::fmt::Debug for Conduct {
         f.debug_struct("Conduct")
             .field("chain", &self.chain.is_some())
             .field("authority", &self.authority.is_some())
+            .field("api", &self.api.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -349,6 +349,7 @@ fn certificate_answer(node: &impl ApiNode, fingerprint: Option<Hash>) -> ApiResp
         log_index: status.log_index,
         revoked: status.revoked,
         issuer_revoked: status.issuer_revoked,
+        proven_at: None,
     }))
 }
 

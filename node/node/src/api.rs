@@ -164,6 +164,11 @@ pub struct CertificateSummary {
     pub log_index: u64,
     pub revoked: bool,
     pub issuer_revoked: bool,
+    /// Set by a light node: the height and header its proof of this
+    /// standing was checked against (a full node answers from its own
+    /// committed state and leaves it empty).
+    #[serde(default)]
+    pub proven_at: Option<(Height, Hash)>,
 }
 
 /// What `Status` answers: one node at a glance.

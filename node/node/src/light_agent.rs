@@ -187,6 +187,8 @@ struct Own {
     certificate: Certificate,
     standing: ProvenCertificate,
     proven_at_ms: u64,
+    /// The height and header the standing was proven against.
+    proven_at: (Height, Hash),
 }
 
 /// The light node of one node.
@@ -1170,6 +1172,7 @@ impl<E: Entropy> LightAgent<E> {
                             certificate: *certificate,
                             standing,
                             proven_at_ms: now.mono_ms,
+                            proven_at: (proven.height, proven.header_hash),
                         });
                     }
                     Ok(_) => {
@@ -1368,6 +1371,34 @@ impl<E: Entropy> LightAgent<E> {
     /// Whether `height` is an anchor this node has verified.
     pub fn knows_anchor(&self, height: Height) -> bool {
         is_anchor(height) && hm_env::sync::lock(&self.anchors).contains(height)
+    }
+
+    /// The node's own certificate as last proven, for its clients (`hm
+    /// cert show`); `None` before one is proven.
+    pub fn own_certificate(&self) -> Option<crate::api::CertificateSummary> {
+        let own = self.own.as_ref()?;
+        let (authority, issued_at_height) = match own.certificate.issuer {
+            Issuer::Authority(id) => (Some(id), None),
+            Issuer::Chain { height } => (None, Some(height)),
+        };
+        Some(crate::api::CertificateSummary {
+            fingerprint: own.certificate.fingerprint(),
+            subject: own.certificate.subject(),
+            names: own
+                .certificate
+                .dns_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            not_before_ms: own.certificate.not_before_ms,
+            not_after_ms: own.certificate.not_after_ms,
+            authority,
+            issued_at_height,
+            log_index: own.standing.log_index,
+            revoked: own.standing.status.revoked,
+            issuer_revoked: own.standing.status.issuer_revoked,
+            proven_at: Some(own.proven_at),
+        })
     }
 
     /// When the node's own certificate was last proven (monotone ms).

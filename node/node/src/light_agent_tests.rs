@@ -396,6 +396,13 @@ fn a_light_node_climbs_to_full_federation_on_proven_answers() {
     for (height, hash) in &light.verified_headers {
         assert_eq!(network.headers[height].header.hash(), *hash);
     }
+    // `hm cert show` against it: its own certificate, chain-issued, with
+    // the header its standing was proven against.
+    let own = agent.own_certificate().expect("a proven certificate");
+    assert_eq!(Some(own.fingerprint), status.certificate);
+    assert!(own.issued_at_height.is_some() && own.authority.is_none());
+    let (height, header_hash) = own.proven_at.expect("proven");
+    assert_eq!(network.headers[&height].header.hash(), header_hash);
 }
 
 #[test]

@@ -296,6 +296,19 @@ impl<E: Env> Shell<E> {
                 log_size: agent.log_head().map_or(0, |head| head.size),
                 name: None,
             })),
+            ApiRequest::CertificateInfo { fingerprint } => match agent.own_certificate() {
+                Some(own) if fingerprint.is_none_or(|asked| asked == own.fingerprint) => {
+                    ApiResponse::CertificateInfo(Box::new(own))
+                }
+                Some(_) => ApiResponse::Error(
+                    "a light node proves only its own certificate; ask a full node about others"
+                        .into(),
+                ),
+                None => ApiResponse::Error(
+                    "this light node has not proven a certificate of its own yet (bootstrap phase 0); ask again once it reaches phase 2"
+                        .into(),
+                ),
+            },
             ApiRequest::Head => ApiResponse::Head {
                 height: light.trusted_height,
                 head: light.trusted_hash,

@@ -561,9 +561,16 @@ fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), 
     let request = ApiRequest::Resolve {
         name: name.to_string(),
     };
-    let record = with_api_endpoint(|endpoint| async move {
+    // A full node answers from its committed state; a light node proves
+    // the record against a certified header first and says which.
+    let (record, proven) = with_api_endpoint(|endpoint| async move {
         match ask(&endpoint, addr, &request).await? {
-            ApiResponse::Record(record) => Ok(record.map(|record| *record)),
+            ApiResponse::Record(record) => Ok((record.map(|record| *record), None)),
+            ApiResponse::ProvenRecord {
+                record,
+                height,
+                header_hash,
+            } => Ok((record.map(|record| *record), Some((height, header_hash)))),
             other => Err(CliError::Unexpected {
                 addr,
                 what: kind(&other),
@@ -571,7 +578,12 @@ fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), 
         }
     })?;
     if json {
-        serde_json::to_writer_pretty(&mut *out, &RecordJson::new(&name, record.as_ref()))?;
+        let mut value = serde_json::to_value(RecordJson::new(&name, record.as_ref()))?;
+        if let (Some((height, header_hash)), Some(object)) = (proven, value.as_object_mut()) {
+            object.insert("proven_height".into(), height.into());
+            object.insert("proven_header".into(), header_hash.to_hex().into());
+        }
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     }
     let Some(record) = record else {
@@ -579,6 +591,13 @@ fn resolve(name: &str, to: &str, json: bool, out: &mut dyn Write) -> Result<(), 
     };
     if !json {
         write_record(out, &record)?;
+        if let Some((height, header_hash)) = proven {
+            writeln!(
+                out,
+                "proven by the light node: state proof against header {} at height {height}",
+                short(&header_hash)
+            )?;
+        }
     }
     Ok(())
 }

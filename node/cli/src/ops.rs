@@ -452,6 +452,13 @@ pub fn cert_show(
         "issuer {issuer}  log_index {}  status {state}",
         certificate.log_index
     )?;
+    if let Some((height, header_hash)) = certificate.proven_at {
+        writeln!(
+            out,
+            "proven by the light node: state proof against header {} at height {height}",
+            short(&header_hash)
+        )?;
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! hm-node submit --to [::1]:7001 --put KEY=VALUE [--random N]   # through the node's API
 //! hm-node get --to [::1]:7001 --key KEY  # committed key-value state
 //! hm-node head --to [::1]:7001           # committed height and head hash
-//! hm-node devnet --nodes 4 [--detach]     # a dev cluster on [::1], up to phase 3
+//! hm-node devnet --nodes 4 [--light 1] [--detach]   # a dev cluster on [::1], up to phase 3
 //! hm-node devnet --stop                  # stop a detached one
 //! ```
 //!
@@ -126,13 +126,20 @@ enum Command {
         to: String,
     },
     /// A development cluster on [::1]: N validators with a fresh genesis,
-    /// each its own process; waits for bootstrap phase 3 and prints every
-    /// node's addresses. Node i uses STOQ port BASE+i, HTTP API BASE+100+i,
-    /// DNS BASE+200+i. A directory holding a devnet starts it again.
+    /// and L light nodes (`--light`) that ask the validators, each its own
+    /// process; waits for bootstrap phase 3 and prints every node's
+    /// addresses. Node i uses STOQ port BASE+i, HTTP API BASE+100+i, DNS
+    /// BASE+200+i (validators only); the light nodes come after the
+    /// validators. A directory holding a devnet starts it again.
     Devnet {
         /// Validators to run (1 to 16).
         #[arg(long, default_value_t = 4)]
         nodes: usize,
+        /// Light nodes to run (0 to 8): `role = "light"` in their config,
+        /// `full_nodes` = the validators' STOQ (API) addresses. They keep
+        /// verified headers only and reach phase 3 on proven answers.
+        #[arg(long, default_value_t = 0)]
+        light: usize,
         /// Where the genesis, configs, data dirs and logs live.
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
@@ -786,6 +793,7 @@ fn main() -> ExitCode {
         (
             Some(Command::Devnet {
                 nodes,
+                light,
                 dir,
                 base_port,
                 detach,
@@ -796,6 +804,7 @@ fn main() -> ExitCode {
         ) => {
             return report(devnet::devnet(&devnet::DevnetArgs {
                 nodes,
+                light,
                 dir,
                 base_port,
                 detach,

@@ -2,15 +2,18 @@
 //!
 //! Creates N validators (identities, API tokens, a `simulation`-parameter
 //! genesis, configs with `[chain.trust]`, `api_listen` and `dns_listen`) in
-//! one directory, starts each as its own `hm-node run` process, waits until
-//! every node is in bootstrap phase 3 and holds every other node's name,
-//! and prints how to reach each node. In the foreground it then supervises
-//! the nodes until Ctrl-C or SIGTERM and stops them (SIGTERM, so each
-//! flushes and syncs); with `--detach` it returns and leaves them running
-//! until `--stop`.
+//! one directory, and L light nodes (`--light`: `role = "light"`, the
+//! validators as their `full_nodes`, `[chain.trust]` and `api_listen`, no
+//! DNS: they hold no zone state), starts each as its own `hm-node run`
+//! process, waits until every node is in bootstrap phase 3 and every
+//! validator holds every node's name, and prints how to reach each node.
+//! In the foreground it then supervises the nodes until Ctrl-C or SIGTERM
+//! and stops them (SIGTERM, so each flushes and syncs); with `--detach` it
+//! returns and leaves them running until `--stop`.
 //!
 //! Ports: node `i` listens for STOQ on `BASE+i` (UDP), serves its HTTP API
-//! on `BASE+100+i` (TCP) and DNS on `BASE+200+i` (UDP and TCP).
+//! on `BASE+100+i` (TCP) and, a validator, DNS on `BASE+200+i` (UDP and
+//! TCP). The light nodes are numbered after the validators.
 //!
 //! A directory that already holds a devnet is started again as it is (same
 //! identities, genesis and data): nodes replay their disks and go on.
@@ -26,8 +29,10 @@ use hm_kernel::genesis::ProofParams;
 use hm_wire::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
-/// Most nodes one devnet runs (each is a full process with its own RocksDB).
+/// Most validators one devnet runs (each is a full process with its own RocksDB).
 pub const NODES_MAX: usize = 16;
+/// Most light nodes one devnet runs (each is a process with its own RocksDB).
+pub const LIGHT_NODES_MAX: usize = 8;
 /// Offsets from `--base-port` of the API and DNS port ranges.
 const API_PORT_OFFSET: u16 = 100;
 const DNS_PORT_OFFSET: u16 = 200;
@@ -54,6 +59,8 @@ macro_rules! say {
 /// What `hm-node devnet` was asked to do.
 pub struct DevnetArgs {
     pub nodes: usize,
+    /// Light nodes, after the validators.
+    pub light: usize,
     pub dir: PathBuf,
     pub base_port: u16,
     pub detach: bool,
@@ -66,13 +73,25 @@ pub struct DevnetArgs {
 /// (and `--stop`) finds the same nodes.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Manifest {
+    /// Validators.
     nodes: usize,
+    /// Light nodes (none in a devnet made before they existed).
+    #[serde(default)]
+    light: usize,
     base_port: u16,
+}
+
+impl Manifest {
+    fn total(&self) -> usize {
+        self.nodes + self.light
+    }
 }
 
 /// One node's files and addresses.
 struct NodeFiles {
     index: usize,
+    /// A light node (`role = "light"`); a validator otherwise.
+    light: bool,
     config: PathBuf,
     data_dir: PathBuf,
     log: PathBuf,
@@ -83,11 +102,12 @@ struct NodeFiles {
 }
 
 impl NodeFiles {
-    fn new(dir: &Path, base_port: u16, index: usize) -> NodeFiles {
+    fn new(dir: &Path, base_port: u16, index: usize, light: bool) -> NodeFiles {
         let offset = index as u16;
         let local = |port: u16| SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0);
         NodeFiles {
             index,
+            light,
             config: dir.join(format!("node{index}.toml")),
             data_dir: dir.join(format!("node{index}")),
             log: dir.join(format!("node{index}.log")),
@@ -100,6 +120,10 @@ impl NodeFiles {
 
     fn name(&self) -> String {
         format!("node{}.mesh", self.index)
+    }
+
+    fn role(&self) -> &'static str {
+        if self.light { "light" } else { "validator" }
     }
 
     fn token_file(&self) -> PathBuf {
@@ -135,9 +159,10 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// The validators, then the light nodes.
 fn nodes_of(dir: &Path, manifest: &Manifest) -> Vec<NodeFiles> {
-    (0..manifest.nodes)
-        .map(|index| NodeFiles::new(dir, manifest.base_port, index))
+    (0..manifest.total())
+        .map(|index| NodeFiles::new(dir, manifest.base_port, index, index >= manifest.nodes))
         .collect()
 }
 
@@ -159,10 +184,17 @@ fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
             manifest.nodes
         );
     }
+    if manifest.light > LIGHT_NODES_MAX {
+        bail!(
+            "{} names {} light nodes; a devnet has 0 to {LIGHT_NODES_MAX}",
+            path.display(),
+            manifest.light
+        );
+    }
     Ok(Some(manifest))
 }
 
-/// The port range `[base, base + 200 + nodes)` must fit below 65536.
+/// The port range `[base, base + 200 + nodes + light)` must fit below 65536.
 fn check_args(args: &DevnetArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > NODES_MAX {
         bail!(
@@ -170,13 +202,20 @@ fn check_args(args: &DevnetArgs) -> anyhow::Result<()> {
             args.nodes
         );
     }
-    let last = u32::from(args.base_port) + u32::from(DNS_PORT_OFFSET) + args.nodes as u32;
+    if args.light > LIGHT_NODES_MAX {
+        bail!(
+            "--light {}: a devnet has 0 to {LIGHT_NODES_MAX} light nodes",
+            args.light
+        );
+    }
+    let total = (args.nodes + args.light) as u32;
+    let last = u32::from(args.base_port) + u32::from(DNS_PORT_OFFSET) + total;
     if args.base_port < 1024 || last > u32::from(u16::MAX) {
         bail!(
             "--base-port {}: the devnet uses ports BASE..BASE+{} and needs BASE between 1024 and {}",
             args.base_port,
-            u32::from(DNS_PORT_OFFSET) + args.nodes as u32,
-            u32::from(u16::MAX) - u32::from(DNS_PORT_OFFSET) - args.nodes as u32
+            u32::from(DNS_PORT_OFFSET) + total,
+            u32::from(u16::MAX) - u32::from(DNS_PORT_OFFSET) - total
         );
     }
     if args.timeout_s == 0 {
@@ -191,7 +230,8 @@ fn check_ports_free(nodes: &[NodeFiles], base_port: u16) -> anyhow::Result<()> {
         let checks = [
             ("STOQ (UDP)", node.listen, true, false),
             ("HTTP API (TCP)", node.api, false, true),
-            ("DNS (UDP and TCP)", node.dns, true, true),
+            // Light nodes serve no DNS.
+            ("DNS (UDP and TCP)", node.dns, !node.light, !node.light),
         ];
         for (what, addr, udp, tcp) in checks {
             let udp_free = !udp || std::net::UdpSocket::bind(addr).is_ok();
@@ -219,9 +259,14 @@ fn create(dir: &Path, manifest: &Manifest, nodes: &[NodeFiles]) -> anyhow::Resul
     let mut ids = Vec::with_capacity(nodes.len());
     for node in nodes {
         let identity = crate::create_identity(&node.data_dir)?;
-        let key = VerifyingKey::from_bytes(&crate::hex_decode("public key", &identity.public_key)?)
-            .context("the identity just created has no valid public key")?;
-        members.push((key, 1));
+        // Light nodes have identities too (they get certificates and
+        // names), but no stake: a validator must replicate.
+        if !node.light {
+            let key =
+                VerifyingKey::from_bytes(&crate::hex_decode("public key", &identity.public_key)?)
+                    .context("the identity just created has no valid public key")?;
+            members.push((key, 1));
+        }
         ids.push(identity.node_id);
     }
     crate::write_genesis(
@@ -233,17 +278,42 @@ fn create(dir: &Path, manifest: &Manifest, nodes: &[NodeFiles]) -> anyhow::Resul
     let validators = nodes
         .iter()
         .zip(&ids)
+        .filter(|(node, _)| !node.light)
         .map(|(node, id)| format!("{{ id = \"{id}\", addr = \"{}\" }}", node.listen))
         .collect::<Vec<_>>()
         .join(",\n    ");
+    let full_nodes = nodes
+        .iter()
+        .filter(|node| !node.light)
+        .map(|node| format!("\"{}\"", node.listen))
+        .collect::<Vec<_>>()
+        .join(", ");
     for node in nodes {
         let seeds = if node.index == 0 {
             String::new()
         } else {
             format!("\"{}\"", nodes[0].listen)
         };
-        let config = format!(
-            r#"# node{index} of a devnet made by `hm-node devnet` (see `hm-node run --help`).
+        let data_dir = absolute.join(format!("node{}", node.index));
+        let config = if node.light {
+            light_config(node, &data_dir, &seeds, &validators, &full_nodes)
+        } else {
+            validator_config(node, &data_dir, &seeds, &validators)
+        };
+        std::fs::write(&node.config, config)
+            .with_context(|| format!("cannot write {}", node.config.display()))?;
+    }
+    let manifest_json = serde_json::to_string_pretty(manifest)?;
+    std::fs::write(dir.join(MANIFEST_FILE), manifest_json)
+        .with_context(|| format!("cannot write the manifest in {}", dir.display()))?;
+    Ok(())
+}
+
+/// A validator's config: consensus timing for a quick devnet, a name and
+/// the zone's DNS.
+fn validator_config(node: &NodeFiles, data_dir: &Path, seeds: &str, validators: &str) -> String {
+    format!(
+        r#"# node{index} of a devnet made by `hm-node devnet` (see `hm-node run --help`).
 data_dir = "{data_dir}"
 listen = "{listen}"          # STOQ (QUIC over UDP)
 seeds = [{seeds}]
@@ -264,20 +334,54 @@ certificate_validity_s = 3600   # short-lived certificates, renewed at half thei
 renew_at = 0.5
 dns_listen = "{dns}"        # standard DNS for the zone, UDP and TCP
 "#,
-            index = node.index,
-            data_dir = absolute.join(format!("node{}", node.index)).display(),
-            listen = node.listen,
-            api = node.api,
-            dns = node.dns,
-            name = node.name(),
-        );
-        std::fs::write(&node.config, config)
-            .with_context(|| format!("cannot write {}", node.config.display()))?;
-    }
-    let manifest_json = serde_json::to_string_pretty(manifest)?;
-    std::fs::write(dir.join(MANIFEST_FILE), manifest_json)
-        .with_context(|| format!("cannot write the manifest in {}", dir.display()))?;
-    Ok(())
+        index = node.index,
+        data_dir = data_dir.display(),
+        listen = node.listen,
+        api = node.api,
+        dns = node.dns,
+        name = node.name(),
+    )
+}
+
+/// A light node's config: the validators as its full nodes (and as the
+/// authorities it asks for its first certificate), a name, no DNS.
+fn light_config(
+    node: &NodeFiles,
+    data_dir: &Path,
+    seeds: &str,
+    validators: &str,
+    full_nodes: &str,
+) -> String {
+    format!(
+        r#"# node{index} of a devnet made by `hm-node devnet` (see `hm-node run --help`):
+# a light node. It keeps verified headers only (commit certificates checked
+# against the genesis validators) and asks the full nodes for TrustChain
+# state, accepting proven answers only.
+data_dir = "{data_dir}"
+listen = "{listen}"          # STOQ (QUIC over UDP)
+seeds = [{seeds}]
+api_listen = "{api}"        # HTTP API: JSON under /v1, /metrics; token in node{index}/api-token
+
+[chain]
+genesis = "genesis.bin"
+role = "light"
+full_nodes = [{full_nodes}]   # their STOQ addresses, where they serve hm/api/1
+validators = [
+    {validators},
+]
+
+[chain.trust]
+zone = "mesh"
+name = "{name}"
+certificate_validity_s = 3600   # short-lived certificates, renewed at half their life
+renew_at = 0.5
+"#,
+        index = node.index,
+        data_dir = data_dir.display(),
+        listen = node.listen,
+        api = node.api,
+        name = node.name(),
+    )
 }
 
 /// The pid recorded for a node, if that process is still an `hm-node`.
@@ -336,7 +440,10 @@ fn spawn(dir: &Path, node: &NodeFiles, log_format: &str) -> anyhow::Result<Child
 #[derive(Default, Clone, PartialEq)]
 struct Progress {
     phases: Vec<Option<u64>>,
+    /// Committed height (a validator) or trusted header height (a light node).
     heights: Vec<Option<u64>>,
+    /// Which nodes are light nodes.
+    light: Vec<bool>,
 }
 
 impl Progress {
@@ -348,11 +455,30 @@ impl Progress {
                 .iter()
                 .map(|status| status.as_ref()?["trust"]["phase"].as_u64())
                 .collect(),
-            heights: statuses
+            heights: nodes
                 .iter()
-                .map(|status| status.as_ref()?["chain"]["height"].as_u64())
+                .zip(&statuses)
+                .map(|(node, status)| {
+                    let chain = &status.as_ref()?["chain"];
+                    if node.light {
+                        chain["light"]["trusted_height"].as_u64()
+                    } else {
+                        chain["height"].as_u64()
+                    }
+                })
                 .collect(),
+            light: nodes.iter().map(|node| node.light).collect(),
         }
+    }
+
+    /// The validators' committed heights (unknown: 0).
+    fn validator_heights(&self) -> Vec<u64> {
+        self.heights
+            .iter()
+            .zip(&self.light)
+            .filter(|(_, light)| !**light)
+            .map(|(height, _)| height.unwrap_or(0))
+            .collect()
     }
 
     fn in_phase3(&self) -> usize {
@@ -363,12 +489,18 @@ impl Progress {
     }
 
     fn line(&self) -> String {
+        // Validators' values, then " | light " and the light nodes'.
         let show = |values: &[Option<u64>]| {
-            values
-                .iter()
-                .map(|value| value.map_or("-".to_string(), |value| value.to_string()))
-                .collect::<Vec<_>>()
-                .join(" ")
+            let mut text = String::new();
+            for (index, (value, light)) in values.iter().zip(&self.light).enumerate() {
+                if *light && (index == 0 || !self.light[index - 1]) {
+                    text.push_str(if index == 0 { "light " } else { " | light " });
+                } else if index > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&value.map_or("-".to_string(), |value| value.to_string()));
+            }
+            text
         };
         format!(
             "{}/{} in phase 3 (phases {}; heights {})",
@@ -443,17 +575,20 @@ pub fn devnet(args: &DevnetArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
     let wanted = Manifest {
         nodes: args.nodes,
+        light: args.light,
         base_port: args.base_port,
     };
     let existing = read_manifest(dir)?;
     let is_new = existing.is_none();
     let manifest = match existing {
         Some(manifest) if manifest != wanted => bail!(
-            "{} holds a devnet of {} nodes on base port {}; run it with --nodes {} --base-port {}, or remove the directory for a new one",
+            "{} holds a devnet of {} validators and {} light nodes on base port {}; run it with --nodes {} --light {} --base-port {}, or remove the directory for a new one",
             dir.display(),
             manifest.nodes,
+            manifest.light,
             manifest.base_port,
             manifest.nodes,
+            manifest.light,
             manifest.base_port
         ),
         Some(manifest) => manifest,
@@ -485,15 +620,16 @@ pub fn devnet(args: &DevnetArgs) -> anyhow::Result<()> {
             );
         }
         say!(
-            "devnet: creating {} validators in {}",
+            "devnet: creating {} validators and {} light nodes in {}",
             manifest.nodes,
+            manifest.light,
             dir.display()
         );
         create(dir, &manifest, &nodes)?;
     } else {
         say!(
             "devnet: starting the {} nodes in {} again",
-            manifest.nodes,
+            manifest.total(),
             dir.display()
         );
     }
@@ -549,8 +685,10 @@ fn check_alive(
     Ok(())
 }
 
-/// Waits until every node is in phase 3 and at least at the height the
-/// last one had when all first were (so every node holds every name).
+/// Waits until every node is in phase 3 and every validator at least at
+/// the height the last one had when all first were (so every validator
+/// holds every name; a light node holds no state, and its own name was
+/// proven committed before it entered phase 3).
 fn wait_for_phase3(
     nodes: &[NodeFiles],
     children: &mut [Option<Child>],
@@ -572,7 +710,7 @@ fn wait_for_phase3(
             shown = progress.clone();
         }
         if progress.in_phase3() == nodes.len() {
-            let heights: Vec<u64> = progress.heights.iter().map(|h| h.unwrap_or(0)).collect();
+            let heights = progress.validator_heights();
             let target = *target_height.get_or_insert(heights.iter().copied().max().unwrap_or(0));
             if heights.iter().all(|height| *height >= target) {
                 return Ok(());
@@ -584,9 +722,11 @@ fn wait_for_phase3(
                 if *phase != Some(3) {
                     let _ = write!(
                         tails,
-                        "\n--- node{} ({}):\n{}",
+                        "\n--- node{} ({}, {}){}:\n{}",
                         node.index,
+                        node.role(),
                         node.log.display(),
+                        node.status().map_or(String::new(), |status| stuck(&status)),
                         node.log_tail()
                     );
                 }
@@ -600,6 +740,31 @@ fn wait_for_phase3(
     }
 }
 
+/// Why a node is not in phase 3 yet, from its status: what it misses for
+/// the next phase, its last error and, a light node, what it verified and
+/// refused.
+fn stuck(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if let Some(missing) = status["trust"]["missing_for_next_phase"].as_str() {
+        let _ = write!(out, "; missing for the next phase: {missing}");
+    }
+    if let Some(error) = status["error"].as_str() {
+        let _ = write!(out, "; error: {error}");
+    }
+    let light = &status["chain"]["light"];
+    if light.is_object() {
+        let _ = write!(
+            out,
+            "; light: trusted height {}, answers accepted {}, refused {} (by reason {})",
+            light["trusted_height"],
+            light["answers_accepted"],
+            light["answers_refused"],
+            light["refused_by_reason"]
+        );
+    }
+    out
+}
+
 /// What to print once the cluster is up: the addresses and how to use them.
 fn summary(dir: &Path, nodes: &[NodeFiles], elapsed: Duration) -> String {
     let mut out = String::new();
@@ -611,17 +776,22 @@ fn summary(dir: &Path, nodes: &[NodeFiles], elapsed: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<7} {:<14} {:<22} {:<14} {:<14} TOKEN",
-        "NODE", "STOQ", "API", "DNS", "NAME"
+        "{:<7} {:<10} {:<14} {:<22} {:<14} {:<14} TOKEN",
+        "NODE", "ROLE", "STOQ", "API", "DNS", "NAME"
     );
     for node in nodes {
         let _ = writeln!(
             out,
-            "{:<7} {:<14} {:<22} {:<14} {:<14} {}",
+            "{:<7} {:<10} {:<14} {:<22} {:<14} {:<14} {}",
             format!("node{}", node.index),
+            node.role(),
             node.listen.to_string(),
             format!("http://{}", node.api),
-            node.dns.to_string(),
+            if node.light {
+                "-".to_string()
+            } else {
+                node.dns.to_string()
+            },
             node.name(),
             node.token_file().display()
         );
@@ -639,13 +809,20 @@ fn summary(dir: &Path, nodes: &[NodeFiles], elapsed: Duration) -> String {
         first.token_file().display(),
         first.api
     );
-    let last = &nodes[nodes.len() - 1];
+    let last = nodes.iter().rfind(|node| !node.light).unwrap_or(first);
     let _ = writeln!(
         out,
         "  dig @::1 -p {} {} AAAA +short",
         first.dns.port(),
         last.name()
     );
+    if let Some(light) = nodes.iter().find(|node| node.light) {
+        let _ = writeln!(
+            out,
+            "  hm chain head --to {}   # a light node: its latest verified header",
+            light.listen
+        );
+    }
     let _ = writeln!(
         out,
         "  logs: {}/node<i>.log   configs: {}/node<i>.toml",
@@ -683,6 +860,7 @@ mod tests {
     fn args(nodes: usize, base_port: u16) -> DevnetArgs {
         DevnetArgs {
             nodes,
+            light: 0,
             dir: PathBuf::from("unused"),
             base_port,
             detach: true,
@@ -710,11 +888,82 @@ mod tests {
             .expect_err("privileged")
             .to_string();
         assert!(error.contains("between 1024"), "{error}");
+        let mut light = args(4, 7000);
+        light.light = LIGHT_NODES_MAX;
+        assert!(check_args(&light).is_ok());
+        light.light = LIGHT_NODES_MAX + 1;
+        let error = check_args(&light)
+            .expect_err("too many light nodes")
+            .to_string();
+        assert!(
+            error.contains("--light 9") && error.contains("0 to 8"),
+            "{error}"
+        );
+        // The light nodes' ports count too.
+        let mut light = args(4, 65_535 - 200 - 4);
+        assert!(check_args(&light).is_ok());
+        light.light = 1;
+        let error = check_args(&light).expect_err("ports overflow").to_string();
+        assert!(error.contains("--base-port"), "{error}");
+    }
+
+    /// The configs devnet writes are valid node configs: validators are
+    /// replicas with DNS, light nodes ask the validators and serve no DNS.
+    #[test]
+    fn light_nodes_come_after_the_validators_and_ask_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifest = Manifest {
+            nodes: 2,
+            light: 1,
+            base_port: 7000,
+        };
+        let nodes = nodes_of(dir.path(), &manifest);
+        assert_eq!(
+            nodes.iter().map(|node| node.light).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        create(dir.path(), &manifest, &nodes).expect("create");
+        let validators: Vec<SocketAddrV6> = nodes[..2].iter().map(|node| node.listen).collect();
+        for node in &nodes {
+            let loaded = crate::load_config(&node.config).expect("a valid config");
+            let chain = loaded.node.chain.expect("a chain");
+            assert!(chain.trust.is_some(), "node{}", node.index);
+            assert_eq!(chain.validator_addrs.len(), 2, "node{}", node.index);
+            if node.light {
+                assert_eq!(chain.role, hm_node::NodeRole::Light);
+                assert_eq!(chain.full_nodes, validators);
+                assert!(loaded.dns.is_none(), "a light node serves no DNS");
+            } else {
+                assert_eq!(chain.role, hm_node::NodeRole::Replica);
+                assert!(chain.full_nodes.is_empty());
+                assert_eq!(loaded.dns.map(|dns| dns.listen), Some(node.dns));
+            }
+        }
+        // The light node is no genesis validator: only the two validators
+        // have stake.
+        let genesis = &crate::load_config(&nodes[0].config)
+            .expect("valid")
+            .node
+            .chain
+            .expect("a chain")
+            .genesis;
+        let stakes = genesis.validator_set().expect("validators");
+        assert_eq!(stakes.len(), 2);
+        // A manifest from before light nodes reads as none.
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "{\"nodes\": 4, \"base_port\": 7000}",
+        )
+        .expect("write");
+        let old = read_manifest(dir.path())
+            .expect("readable")
+            .expect("present");
+        assert_eq!(old.light, 0);
     }
 
     #[test]
     fn ports_follow_the_documented_layout() {
-        let node = NodeFiles::new(Path::new("d"), 7000, 3);
+        let node = NodeFiles::new(Path::new("d"), 7000, 3, false);
         assert_eq!(node.listen.to_string(), "[::1]:7003");
         assert_eq!(node.api.to_string(), "[::1]:7103");
         assert_eq!(node.dns.to_string(), "[::1]:7203");

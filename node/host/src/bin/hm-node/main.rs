@@ -7,13 +7,14 @@
 //! hm-node submit --to [::1]:7001 --put KEY=VALUE [--random N]   # through the node's API
 //! hm-node get --to [::1]:7001 --key KEY  # committed key-value state
 //! hm-node head --to [::1]:7001           # committed height and head hash
-//! hm-node devnet --nodes 4 [--detach]     # a dev cluster on [::1], up to phase 3
+//! hm-node devnet --nodes 4 [--light 1] [--detach]   # a dev cluster on [::1], up to phase 3
 //! hm-node devnet --stop                  # stop a detached one
 //! ```
 //!
 //! The config names the data dir, the IPv6 listen address and the seed list,
-//! and optionally a `[chain]` section (genesis file, validator addresses)
-//! with a `[chain.trust]` section (zone, the node's name, certificate
+//! and optionally a `[chain]` section (genesis file, validator addresses,
+//! the node's `role`: `replica` by default, or `light` with the
+//! `full_nodes` it asks) with a `[chain.trust]` section (zone, the node's name, certificate
 //! lifetime and renewal point, the chain's live window, and `dns_listen`,
 //! where the node answers standard DNS for its zone from committed state).
 //! The node keeps its identity and incarnation in the data dir's RocksDB and
@@ -36,7 +37,7 @@ use hm_host::dns::{DnsServer, ZoneAuthority};
 use hm_host::entropy::OsEntropy;
 use hm_kernel::genesis::{GENESIS_BYTES_MAX, Genesis, ProofParams};
 use hm_node::trust::TrustSettings;
-use hm_node::{ChainConfig, NodeConfig, StatusHandle};
+use hm_node::{ChainConfig, NodeConfig, NodeRole, StatusHandle};
 use hm_trustchain::name::DnsName;
 use hm_wire::{Hash, VerifyingKey};
 use serde::Deserialize;
@@ -45,6 +46,8 @@ use serde::Deserialize;
 const CONFIG_BYTES_MAX: u64 = 1 << 20;
 /// Most seeds a config may list.
 const SEEDS_MAX: usize = 1024;
+/// Most full nodes a light node's config may list.
+const FULL_NODES_MAX: usize = 64;
 
 #[derive(Parser)]
 #[command(name = "hm-node", about = "Run a HyperMesh node")]
@@ -123,13 +126,20 @@ enum Command {
         to: String,
     },
     /// A development cluster on [::1]: N validators with a fresh genesis,
-    /// each its own process; waits for bootstrap phase 3 and prints every
-    /// node's addresses. Node i uses STOQ port BASE+i, HTTP API BASE+100+i,
-    /// DNS BASE+200+i. A directory holding a devnet starts it again.
+    /// and L light nodes (`--light`) that ask the validators, each its own
+    /// process; waits for bootstrap phase 3 and prints every node's
+    /// addresses. Node i uses STOQ port BASE+i, HTTP API BASE+100+i, DNS
+    /// BASE+200+i (validators only); the light nodes come after the
+    /// validators. A directory holding a devnet starts it again.
     Devnet {
         /// Validators to run (1 to 16).
         #[arg(long, default_value_t = 4)]
         nodes: usize,
+        /// Light nodes to run (0 to 8): `role = "light"` in their config,
+        /// `full_nodes` = the validators' STOQ (API) addresses. They keep
+        /// verified headers only and reach phase 3 on proven answers.
+        #[arg(long, default_value_t = 0)]
+        light: usize,
         /// Where the genesis, configs, data dirs and logs live.
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
@@ -179,6 +189,15 @@ struct ChainFileConfig {
     /// it the node stays in phase 0.
     #[serde(default)]
     trust: Option<TrustFileConfig>,
+    /// `"replica"` (default: stores and executes every block; a validator
+    /// when the genesis names the node's key) or `"light"` (keeps verified
+    /// headers only and asks full nodes for state, with proofs).
+    #[serde(default)]
+    role: NodeRole,
+    /// A light node's full nodes: the STOQ addresses where they serve the
+    /// API (`hm/api/1`), e.g. `["[::1]:7000"]`; empty: ask the validators.
+    #[serde(default)]
+    full_nodes: Vec<String>,
 }
 
 /// The `[chain.trust]` section: how the node climbs the bootstrap phases
@@ -369,6 +388,11 @@ api_listen = "[{ip}]:{api_port}"
 # block_interval_ms = 500            # pause after a commit before the next proposal
 # propose_timeout_ms = 1000          # consensus step timeout (grows per round)
 # workload_interval_ms = 0           # test load: a key-value transaction every N ms
+# role = "replica"                   # or "light": verified headers only, state asked of
+#                                    # full nodes with proofs (needs [chain.trust]; a light
+#                                    # node sets none of the three replica keys above)
+# full_nodes = ["[2001:db8::1]:7000"] # a light node's full nodes (their STOQ addresses);
+#                                    # without it, it asks the validators
 
 # TrustChain: bootstrap phases 0-3, certificates, a name, DNS.
 # [chain.trust]
@@ -457,10 +481,85 @@ fn write_genesis(
     Ok(genesis.chain_id().to_hex())
 }
 
+/// Checks that the `[chain]` settings fit the node's `role`; returns the
+/// full nodes a light node asks (none for a replica).
+fn check_role(chain: &ChainFileConfig) -> anyhow::Result<Vec<SocketAddrV6>> {
+    match chain.role {
+        NodeRole::Replica => {
+            if !chain.full_nodes.is_empty() {
+                bail!(
+                    "`chain.full_nodes` is for light nodes, and this node is a replica (`chain.role` is \"replica\", the default): a replica syncs from the validators and its peers. Remove `full_nodes`, or set `role = \"light\"` in [chain]"
+                );
+            }
+            Ok(Vec::new())
+        }
+        NodeRole::Light => {
+            // Settings only a replica acts on: a light node proposes,
+            // executes and generates nothing.
+            let replica_only = [
+                ("block_interval_ms", chain.block_interval_ms.is_some()),
+                ("propose_timeout_ms", chain.propose_timeout_ms.is_some()),
+                ("workload_interval_ms", chain.workload_interval_ms != 0),
+            ];
+            if let Some((key, _)) = replica_only.iter().find(|(_, set)| *set) {
+                bail!(
+                    "`chain.{key}` is a replica's (a validator's) setting, and this node is a light node (`chain.role` = \"light\"), which proposes and executes no blocks; remove `{key}`, or set `role = \"replica\"` to run a full node"
+                );
+            }
+            let Some(trust) = &chain.trust else {
+                bail!(
+                    "a light node (`chain.role` = \"light\") needs a [chain.trust] section: it climbs the bootstrap phases on proven answers from full nodes; add [chain.trust] with at least `zone` (e.g. zone = \"mesh\"), or set `role = \"replica\"`"
+                );
+            };
+            if trust.dns_listen.is_some() {
+                bail!(
+                    "`chain.trust.dns_listen` needs the zone's committed state, which a light node (`chain.role` = \"light\") does not hold; remove `dns_listen` and ask a replica's DNS front-end"
+                );
+            }
+            if chain.full_nodes.len() > FULL_NODES_MAX {
+                bail!(
+                    "`chain.full_nodes` lists {} addresses; at most {FULL_NODES_MAX}",
+                    chain.full_nodes.len()
+                );
+            }
+            if chain.full_nodes.is_empty() && chain.validators.is_empty() {
+                bail!(
+                    "a light node (`chain.role` = \"light\") needs full nodes to ask: list their API (STOQ) addresses in `chain.full_nodes`, e.g. [\"[::1]:7000\"], or the validators in `chain.validators`"
+                );
+            }
+            chain
+                .full_nodes
+                .iter()
+                .map(|addr| parse_v6("chain.full_nodes[]", addr))
+                .collect()
+        }
+    }
+}
+
+/// A validator must replicate: it proposes and votes on blocks, which a
+/// light node does not hold. Refuses a light node whose key the genesis
+/// names as a validator.
+fn check_light_is_no_validator(chain: &ChainConfig, node_id: &Hash) -> Result<(), RefusedConfig> {
+    if chain.role == NodeRole::Light && chain.genesis.space_root(node_id).is_some() {
+        return Err(RefusedConfig(format!(
+            "this node ({}) is a validator of the genesis, and a validator must replicate the chain (it proposes and votes on blocks); `chain.role` = \"light\" is refused: set `role = \"replica\"` (or remove it), or run the light node with an identity of its own (another data_dir)",
+            node_id.to_hex()
+        )));
+    }
+    Ok(())
+}
+
+/// A configuration the node refuses the same way on every start (exit 2,
+/// which the systemd unit does not restart).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RefusedConfig(String);
+
 fn load_chain(
     config_path: &Path,
     chain: &ChainFileConfig,
 ) -> anyhow::Result<(ChainConfig, Option<DnsFrontEnd>)> {
+    let full_nodes = check_role(chain)?;
     // A relative genesis path is relative to the config file.
     let genesis_path = config_path
         .parent()
@@ -485,6 +584,8 @@ fn load_chain(
         addrs.push((id, parse_v6("chain.validators[].addr", &validator.addr)?));
     }
     let mut config = ChainConfig::new(genesis, addrs);
+    config.role = chain.role;
+    config.full_nodes = full_nodes;
     config.workload_interval_ms = chain.workload_interval_ms;
     if let Some(interval) = chain.block_interval_ms {
         config.replica.block_interval_ms = interval;
@@ -692,6 +793,7 @@ fn main() -> ExitCode {
         (
             Some(Command::Devnet {
                 nodes,
+                light,
                 dir,
                 base_port,
                 detach,
@@ -702,6 +804,7 @@ fn main() -> ExitCode {
         ) => {
             return report(devnet::devnet(&devnet::DevnetArgs {
                 nodes,
+                light,
                 dir,
                 base_port,
                 detach,
@@ -756,18 +859,23 @@ fn submit(to: &str, mut puts: Vec<String>, random: usize) -> anyhow::Result<()> 
     with_stdout(|out| hm_cli::ops::tx_submit(&puts, to, None, false, out))
 }
 
+/// A configuration the node refuses (membership, genesis, zone, role)
+/// fails the same way on every start: exit 2, which the systemd unit does
+/// not restart (RestartPreventExitStatus=2); anything else exits 1.
+fn failure_code(error: &anyhow::Error) -> ExitCode {
+    let refused_config = error.downcast_ref::<RefusedConfig>().is_some()
+        || error
+            .downcast_ref::<hm_node::NodeError>()
+            .is_some_and(hm_node::NodeError::is_refused_configuration);
+    ExitCode::from(if refused_config { 2 } else { 1 })
+}
+
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hm-node: {error:#}");
-            // A configuration the node refuses (membership, genesis, zone)
-            // fails the same way on every start: exit 2, which the systemd
-            // unit does not restart (RestartPreventExitStatus=2).
-            let refused_config = error
-                .downcast_ref::<hm_node::NodeError>()
-                .is_some_and(hm_node::NodeError::is_refused_configuration);
-            ExitCode::from(if refused_config { 2 } else { 1 })
+            failure_code(&error)
         }
     }
 }
@@ -815,6 +923,12 @@ fn run(config_path: &Path, log_format: LogFormat) -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async move {
         let env = HostEnv::open(&data_dir, hm_node::COLUMN_FAMILIES)
             .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+        if let Some(chain) = &config.chain {
+            let node_id = hm_node::load_or_create_identity(&env)?
+                .verifying_key()
+                .fingerprint();
+            check_light_is_no_validator(chain, &node_id)?;
+        }
         let status = StatusHandle::default();
         {
             let status = status.clone();
@@ -860,13 +974,7 @@ fn run(config_path: &Path, log_format: LogFormat) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hm-node: {error:#}");
-            // A configuration the node refuses (membership, genesis, zone)
-            // fails the same way on every start: exit 2, which the systemd
-            // unit does not restart (RestartPreventExitStatus=2).
-            let refused_config = error
-                .downcast_ref::<hm_node::NodeError>()
-                .is_some_and(hm_node::NodeError::is_refused_configuration);
-            ExitCode::from(if refused_config { 2 } else { 1 })
+            failure_code(&error)
         }
     }
 }
@@ -1002,6 +1110,7 @@ mod tests {
                             "block_",
                             "propose_",
                             "workload_",
+                            "role ",
                             "zone",
                             "name ",
                             "certificate_",
@@ -1022,6 +1131,195 @@ mod tests {
         let file: FileConfig = toml::from_str(&uncommented).expect("the chain sections parse");
         let chain = file.chain.expect("a chain section");
         assert!(chain.trust.is_some(), "{uncommented}");
+    }
+
+    /// A directory with a one-validator genesis (`genesis.bin`); the
+    /// validator's node id.
+    fn chain_dir() -> (tempfile::TempDir, Hash) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = hm_wire::SigningKey::generate(&OsEntropy).verifying_key();
+        write_genesis(
+            &dir.path().join("genesis.bin"),
+            "role-test",
+            &[(key.clone(), 1)],
+            ProofParams::for_simulation(),
+        )
+        .expect("genesis");
+        (dir, key.fingerprint())
+    }
+
+    /// Loads a config with a `[chain]` section: `chain` is its body after
+    /// `genesis` and `validators`; `trust` the `[chain.trust]` body, if any.
+    fn chain_config(
+        dir: &Path,
+        validator: &Hash,
+        chain: &str,
+        trust: Option<&str>,
+    ) -> anyhow::Result<LoadedConfig> {
+        let trust = trust.map_or(String::new(), |trust| format!("[chain.trust]\n{trust}\n"));
+        let text = format!(
+            "data_dir = \"d\"\nlisten = \"[::1]:7000\"\n\n[chain]\ngenesis = \"genesis.bin\"\nvalidators = [{{ id = \"{}\", addr = \"[::1]:7001\" }}]\n{chain}\n{trust}",
+            validator.to_hex()
+        );
+        let path = dir.join("node.toml");
+        std::fs::write(&path, text)?;
+        load_config(&path)
+    }
+
+    fn chain_error(dir: &Path, validator: &Hash, chain: &str, trust: Option<&str>) -> String {
+        format!(
+            "{:#}",
+            chain_config(dir, validator, chain, trust)
+                .err()
+                .expect("refused")
+        )
+    }
+
+    #[test]
+    fn role_defaults_to_replica_and_a_light_node_takes_its_full_nodes() {
+        let (dir, validator) = chain_dir();
+        let loaded = chain_config(dir.path(), &validator, "", None).expect("a replica");
+        let chain = loaded.node.chain.expect("a chain");
+        assert_eq!(chain.role, NodeRole::Replica);
+        assert!(chain.full_nodes.is_empty());
+        let loaded = chain_config(
+            dir.path(),
+            &validator,
+            "role = \"replica\"\nblock_interval_ms = 200",
+            None,
+        )
+        .expect("a replica, said");
+        let chain = loaded.node.chain.expect("a chain");
+        assert_eq!(chain.role, NodeRole::Replica);
+        assert_eq!(chain.replica.block_interval_ms, 200);
+
+        let loaded = chain_config(
+            dir.path(),
+            &validator,
+            "role = \"light\"\nfull_nodes = [\"[::1]:7001\", \"[2001:db8::1]:7000\"]",
+            Some("zone = \"mesh\"\nname = \"light0.mesh\""),
+        )
+        .expect("a light node");
+        let chain = loaded.node.chain.expect("a chain");
+        assert_eq!(chain.role, NodeRole::Light);
+        assert_eq!(
+            chain.full_nodes,
+            vec![
+                "[::1]:7001".parse::<SocketAddrV6>().expect("addr"),
+                "[2001:db8::1]:7000".parse().expect("addr"),
+            ]
+        );
+        assert!(chain.trust.is_some());
+        // Without full_nodes it asks the validators (the node library's
+        // default): the config is valid as it is.
+        let loaded = chain_config(
+            dir.path(),
+            &validator,
+            "role = \"light\"",
+            Some("zone = \"mesh\""),
+        )
+        .expect("a light node asking the validators");
+        let chain = loaded.node.chain.expect("a chain");
+        assert!(chain.full_nodes.is_empty());
+        assert_eq!(chain.validator_addrs.len(), 1);
+    }
+
+    #[test]
+    fn role_errors_say_what_is_wrong_and_what_to_do() {
+        let (dir, validator) = chain_dir();
+        let dir = dir.path();
+        let trust = Some("zone = \"mesh\"");
+        let unknown = chain_error(dir, &validator, "role = \"archive\"", trust);
+        assert!(
+            unknown.contains("archive")
+                && unknown.contains("`replica`")
+                && unknown.contains("`light`"),
+            "{unknown}"
+        );
+        let no_trust = chain_error(dir, &validator, "role = \"light\"", None);
+        assert!(
+            no_trust.contains("needs a [chain.trust] section")
+                && no_trust.contains("zone = \"mesh\""),
+            "{no_trust}"
+        );
+        for key in [
+            "block_interval_ms = 200",
+            "propose_timeout_ms = 1000",
+            "workload_interval_ms = 50",
+        ] {
+            let message = chain_error(dir, &validator, &format!("role = \"light\"\n{key}"), trust);
+            let name = key.split(' ').next().expect("a key");
+            assert!(
+                message.contains(&format!("`chain.{name}` is a replica's"))
+                    && message.contains(&format!("remove `{name}`")),
+                "{message}"
+            );
+        }
+        let dns = chain_error(
+            dir,
+            &validator,
+            "role = \"light\"",
+            Some("zone = \"mesh\"\ndns_listen = \"[::1]:5353\""),
+        );
+        assert!(
+            dns.contains("`chain.trust.dns_listen`") && dns.contains("remove `dns_listen`"),
+            "{dns}"
+        );
+        let ipv4 = chain_error(
+            dir,
+            &validator,
+            "role = \"light\"\nfull_nodes = [\"127.0.0.1:7000\"]",
+            trust,
+        );
+        assert!(
+            ipv4.contains("`chain.full_nodes[]`") && ipv4.contains("IPv6-only"),
+            "{ipv4}"
+        );
+        let replica = chain_error(dir, &validator, "full_nodes = [\"[::1]:7001\"]", trust);
+        assert!(
+            replica.contains("`chain.full_nodes` is for light nodes")
+                && replica.contains("role = \"light\""),
+            "{replica}"
+        );
+    }
+
+    #[test]
+    fn a_genesis_validator_cannot_run_as_a_light_node() {
+        let (dir, validator) = chain_dir();
+        let light = chain_config(
+            dir.path(),
+            &validator,
+            "role = \"light\"",
+            Some("zone = \"mesh\""),
+        )
+        .expect("the config itself is valid")
+        .node
+        .chain
+        .expect("a chain");
+        let refusal = check_light_is_no_validator(&light, &validator)
+            .expect_err("a validator must replicate")
+            .to_string();
+        assert!(
+            refusal.contains("a validator must replicate")
+                && refusal.contains(&validator.to_hex())
+                && refusal.contains("role = \"replica\""),
+            "{refusal}"
+        );
+        // Refused configurations exit 2 (the systemd unit does not restart).
+        assert_eq!(
+            failure_code(&anyhow::Error::new(RefusedConfig(refusal))),
+            ExitCode::from(2)
+        );
+        let other = hm_wire::SigningKey::generate(&OsEntropy)
+            .verifying_key()
+            .fingerprint();
+        assert!(check_light_is_no_validator(&light, &other).is_ok());
+        let replica = chain_config(dir.path(), &validator, "", None)
+            .expect("valid")
+            .node
+            .chain
+            .expect("a chain");
+        assert!(check_light_is_no_validator(&replica, &validator).is_ok());
     }
 
     #[test]

@@ -424,6 +424,8 @@ fn status_row(addr: SocketAddrV6, answer: &Result<NodeSummary, CliError>) -> Vec
         short(&summary.node_id),
         if summary.validator {
             "validator"
+        } else if summary.light {
+            "light"
         } else {
             "follower"
         }

@@ -263,6 +263,7 @@ fn light_nodes_reach_phase3_on_proven_answers() {
     for (row, addr) in rows.iter().zip(&addrs) {
         // ADDRESS NODE ROLE PHASE HEIGHT CERTIFICATE (chain) NAME MISSING
         assert_eq!(row[0], addr, "{table}");
+        assert_eq!(row[2], "light", "{table}");
         assert_eq!(row[3], "3", "{table}");
         let height: u64 = row[4].parse().expect("a height");
         assert!(height > 0, "{table}");
@@ -308,6 +309,19 @@ fn light_nodes_reach_phase3_on_proven_answers() {
         assert!(ok, "hm dns resolve {name}: {error}");
         assert!(out.starts_with(&format!("{name} AAAA ::1\n")), "{out}");
     }
+    // Asked of a light node, a name and its own certificate come proven,
+    // and say against which header.
+    let other = format!("node{}.mesh", VALIDATORS + 1);
+    let (ok, out, error) = hm(&["dns", "resolve", &other, "--to", &addrs[0]]);
+    assert!(ok, "hm dns resolve {other} on a light node: {error}");
+    assert!(out.starts_with(&format!("{other} AAAA ::1\n")), "{out}");
+    assert!(out.contains("proven by the light node"), "{out}");
+    let (ok, out, error) = hm(&["cert", "show", "--to", &addrs[0]]);
+    assert!(ok, "hm cert show on a light node: {error}");
+    assert!(
+        out.contains("issuer the chain") && out.contains("proven by the light node"),
+        "{out}"
+    );
     drop(devnet);
     eprintln!("done after {:?}", started.elapsed());
 }

@@ -201,6 +201,7 @@ fn node_summary(node: &impl ApiNode) -> NodeSummary {
     NodeSummary {
         node_id: node.node_id(),
         validator: node.is_validator(),
+        light: false,
         height: node.height(),
         head: head(node),
         phase: node.phase(),
@@ -1004,6 +1005,7 @@ mod tests {
             NodeSummary {
                 node_id: id(1),
                 validator: false,
+                light: false,
                 height: 3,
                 head: Some(id(3)),
                 phase: 2,

@@ -176,6 +176,10 @@ pub struct CertificateSummary {
 pub struct NodeSummary {
     pub node_id: Hash,
     pub validator: bool,
+    /// A light node: `height` is the latest header it verified, not a
+    /// committed block.
+    #[serde(default)]
+    pub light: bool,
     pub height: Height,
     pub head: Option<Hash>,
     pub phase: u8,

@@ -1373,6 +1373,11 @@ impl<E: Entropy> LightAgent<E> {
         is_anchor(height) && hm_env::sync::lock(&self.anchors).contains(height)
     }
 
+    /// The node's own name, once proven to resolve to it.
+    pub fn proven_name(&self) -> Option<&DnsName> {
+        self.settings.name.as_ref().filter(|_| self.name_resolves)
+    }
+
     /// The node's own certificate as last proven, for its clients (`hm
     /// cert show`); `None` before one is proven.
     pub fn own_certificate(&self) -> Option<crate::api::CertificateSummary> {

@@ -68,6 +68,12 @@ pub(crate) async fn run_light<E: Env>(
     let me = signing_key.verifying_key().fingerprint();
     let genesis = config.genesis.clone();
     let validators = genesis.validator_set()?;
+    if validators.index_of(&me).is_some() {
+        return Err(NodeError::ChainStopped(
+            "this node's key is a genesis validator's, and a validator must replicate the chain; set role = \"replica\" (or give the light node a key of its own)"
+                .into(),
+        ));
+    }
     let start = env.clock().now();
     let mono_ms = |env: &E| {
         u64::try_from(
@@ -287,6 +293,7 @@ impl<E: Env> Shell<E> {
             ApiRequest::Status => ApiResponse::Status(Box::new(NodeSummary {
                 node_id: me,
                 validator: false,
+                light: true,
                 height: light.trusted_height,
                 head: light.trusted_hash,
                 phase: status.phase.number(),
@@ -294,7 +301,7 @@ impl<E: Env> Shell<E> {
                 certificate_chain_issued: status.chain_issued,
                 missing_for_next_phase: status.missing.map(str::to_string),
                 log_size: agent.log_head().map_or(0, |head| head.size),
-                name: None,
+                name: agent.proven_name().map(|name| name.to_string()),
             })),
             ApiRequest::CertificateInfo { fingerprint } => match agent.own_certificate() {
                 Some(own) if fingerprint.is_none_or(|asked| asked == own.fingerprint) => {

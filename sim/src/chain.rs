@@ -647,6 +647,10 @@ pub fn audit_chain(
         }
         app.commit(height, &execution.updates)
             .map_err(|error| format!("block {height}: {error}"))?;
+        audit.headers.push(AuditedHeader {
+            hash: block.header.hash(),
+            state_root: block.header.state_root,
+        });
         for evidence in &block.body.evidence {
             if let Some(validator) = validators.get(evidence.validator()) {
                 audit.offenders.insert(validator.id);
@@ -654,6 +658,7 @@ pub fn audit_chain(
         }
         parent = ParentInfo::of(&block.header);
     }
+    debug_assert_eq!(audit.headers.len() as u64, last);
     audit.blocks = last;
     audit.trust = Some(trust);
     Ok(audit)
@@ -667,6 +672,27 @@ pub struct Audit {
     pub trust: Option<SharedTrust>,
     /// Validators with evidence committed against them.
     pub offenders: BTreeSet<Hash>,
+    /// Each audited block's header hash and state root, by height (index
+    /// height - 1): what a light client's trusted headers and proven
+    /// answers are judged against. 64 bytes per block.
+    pub headers: Vec<AuditedHeader>,
+}
+
+impl Audit {
+    /// The audited header at `height` (none at 0, nor above the audit).
+    pub fn header(&self, height: u64) -> Option<&AuditedHeader> {
+        let index = usize::try_from(height.checked_sub(1)?).ok()?;
+        self.headers.get(index)
+    }
+}
+
+/// One audited block's header, as a light client knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditedHeader {
+    /// The header hash (the block hash).
+    pub hash: Hash,
+    /// The application's state root after the block.
+    pub state_root: Hash,
 }
 
 #[cfg(test)]
@@ -1065,8 +1091,26 @@ mod tests {
     fn the_audit_accepts_a_committed_chain_and_rejects_a_tampered_one() {
         let (genesis, zone, disk) = a_committed_chain(3);
         let audit = |disk: &MemDisk| audit_chain(&genesis, &zone, disk, None);
-        let blocks = audit(&disk).expect("an untouched chain audits").blocks;
+        let audited = audit(&disk).expect("an untouched chain audits");
+        let blocks = audited.blocks;
         assert!(blocks >= 3);
+        // Every audited height's header hash and state root, as stored.
+        let store = ChainStore::open(disk.clone(), genesis.chain_id()).expect("the store opens");
+        assert_eq!(audited.headers.len() as u64, blocks);
+        for height in 1..=blocks {
+            let block = store
+                .block(height)
+                .expect("readable")
+                .expect("below the head");
+            let expected = AuditedHeader {
+                hash: block.hash(),
+                state_root: block.header.state_root,
+            };
+            assert_eq!(audited.header(height), Some(&expected));
+        }
+        assert_eq!(audited.header(0), None);
+        assert_eq!(audited.header(blocks + 1), None);
+        drop(store);
         let key = |height: u64| height.to_be_bytes().to_vec();
         let stored = |height: u64| {
             [BLOCKS_CF, BLOCK_COMMITS_CF].map(|cf| {

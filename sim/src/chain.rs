@@ -244,6 +244,10 @@ pub struct ChainView<'a> {
     pub status: &'a StatusHandle,
     pub alive: bool,
     pub honest: bool,
+    /// A light node: it commits nothing (its committed list stays empty,
+    /// its height 0), so agreement, durability and liveness skip it; the
+    /// light checker judges what it trusted.
+    pub light: bool,
 }
 
 /// One node's chain as the checkers saw it, over all its lives.
@@ -334,7 +338,7 @@ impl ChainChecker {
             if self.nodes.len() <= view.index {
                 self.nodes.resize_with(view.index + 1, NodeChain::default);
             }
-            if !view.honest {
+            if !view.honest || view.light {
                 continue;
             }
             let height = view
@@ -766,6 +770,7 @@ mod tests {
                 status,
                 alive: true,
                 honest: *honest,
+                light: false,
             });
         checker.observe(views, now_ms, quiet);
     }
@@ -981,6 +986,30 @@ mod tests {
             &verdict(&checker, higher, "chain-liveness"),
             "lowest live honest height 6 (need 7)",
         );
+    }
+
+    #[test]
+    fn a_light_node_commits_nothing_and_the_chain_checkers_skip_it() {
+        let [replica, light] = nodes([&[1, 2, 3, 4, 5], &[]]);
+        let observe = |checker: &mut ChainChecker, now_ms: u64| {
+            let views = [(&replica, false), (&light, true)].map(|(status, light)| ChainView {
+                index: usize::from(light),
+                status,
+                alive: true,
+                honest: true,
+                light,
+            });
+            checker.observe(views.into_iter(), now_ms, now_ms >= FAULTS_END_MS);
+        };
+        let mut checker = ChainChecker::default();
+        observe(&mut checker, FAULTS_END_MS);
+        life(&replica, 1, 0, HEIGHT_6);
+        observe(&mut checker, FAULTS_END_MS + 10_000);
+        // The light node's height 0 is neither the lowest height nor a
+        // node that never resumed.
+        assert_eq!(checker.min_height(), 6);
+        assert_passes(&verdict(&checker, LIVENESS, "chain-liveness"));
+        assert_passes(&verdict(&checker, "", "chain-agreement"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::outcome::{
 };
 use crate::scenario::Scenario;
 use crate::timeline::{Action, link_of, seconds_to_ms, timeline};
-use crate::trust::{TrustChecker, TrustView};
+use crate::trust::{TrustChecker, TrustView, reached_height};
 use crate::wall::{peak_rss_bytes, wall_now_ms};
 use crate::world::{Auditor, Counters, EventKind};
 
@@ -42,6 +42,8 @@ struct SimNode {
     status: StatusHandle,
     alive: bool,
     byzantine: bool,
+    /// A light node (`NodeRole::Light`): it commits nothing.
+    light: bool,
     /// Forges its identity: never a legitimate member.
     forger: bool,
     /// Presents a forged certificate: a real identity, but nodes in phase 3
@@ -622,18 +624,24 @@ impl World {
                     if let Some(validators) = &self.validator_set {
                         let heights: Vec<u64> = nodes
                             .iter()
-                            .map(|node| node.status.with(|status| status.chain.height))
+                            .map(|node| {
+                                node.status
+                                    .with(|status| reached_height(status, node.light))
+                            })
                             .collect();
+                        let light: Vec<bool> = nodes.iter().map(|node| node.light).collect();
                         match partition {
                             Some(partition) => self.observers.trust.partition_began(
                                 &partition.group_of,
                                 validators,
                                 &self.validator_ids,
                                 &heights,
+                                &light,
                             ),
                             None => self.observers.trust.partition_ended(
                                 &heights,
                                 &self.byzantine_flags.iter().map(|b| !b).collect::<Vec<_>>(),
+                                &light,
                             ),
                         }
                     }
@@ -710,6 +718,7 @@ impl World {
                         status: &node.status,
                         alive: node.alive,
                         honest: !node.byzantine,
+                        light: node.light,
                     }),
                     now_ms,
                     quiet,
@@ -725,6 +734,7 @@ impl World {
                 status: &node.status,
                 alive: node.alive,
                 honest: !node.byzantine,
+                light: node.light,
                 group: observers.group_of[index],
             }),
         );
@@ -855,12 +865,13 @@ impl World {
             node.hardware.disk.clear_io_errors();
         }
         // Audit the chain of an honest validator that is up (its disk holds
-        // what it committed); agreement ties every other node to it.
+        // what it committed); agreement ties every other node to it. A
+        // light node's disk holds no block.
         let auditee = nodes
             .iter()
             .take(setup.keys.len())
             .find(|node| node.alive && !node.byzantine)
-            .or_else(|| nodes.iter().find(|node| !node.byzantine));
+            .or_else(|| nodes.iter().find(|node| !node.byzantine && !node.light));
         let zone = ChainSetup::zone(scenario);
         let validity = match auditee {
             Some(node) => audit_chain(&setup.genesis, &zone, &node.hardware.disk, None),
@@ -931,6 +942,7 @@ impl World {
                 status: &node.status,
                 alive: node.alive,
                 honest: !node.byzantine,
+                light: node.light,
                 group: self.observers.group_of[index],
             })
             .collect();
@@ -970,7 +982,9 @@ impl World {
             scenario,
             &views,
             audited,
-            held.as_ref().map_err(Clone::clone),
+            held.as_ref()
+                .map(|held| (held, self.observers.chain.min_height()))
+                .map_err(Clone::clone),
             &byzantine_authorities,
         )
     }
@@ -982,7 +996,7 @@ impl World {
         let disks: Vec<NodeDisk<'_>> = nodes
             .iter()
             .enumerate()
-            .filter(|(_, node)| !node.byzantine)
+            .filter(|(_, node)| !node.byzantine && !node.light)
             .map(|(index, node)| NodeDisk {
                 index,
                 disk: &node.hardware.disk,
@@ -1114,6 +1128,7 @@ impl Fabric {
                 status,
                 alive: true,
                 byzantine: garbage || forger || byzantine_validator,
+                light: scenario.is_light(index),
                 forger,
                 unwelcome: ChainSetup::forged_presenters(scenario).contains(&index),
                 supervisor: Supervisor::default(),
@@ -1140,8 +1155,9 @@ impl Fabric {
         let (seed, start) = (self.seed, self.start);
         let n = scenario.nodes.count;
         let client_log = Arc::new(Mutex::new(ClientLog::default()));
+        // Light nodes keep no mempool: the client asks replicas only.
         let targets: Vec<(u32, SocketAddrV6)> = (0..n)
-            .filter(|index| !nodes[*index as usize].byzantine)
+            .filter(|index| !nodes[*index as usize].byzantine && !nodes[*index as usize].light)
             .map(|index| (index, SocketAddrV6::new(node_ip(index), NODE_PORT, 0, 0)))
             .collect();
         // The client is host `n`: outside the node numbering, so no fault
@@ -1240,6 +1256,9 @@ fn node_setup(
         }
         let mut chain_config = setup.config(chain, index);
         chain_config.trust = setup.trust_settings(scenario, index);
+        if scenario.is_light(index) {
+            chain_config.role = hm_node::NodeRole::Light;
+        }
         config.chain = Some(chain_config);
         let presenter = conduct.presenter.clone();
         conduct = setup.conduct(scenario, index);

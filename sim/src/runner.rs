@@ -21,6 +21,7 @@ use crate::client::{ClientLog, ClientPlan, acked_property, committed_transaction
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
 use crate::fork::{NodeDisk, accountable_property, find_fork};
 use crate::html::Timeline;
+use crate::light::LightChecker;
 use crate::net::{NODE_PORT, SimNetwork, node_ip};
 use crate::outcome::{
     PropertyResult, RunOutcome, Traffic, accept_expected_not_exercised, add_buckets, expect_fork,
@@ -448,6 +449,8 @@ struct Observers {
     chain: ChainChecker,
     /// Also keeps the timeline (phases, heights, faults) for the report.
     trust: TrustChecker,
+    /// What honest light nodes trusted, accepted and resolved.
+    light: LightChecker,
     /// Each node's group in the timeline.
     group_of: Vec<usize>,
     /// The unverified peers honest nodes accepted (distinct, the first 16).
@@ -528,6 +531,7 @@ impl World {
                 markers: Vec::new(),
             }),
             group_of,
+            light: LightChecker::default(),
             unverified: Vec::new(),
             converged_at_ms: None,
         };
@@ -727,8 +731,7 @@ impl World {
             }
             None => true,
         };
-        observers.trust.observe(
-            now_ms,
+        let views = || {
             nodes.iter().enumerate().map(|(index, node)| TrustView {
                 index,
                 status: &node.status,
@@ -736,8 +739,12 @@ impl World {
                 honest: !node.byzantine,
                 light: node.light,
                 group: observers.group_of[index],
-            }),
-        );
+            })
+        };
+        observers.trust.observe(now_ms, views());
+        if scenario.light_count() > 0 {
+            observers.light.observe(views());
+        }
         // Phase 3 is a property to wait for: a run with `[trust]` is not
         // over before every honest node got there (or the bound passed).
         let trust_settled = scenario.trust.is_none()
@@ -921,6 +928,9 @@ impl World {
         if scenario.trust.is_some() {
             properties.extend(self.trust_properties(setup, auditee, &zone, &validity));
         }
+        if scenario.light_count() > 0 {
+            properties.push(self.observers.light.property(&validity));
+        }
     }
 
     /// Trust's properties: the nodes' phases and what names resolve to, in
@@ -954,19 +964,22 @@ impl World {
             Err(error) => Err(error.clone()),
         };
         // Names must resolve in the state every live honest node holds:
-        // the chain up to the lowest live honest height.
+        // the chain up to the lowest live honest height (a light node's:
+        // the height of the latest header it trusts).
+        let held_height = self
+            .observers
+            .light
+            .trusted_min()
+            .map_or(self.observers.chain.min_height(), |light| {
+                light.min(self.observers.chain.min_height())
+            });
         let held = match auditee {
-            Some(node) => audit_chain(
-                &setup.genesis,
-                zone,
-                &node.hardware.disk,
-                Some(self.observers.chain.min_height()),
-            )
-            .and_then(|audit| {
-                audit
-                    .trust
-                    .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string())
-            }),
+            Some(node) => audit_chain(&setup.genesis, zone, &node.hardware.disk, Some(held_height))
+                .and_then(|audit| {
+                    audit
+                        .trust
+                        .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string())
+                }),
             None => Err("no honest node to audit".into()),
         };
         let byzantine_authorities: Vec<(usize, hm_wire::Hash)> = (0..scenario.nodes.count)
@@ -983,9 +996,10 @@ impl World {
             &views,
             audited,
             held.as_ref()
-                .map(|held| (held, self.observers.chain.min_height()))
+                .map(|held| (held, held_height))
                 .map_err(Clone::clone),
             &byzantine_authorities,
+            &self.observers.light.names_resolved(),
         )
     }
 

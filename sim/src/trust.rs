@@ -16,7 +16,8 @@
 //! * `names-resolve` — every honest node's name is registered in the
 //!   audited state, points at its address and one of its certificates, and
 //!   every live honest node has committed (a light node: trusts a header
-//!   at) the height that registered it.
+//!   at) the height that registered it; every address an honest light node
+//!   resolved a name to is in the audited record for that name.
 //! * `minority-commits-nothing` — while a partition lasts, nodes on a side
 //!   whose validators hold no quorum commit no block (light nodes trust no
 //!   header) beyond the highest height committed anywhere when it began.
@@ -36,6 +37,7 @@ use hm_wire::Hash;
 use crate::html::{
     GroupSample, Timeline, TimelineBand, TimelineGroup, TimelineMarker, TimelineSample,
 };
+use crate::light::ResolvedName;
 use crate::net::node_ip;
 use crate::outcome::{NOT_EXERCISED, PropertyResult};
 use crate::scenario::{Role, Scenario};
@@ -436,7 +438,8 @@ impl TrustChecker {
 
     /// The trust properties, judged against TrustChain's state rebuilt from
     /// an honest node's chain: `audited` all of it, `held` up to the lowest
-    /// height every live honest node reached (and that height).
+    /// height every live honest node reached (and that height). `resolved` are the names
+    /// honest light nodes resolved (see [`crate::light::LightChecker`]).
     pub fn properties(
         &self,
         scenario: &Scenario,
@@ -444,6 +447,7 @@ impl TrustChecker {
         audited: Result<&SharedTrust, String>,
         held: Result<(&SharedTrust, u64), String>,
         byzantine_authorities: &[(usize, Hash)],
+        resolved: &[ResolvedName],
     ) -> Vec<PropertyResult> {
         let mut properties = Vec::new();
         properties.push(self.phase3_property(scenario));
@@ -614,17 +618,67 @@ impl TrustChecker {
                 _ => {}
             }
         }
+        // What light nodes resolved names to is what the chain says. An
+        // address is judged against the audited record (addresses do not
+        // move in the simulator); "no such name" is not judged here, as it
+        // depends on the height it was resolved at (`light-proven` checks
+        // the proof of every kept answer, absent or not).
+        let mut misresolved = Vec::new();
+        let mut resolved_judged = 0usize;
+        for resolved in resolved {
+            let Some(addr) = resolved.addr else {
+                continue;
+            };
+            resolved_judged += 1;
+            let record = DnsName::parse(&resolved.name)
+                .ok()
+                .and_then(|name| trust.record(&name));
+            let wrong = match &record {
+                Some(record) if record.addrs.contains(&addr) => continue,
+                Some(record) => format!(
+                    "the audited record says {}",
+                    record
+                        .addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "the audited state has no such name".to_string(),
+            };
+            if misresolved.len() < SHOWN_MAX {
+                misresolved.push(format!(
+                    "light node n{} resolved {} to {addr}, but {wrong}",
+                    resolved.node, resolved.name
+                ));
+            }
+        }
+        let light_detail = if resolved_judged == 0 {
+            String::new()
+        } else if misresolved.is_empty() {
+            format!(
+                "; the {resolved_judged} addresses honest light nodes resolved names to are the audited records'"
+            )
+        } else {
+            format!(
+                "; light nodes resolved names wrongly: {}",
+                misresolved.join("; ")
+            )
+        };
         properties.push(PropertyResult {
             name: "names-resolve".into(),
-            passed: missing.is_empty() && registered > 0,
+            passed: missing.is_empty() && misresolved.is_empty() && registered > 0,
             detail: if missing.is_empty() && registered == 0 {
-                format!("{NOT_EXERCISED}: no honest node's name was judged")
+                format!("{NOT_EXERCISED}: no honest node's name was judged{light_detail}")
             } else if missing.is_empty() {
                 format!(
-                    "all {registered} honest names resolve to their node's address and certificate in the state every live honest node holds"
+                    "all {registered} honest names resolve to their node's address and certificate in the state every live honest node holds{light_detail}"
                 )
             } else {
-                format!("names that do not resolve on every node (in the state at height {held_height}, the lowest a live honest node reached): {}", missing.join("; "))
+                format!(
+                    "names that do not resolve on every node (in the state at height {held_height}, the lowest a live honest node reached): {}{light_detail}",
+                    missing.join("; ")
+                )
             },
         });
         properties
@@ -806,12 +860,24 @@ mod tests {
         nodes: &[(&StatusHandle, bool)],
         name: &str,
     ) -> PropertyResult {
+        resolved_verdict(checker, logged, nodes, &[], name)
+    }
+
+    /// Property `name`, as [`verdict`], with names light nodes resolved.
+    fn resolved_verdict(
+        checker: &TrustChecker,
+        logged: &Logged,
+        nodes: &[(&StatusHandle, bool)],
+        resolved: &[ResolvedName],
+        name: &str,
+    ) -> PropertyResult {
         let properties = checker.properties(
             &scenario(),
             &views(nodes),
             Ok(&logged.trust),
             Ok((&logged.trust, 2)),
             &[],
+            resolved,
         );
         property(&properties, name)
     }
@@ -834,6 +900,7 @@ mod tests {
             &[],
             Err("no honest node to audit".into()),
             Err("no honest node to audit".into()),
+            &[],
             &[],
         );
         assert!(unaudited.iter().all(|property| !property.passed));
@@ -1054,6 +1121,7 @@ mod tests {
             Ok(&logged.trust),
             Ok((&logged.trust, 2)),
             &[(0, logged.validator)],
+            &[],
         );
         assert_fails(
             &property(&properties, "byzantine-authorities-revoked"),
@@ -1097,6 +1165,45 @@ mod tests {
         // A light node whose client has not reported: nothing trusted.
         let quiet = StatusHandle::default();
         assert_eq!(quiet.with(|status| reached_height(status, true)), 0);
+    }
+
+    #[test]
+    fn a_light_node_resolving_a_name_wrongly_fails_names_resolve() {
+        let logged = logged();
+        let a = node(1, 3);
+        a.update(|status| status.node_id = Some(NodeId(logged.owner.0)));
+        let resolved = |name: &str, addr: Option<std::net::Ipv6Addr>| ResolvedName {
+            node: 1,
+            name: name.into(),
+            addr,
+        };
+        let nodes = [(&a, true)];
+        let judged = |names: &[ResolvedName]| {
+            resolved_verdict(&checker(), &logged, &nodes, names, "names-resolve")
+        };
+        let right = judged(&[resolved("n0.mesh", Some(node_ip(0)))]);
+        assert_passes(&right);
+        assert!(
+            right.detail.contains(
+                "the 1 addresses honest light nodes resolved names to are the audited records'"
+            ),
+            "{}",
+            right.detail
+        );
+        // "Not registered" is not judged here (it depends on the height).
+        assert_passes(&judged(&[resolved("n0.mesh", None)]));
+        assert_fails(
+            &judged(&[resolved("n0.mesh", Some(node_ip(5)))]),
+            &format!(
+                "light node n1 resolved n0.mesh to {}, but the audited record says {}",
+                node_ip(5),
+                node_ip(0)
+            ),
+        );
+        assert_fails(
+            &judged(&[resolved("n9.mesh", Some(node_ip(9)))]),
+            "light node n1 resolved n9.mesh to",
+        );
     }
 
     #[test]

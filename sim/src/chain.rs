@@ -244,6 +244,10 @@ pub struct ChainView<'a> {
     pub status: &'a StatusHandle,
     pub alive: bool,
     pub honest: bool,
+    /// A light node: it commits nothing (its committed list stays empty,
+    /// its height 0), so agreement, durability and liveness skip it; the
+    /// light checker judges what it trusted.
+    pub light: bool,
 }
 
 /// One node's chain as the checkers saw it, over all its lives.
@@ -334,7 +338,7 @@ impl ChainChecker {
             if self.nodes.len() <= view.index {
                 self.nodes.resize_with(view.index + 1, NodeChain::default);
             }
-            if !view.honest {
+            if !view.honest || view.light {
                 continue;
             }
             let height = view
@@ -647,6 +651,10 @@ pub fn audit_chain(
         }
         app.commit(height, &execution.updates)
             .map_err(|error| format!("block {height}: {error}"))?;
+        audit.headers.push(AuditedHeader {
+            hash: block.header.hash(),
+            state_root: block.header.state_root,
+        });
         for evidence in &block.body.evidence {
             if let Some(validator) = validators.get(evidence.validator()) {
                 audit.offenders.insert(validator.id);
@@ -654,6 +662,7 @@ pub fn audit_chain(
         }
         parent = ParentInfo::of(&block.header);
     }
+    debug_assert_eq!(audit.headers.len() as u64, last);
     audit.blocks = last;
     audit.trust = Some(trust);
     Ok(audit)
@@ -667,6 +676,27 @@ pub struct Audit {
     pub trust: Option<SharedTrust>,
     /// Validators with evidence committed against them.
     pub offenders: BTreeSet<Hash>,
+    /// Each audited block's header hash and state root, by height (index
+    /// height - 1): what a light client's trusted headers and proven
+    /// answers are judged against. 64 bytes per block.
+    pub headers: Vec<AuditedHeader>,
+}
+
+impl Audit {
+    /// The audited header at `height` (none at 0, nor above the audit).
+    pub fn header(&self, height: u64) -> Option<&AuditedHeader> {
+        let index = usize::try_from(height.checked_sub(1)?).ok()?;
+        self.headers.get(index)
+    }
+}
+
+/// One audited block's header, as a light client knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditedHeader {
+    /// The header hash (the block hash).
+    pub hash: Hash,
+    /// The application's state root after the block.
+    pub state_root: Hash,
 }
 
 #[cfg(test)]
@@ -740,6 +770,7 @@ mod tests {
                 status,
                 alive: true,
                 honest: *honest,
+                light: false,
             });
         checker.observe(views, now_ms, quiet);
     }
@@ -958,6 +989,30 @@ mod tests {
     }
 
     #[test]
+    fn a_light_node_commits_nothing_and_the_chain_checkers_skip_it() {
+        let [replica, light] = nodes([&[1, 2, 3, 4, 5], &[]]);
+        let observe = |checker: &mut ChainChecker, now_ms: u64| {
+            let views = [(&replica, false), (&light, true)].map(|(status, light)| ChainView {
+                index: usize::from(light),
+                status,
+                alive: true,
+                honest: true,
+                light,
+            });
+            checker.observe(views.into_iter(), now_ms, now_ms >= FAULTS_END_MS);
+        };
+        let mut checker = ChainChecker::default();
+        observe(&mut checker, FAULTS_END_MS);
+        life(&replica, 1, 0, HEIGHT_6);
+        observe(&mut checker, FAULTS_END_MS + 10_000);
+        // The light node's height 0 is neither the lowest height nor a
+        // node that never resumed.
+        assert_eq!(checker.min_height(), 6);
+        assert_passes(&verdict(&checker, LIVENESS, "chain-liveness"));
+        assert_passes(&verdict(&checker, "", "chain-agreement"));
+    }
+
+    #[test]
     fn evidence_fails_for_an_equivocator_without_evidence_on_chain() {
         let checker = ChainChecker::default();
         let (caught, missed) = (block(1), block(2));
@@ -1065,8 +1120,26 @@ mod tests {
     fn the_audit_accepts_a_committed_chain_and_rejects_a_tampered_one() {
         let (genesis, zone, disk) = a_committed_chain(3);
         let audit = |disk: &MemDisk| audit_chain(&genesis, &zone, disk, None);
-        let blocks = audit(&disk).expect("an untouched chain audits").blocks;
+        let audited = audit(&disk).expect("an untouched chain audits");
+        let blocks = audited.blocks;
         assert!(blocks >= 3);
+        // Every audited height's header hash and state root, as stored.
+        let store = ChainStore::open(disk.clone(), genesis.chain_id()).expect("the store opens");
+        assert_eq!(audited.headers.len() as u64, blocks);
+        for height in 1..=blocks {
+            let block = store
+                .block(height)
+                .expect("readable")
+                .expect("below the head");
+            let expected = AuditedHeader {
+                hash: block.hash(),
+                state_root: block.header.state_root,
+            };
+            assert_eq!(audited.header(height), Some(&expected));
+        }
+        assert_eq!(audited.header(0), None);
+        assert_eq!(audited.header(blocks + 1), None);
+        drop(store);
         let key = |height: u64| height.to_be_bytes().to_vec();
         let stored = |height: u64| {
             [BLOCKS_CF, BLOCK_COMMITS_CF].map(|cf| {

@@ -16,7 +16,7 @@ use crate::outcome::RunOutcome;
 pub struct Timeline {
     /// Sampling interval (ms of simulated time).
     pub interval_ms: u64,
-    /// Node groups shown as rows (e.g. "validators", "followers", "byzantine"), with their size.
+    /// Node groups shown as rows (e.g. "validators", "full", "light", "byzantine"), with their size.
     pub groups: Vec<TimelineGroup>,
     pub samples: Vec<TimelineSample>,
     /// Faults as bands over time: partitions, crashes, loss, clogs, clock faults.
@@ -44,7 +44,8 @@ pub struct GroupSample {
     pub phase_counts: [u32; 4],
     /// Nodes of the group that are down (crashed, not restarted yet).
     pub down: u32,
-    /// Lowest and highest committed chain height among the group's live nodes.
+    /// Lowest and highest committed chain height among the group's live
+    /// nodes (a light node's: the height of the latest header it trusts).
     pub height_min: u64,
     pub height_max: u64,
 }

@@ -11,6 +11,8 @@ pub mod fork;
 #[cfg(madsim)]
 pub mod html;
 #[cfg(madsim)]
+pub mod light;
+#[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]
 pub mod outcome;

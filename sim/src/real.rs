@@ -148,6 +148,9 @@ pub fn unsupported(scenario: &Scenario) -> Vec<String> {
     if scenario.byzantine.garbage_senders > 0 || scenario.byzantine.identity_forgers > 0 {
         reasons.push("garbage senders or identity forgers (simulator-only)".into());
     }
+    if scenario.light_count() > 0 {
+        reasons.push("light nodes (the real runner configures replicas only)".into());
+    }
     if scenario.membership != Default::default() {
         reasons.push("[membership] tuning (hm-node's config does not expose it)".into());
     }
@@ -764,6 +767,8 @@ pub fn run_real(
         .map(|index| seconds_to_ms(scenario.nodes.boot_spread_s * index as f64 / count as f64))
         .collect();
     let honest = vec![true; count];
+    // Light nodes are refused above: every node is a replica.
+    let light = vec![false; count];
     let (groups, group_of) = crate::trust::groups(scenario, &vec![false; count]);
     let mut chain_checker = ChainChecker::default();
     let mut trust_checker = TrustChecker::new(Timeline {
@@ -803,11 +808,12 @@ pub fn run_real(
                         &validator_set,
                         &validator_ids,
                         &heights,
+                        &light,
                     );
                 }
                 Action::SetPartition(None) => {
                     let heights = fresh_heights(nodes);
-                    trust_checker.partition_ended(&heights, &honest);
+                    trust_checker.partition_ended(&heights, &honest, &light);
                     net.set_partition(None)?;
                 }
                 Action::Kill(index) => nodes[*index as usize].kill(),
@@ -833,6 +839,7 @@ pub fn run_real(
                 status: &node.status,
                 alive: node.alive,
                 honest: true,
+                light: false,
             }),
             now_ms,
             quiet,
@@ -844,6 +851,7 @@ pub fn run_real(
                 status: &node.status,
                 alive: node.alive,
                 honest: true,
+                light: false,
                 group: group_of[node.index],
             }),
         );

@@ -21,13 +21,14 @@ use crate::client::{ClientLog, ClientPlan, acked_property, committed_transaction
 use crate::env::{ClockOffset, NodeHardwareState, SimEnv};
 use crate::fork::{NodeDisk, accountable_property, find_fork};
 use crate::html::Timeline;
+use crate::light::LightChecker;
 use crate::net::{NODE_PORT, SimNetwork, node_ip};
 use crate::outcome::{
     PropertyResult, RunOutcome, Traffic, accept_expected_not_exercised, add_buckets, expect_fork,
 };
 use crate::scenario::Scenario;
 use crate::timeline::{Action, link_of, seconds_to_ms, timeline};
-use crate::trust::{TrustChecker, TrustView};
+use crate::trust::{TrustChecker, TrustView, reached_height};
 use crate::wall::{peak_rss_bytes, wall_now_ms};
 use crate::world::{Auditor, Counters, EventKind};
 
@@ -42,6 +43,8 @@ struct SimNode {
     status: StatusHandle,
     alive: bool,
     byzantine: bool,
+    /// A light node (`NodeRole::Light`): it commits nothing.
+    light: bool,
     /// Forges its identity: never a legitimate member.
     forger: bool,
     /// Presents a forged certificate: a real identity, but nodes in phase 3
@@ -446,6 +449,8 @@ struct Observers {
     chain: ChainChecker,
     /// Also keeps the timeline (phases, heights, faults) for the report.
     trust: TrustChecker,
+    /// What honest light nodes trusted, accepted and resolved.
+    light: LightChecker,
     /// Each node's group in the timeline.
     group_of: Vec<usize>,
     /// The unverified peers honest nodes accepted (distinct, the first 16).
@@ -526,6 +531,7 @@ impl World {
                 markers: Vec::new(),
             }),
             group_of,
+            light: LightChecker::default(),
             unverified: Vec::new(),
             converged_at_ms: None,
         };
@@ -622,18 +628,24 @@ impl World {
                     if let Some(validators) = &self.validator_set {
                         let heights: Vec<u64> = nodes
                             .iter()
-                            .map(|node| node.status.with(|status| status.chain.height))
+                            .map(|node| {
+                                node.status
+                                    .with(|status| reached_height(status, node.light))
+                            })
                             .collect();
+                        let light: Vec<bool> = nodes.iter().map(|node| node.light).collect();
                         match partition {
                             Some(partition) => self.observers.trust.partition_began(
                                 &partition.group_of,
                                 validators,
                                 &self.validator_ids,
                                 &heights,
+                                &light,
                             ),
                             None => self.observers.trust.partition_ended(
                                 &heights,
                                 &self.byzantine_flags.iter().map(|b| !b).collect::<Vec<_>>(),
+                                &light,
                             ),
                         }
                     }
@@ -710,6 +722,7 @@ impl World {
                         status: &node.status,
                         alive: node.alive,
                         honest: !node.byzantine,
+                        light: node.light,
                     }),
                     now_ms,
                     quiet,
@@ -718,16 +731,20 @@ impl World {
             }
             None => true,
         };
-        observers.trust.observe(
-            now_ms,
+        let views = || {
             nodes.iter().enumerate().map(|(index, node)| TrustView {
                 index,
                 status: &node.status,
                 alive: node.alive,
                 honest: !node.byzantine,
+                light: node.light,
                 group: observers.group_of[index],
-            }),
-        );
+            })
+        };
+        observers.trust.observe(now_ms, views());
+        if scenario.light_count() > 0 {
+            observers.light.observe(views());
+        }
         // Phase 3 is a property to wait for: a run with `[trust]` is not
         // over before every honest node got there (or the bound passed).
         let trust_settled = scenario.trust.is_none()
@@ -855,12 +872,13 @@ impl World {
             node.hardware.disk.clear_io_errors();
         }
         // Audit the chain of an honest validator that is up (its disk holds
-        // what it committed); agreement ties every other node to it.
+        // what it committed); agreement ties every other node to it. A
+        // light node's disk holds no block.
         let auditee = nodes
             .iter()
             .take(setup.keys.len())
             .find(|node| node.alive && !node.byzantine)
-            .or_else(|| nodes.iter().find(|node| !node.byzantine));
+            .or_else(|| nodes.iter().find(|node| !node.byzantine && !node.light));
         let zone = ChainSetup::zone(scenario);
         let validity = match auditee {
             Some(node) => audit_chain(&setup.genesis, &zone, &node.hardware.disk, None),
@@ -910,6 +928,9 @@ impl World {
         if scenario.trust.is_some() {
             properties.extend(self.trust_properties(setup, auditee, &zone, &validity));
         }
+        if scenario.light_count() > 0 {
+            properties.push(self.observers.light.property(&validity));
+        }
     }
 
     /// Trust's properties: the nodes' phases and what names resolve to, in
@@ -931,6 +952,7 @@ impl World {
                 status: &node.status,
                 alive: node.alive,
                 honest: !node.byzantine,
+                light: node.light,
                 group: self.observers.group_of[index],
             })
             .collect();
@@ -942,19 +964,22 @@ impl World {
             Err(error) => Err(error.clone()),
         };
         // Names must resolve in the state every live honest node holds:
-        // the chain up to the lowest live honest height.
+        // the chain up to the lowest live honest height (a light node's:
+        // the height of the latest header it trusts).
+        let held_height = self
+            .observers
+            .light
+            .trusted_min()
+            .map_or(self.observers.chain.min_height(), |light| {
+                light.min(self.observers.chain.min_height())
+            });
         let held = match auditee {
-            Some(node) => audit_chain(
-                &setup.genesis,
-                zone,
-                &node.hardware.disk,
-                Some(self.observers.chain.min_height()),
-            )
-            .and_then(|audit| {
-                audit
-                    .trust
-                    .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string())
-            }),
+            Some(node) => audit_chain(&setup.genesis, zone, &node.hardware.disk, Some(held_height))
+                .and_then(|audit| {
+                    audit
+                        .trust
+                        .ok_or_else(|| "the audit rebuilt no TrustChain state".to_string())
+                }),
             None => Err("no honest node to audit".into()),
         };
         let byzantine_authorities: Vec<(usize, hm_wire::Hash)> = (0..scenario.nodes.count)
@@ -970,8 +995,11 @@ impl World {
             scenario,
             &views,
             audited,
-            held.as_ref().map_err(Clone::clone),
+            held.as_ref()
+                .map(|held| (held, held_height))
+                .map_err(Clone::clone),
             &byzantine_authorities,
+            &self.observers.light.names_resolved(),
         )
     }
 
@@ -982,7 +1010,7 @@ impl World {
         let disks: Vec<NodeDisk<'_>> = nodes
             .iter()
             .enumerate()
-            .filter(|(_, node)| !node.byzantine)
+            .filter(|(_, node)| !node.byzantine && !node.light)
             .map(|(index, node)| NodeDisk {
                 index,
                 disk: &node.hardware.disk,
@@ -1114,6 +1142,7 @@ impl Fabric {
                 status,
                 alive: true,
                 byzantine: garbage || forger || byzantine_validator,
+                light: scenario.is_light(index),
                 forger,
                 unwelcome: ChainSetup::forged_presenters(scenario).contains(&index),
                 supervisor: Supervisor::default(),
@@ -1140,8 +1169,9 @@ impl Fabric {
         let (seed, start) = (self.seed, self.start);
         let n = scenario.nodes.count;
         let client_log = Arc::new(Mutex::new(ClientLog::default()));
+        // Light nodes keep no mempool: the client asks replicas only.
         let targets: Vec<(u32, SocketAddrV6)> = (0..n)
-            .filter(|index| !nodes[*index as usize].byzantine)
+            .filter(|index| !nodes[*index as usize].byzantine && !nodes[*index as usize].light)
             .map(|index| (index, SocketAddrV6::new(node_ip(index), NODE_PORT, 0, 0)))
             .collect();
         // The client is host `n`: outside the node numbering, so no fault
@@ -1240,6 +1270,9 @@ fn node_setup(
         }
         let mut chain_config = setup.config(chain, index);
         chain_config.trust = setup.trust_settings(scenario, index);
+        if scenario.is_light(index) {
+            chain_config.role = hm_node::NodeRole::Light;
+        }
         config.chain = Some(chain_config);
         let presenter = conduct.presenter.clone();
         conduct = setup.conduct(scenario, index);

@@ -58,6 +58,9 @@ impl Default for Scenario {
     }
 }
 
+/// The nodes, laid out by index: the genesis validators first
+/// (`chain.validators`), then `full` full replicas, then `light` light
+/// nodes. Without `full` and `light` every node is a replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Nodes {
@@ -67,6 +70,17 @@ pub struct Nodes {
     /// Nodes boot uniformly spread over this many simulated seconds.
     pub boot_spread_s: f64,
     pub hardware: HardwareProfile,
+    /// Full replicas after the validators. With `light` too, `count` must
+    /// be `chain.validators + full + light`; alone, `count` must be
+    /// `chain.validators + full` (no light node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full: Option<u32>,
+    /// Light nodes, the last ones: they keep trusted headers only and ask
+    /// full nodes for proven answers. Alone, the full replicas are the
+    /// rest: `count - chain.validators - light`. Needs `[chain]` and
+    /// `[trust]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub light: Option<u32>,
 }
 
 impl Default for Nodes {
@@ -76,8 +90,22 @@ impl Default for Nodes {
             seeds: 3,
             boot_spread_s: 5.0,
             hardware: HardwareProfile::default(),
+            full: None,
+            light: None,
         }
     }
+}
+
+/// What a node is, by its index (see [`Nodes`] and [`Scenario::role_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A genesis validator (a replica).
+    Validator,
+    /// A full replica that does not validate (every node of a scenario
+    /// without a chain).
+    Full,
+    /// A light node: trusted headers and proven answers, no blocks.
+    Light,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +358,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "ct-consistent",
     "only-logged-certificates",
     "names-resolve",
+    "light-proven",
     "no-node-errors",
     "no-panic",
     "processes",
@@ -544,6 +573,7 @@ impl Scenario {
                 DURATION_S_MAX,
             )?;
         }
+        self.validate_roles()?;
         seconds(
             "properties.phase3_within_s",
             self.properties.phase3_within_s,
@@ -598,6 +628,107 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    /// Checks `nodes.full` and `nodes.light` against `nodes.count` and the
+    /// validators (see [`Nodes`]).
+    fn validate_roles(&self) -> Result<(), String> {
+        let (full, light) = (self.nodes.full, self.nodes.light);
+        if full.is_none() && light.is_none() {
+            return Ok(());
+        }
+        let given = if light.is_some() {
+            "nodes.light"
+        } else {
+            "nodes.full"
+        };
+        let Some(chain) = &self.chain else {
+            return Err(format!(
+                "`{given}` needs a `[chain]`: without one there are no replicas to tell apart"
+            ));
+        };
+        let count = u64::from(self.nodes.count);
+        let validators = u64::from(chain.validators);
+        let light = u64::from(light.unwrap_or(0));
+        match full {
+            Some(full) => {
+                let full = u64::from(full);
+                if validators + full + light != count {
+                    return Err(format!(
+                        "`nodes.count` = {count} must equal chain.validators ({validators}) + \
+                         nodes.full ({full}) + nodes.light ({light}) = {}",
+                        validators + full + light
+                    ));
+                }
+            }
+            None if validators + light > count => {
+                return Err(format!(
+                    "`nodes.light` = {light} does not fit: chain.validators ({validators}) + \
+                         nodes.light ({light}) = {} exceeds nodes.count ({count})",
+                    validators + light
+                ));
+            }
+            None => {}
+        }
+        if light == 0 {
+            return Ok(());
+        }
+        let replicas = count - light;
+        if replicas == 0 {
+            return Err(format!(
+                "`nodes.light` = {light} leaves no replica: light nodes need validators or \
+                 full nodes (nodes.full + chain.validators > 0) to serve them"
+            ));
+        }
+        if self.trust.is_none() {
+            return Err(format!(
+                "`nodes.light` = {light} needs a `[trust]` section: light nodes follow the \
+                 chain's certified headers and resolve names through TrustChain"
+            ));
+        }
+        if u64::from(chain.workload_nodes) > replicas {
+            return Err(format!(
+                "`chain.workload_nodes` = {} reaches into the light nodes (indexes {replicas} \
+                 and up); light nodes submit no workload, so give at most {replicas}",
+                chain.workload_nodes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of genesis validators (0 without a chain).
+    pub fn validator_count(&self) -> u32 {
+        self.chain.as_ref().map_or(0, |chain| chain.validators)
+    }
+
+    /// The number of light nodes (the last ones).
+    pub fn light_count(&self) -> u32 {
+        self.nodes.light.unwrap_or(0)
+    }
+
+    /// The number of full replicas that are not validators.
+    pub fn full_count(&self) -> u32 {
+        self.nodes
+            .count
+            .saturating_sub(self.validator_count())
+            .saturating_sub(self.light_count())
+    }
+
+    /// What node `index` is: validators first, then the full replicas,
+    /// then the light nodes.
+    pub fn role_of(&self, index: u32) -> Role {
+        if index < self.validator_count() {
+            Role::Validator
+        } else if index >= self.nodes.count.saturating_sub(self.light_count()) {
+            Role::Light
+        } else {
+            Role::Full
+        }
+    }
+
+    /// Whether node `index` is a light node.
+    pub fn is_light(&self, index: u32) -> bool {
+        self.role_of(index) == Role::Light
     }
 
     /// A warning when the Byzantine validators hold a third of the stake or
@@ -711,6 +842,132 @@ mod tests {
         assert!(
             loaded >= 8,
             "expected the shipped scenarios, found {loaded}"
+        );
+    }
+
+    /// A chain with trust: 4 validators among `nodes`, plus `extra` lines
+    /// in `[nodes]`.
+    fn with_roles(nodes: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(
+            "roles.toml",
+            &format!("[nodes]\n{nodes}\n[chain]\nvalidators = 4\n[trust]\nzone = \"mesh\"\n"),
+        )
+    }
+
+    #[test]
+    fn nodes_are_laid_out_as_validators_then_full_then_light() {
+        let scenario = with_roles("count = 10\nlight = 3").expect("only light given");
+        assert_eq!(
+            (
+                scenario.validator_count(),
+                scenario.full_count(),
+                scenario.light_count()
+            ),
+            (4, 3, 3)
+        );
+        let roles: Vec<Role> = (0..10).map(|index| scenario.role_of(index)).collect();
+        use Role::{Full, Light, Validator};
+        assert_eq!(
+            roles,
+            [
+                Validator, Validator, Validator, Validator, Full, Full, Full, Light, Light, Light
+            ]
+        );
+        let both = with_roles("count = 10\nfull = 3\nlight = 3").expect("both given");
+        assert_eq!(both.full_count(), 3);
+        assert_eq!(
+            (0..10).map(|index| both.role_of(index)).collect::<Vec<_>>(),
+            roles
+        );
+        // `full` alone: no light node, and the count must add up.
+        let full_only = with_roles("count = 6\nfull = 2").expect("full alone");
+        assert_eq!((full_only.full_count(), full_only.light_count()), (2, 0));
+        assert!((0..6).all(|index| !full_only.is_light(index)));
+    }
+
+    #[test]
+    fn without_full_or_light_every_node_is_a_replica() {
+        let scenario = with_roles("count = 10").expect("no roles given");
+        assert_eq!((scenario.full_count(), scenario.light_count()), (6, 0));
+        assert!((0..10).all(|index| scenario.role_of(index) != Role::Light));
+        let membership = Scenario::parse("m.toml", "[nodes]\ncount = 5\n").expect("no chain");
+        assert!((0..5).all(|index| membership.role_of(index) == Role::Full));
+    }
+
+    #[test]
+    fn roles_that_do_not_add_up_are_named() {
+        let error = with_roles("count = 10\nfull = 3\nlight = 2").expect_err("9 of 10");
+        assert!(
+            error.to_string().contains(
+                "`nodes.count` = 10 must equal chain.validators (4) + nodes.full (3) + nodes.light (2) = 9"
+            ),
+            "{error}"
+        );
+        let error = with_roles("count = 6\nfull = 3").expect_err("7 of 6");
+        assert!(error.to_string().contains("`nodes.count` = 6"), "{error}");
+        let error = with_roles("count = 6\nlight = 3").expect_err("4 + 3 > 6");
+        assert!(
+            error.to_string().contains("`nodes.light` = 3 does not fit"),
+            "{error}"
+        );
+        // Exactly validators and light nodes, no full node: allowed.
+        assert_eq!(
+            with_roles("count = 6\nlight = 2")
+                .map(|scenario| scenario.full_count())
+                .map_err(|error| error.to_string()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn light_nodes_need_a_chain_and_trust() {
+        let error =
+            Scenario::parse("l.toml", "[nodes]\ncount = 5\nlight = 1\n").expect_err("no chain");
+        assert!(
+            error
+                .to_string()
+                .contains("`nodes.light` needs a `[chain]`"),
+            "{error}"
+        );
+        let error = Scenario::parse("f.toml", "[nodes]\ncount = 5\nfull = 1\n")
+            .expect_err("no chain either");
+        assert!(
+            error.to_string().contains("`nodes.full` needs a `[chain]`"),
+            "{error}"
+        );
+        let error = Scenario::parse(
+            "l.toml",
+            "[nodes]\ncount = 5\nlight = 1\n[chain]\nvalidators = 4\n",
+        )
+        .expect_err("no trust");
+        assert!(
+            error
+                .to_string()
+                .contains("`nodes.light` = 1 needs a `[trust]` section"),
+            "{error}"
+        );
+        // No light node asked for: no `[trust]` needed.
+        assert!(
+            Scenario::parse(
+                "l.toml",
+                "[nodes]\ncount = 5\nlight = 0\n[chain]\nvalidators = 4\n"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn light_nodes_submit_no_workload() {
+        let error = Scenario::parse(
+            "w.toml",
+            "[nodes]\ncount = 6\nlight = 2\n[chain]\nvalidators = 3\nworkload_nodes = 5\n[trust]\n",
+        )
+        .expect_err("workload on a light node");
+        assert!(
+            error.to_string().contains(
+                "`chain.workload_nodes` = 5 reaches into the light nodes (indexes 4 and up)"
+            ),
+            "{error}"
         );
     }
 

@@ -196,7 +196,8 @@ pub enum Change {
     HalveFault { index: usize },
     /// Fewer Byzantine actors of one kind.
     Byzantine { kind: ByzantineKind, to: u32 },
-    /// Fewer nodes, taken from the followers (validators and seeds stay).
+    /// Fewer nodes, taken from the followers (validators, seeds and light
+    /// nodes stay).
     Nodes { to: u32 },
     /// Fewer validators: the last ones become followers (a later pass
     /// may drop them as followers).
@@ -226,9 +227,19 @@ impl Change {
                 }
             }
             Change::Byzantine { kind, to } => kind.set(&mut after, *to),
-            Change::Nodes { to } => after.nodes.count = *to,
+            Change::Nodes { to } => {
+                // Taken from the full replicas: the light nodes stay.
+                if let Some(full) = after.nodes.full.as_mut() {
+                    *full = full.saturating_sub(after.nodes.count.saturating_sub(*to));
+                }
+                after.nodes.count = *to;
+            }
             Change::Validators { to } => {
                 if let Some(chain) = after.chain.as_mut() {
+                    // The validators dropped become full replicas.
+                    if let Some(full) = after.nodes.full.as_mut() {
+                        *full += chain.validators.saturating_sub(*to);
+                    }
                     // Workload nodes that were all validators stay so.
                     if chain.workload_nodes <= chain.validators {
                         chain.workload_nodes = chain.workload_nodes.min(*to);
@@ -409,7 +420,10 @@ fn changes(stage: Stage, scenario: &Scenario, keep_fault_bound: bool) -> Vec<Cha
         Stage::FewerFollowers => {
             let trust = scenario.trust.as_ref();
             let validators = scenario.chain.as_ref().map_or(0, |chain| chain.validators);
-            let least = scenario.nodes.seeds.max(validators)
+            let least = scenario
+                .nodes
+                .seeds
+                .max(validators + scenario.light_count())
                 + scenario.byzantine.garbage_senders
                 + scenario.byzantine.identity_forgers
                 + trust.map_or(0, |trust| trust.forged_presenters);
@@ -1017,6 +1031,30 @@ mod tests {
         assert_eq!(smaller_values(2, 0), vec![0, 1]);
         assert_eq!(smaller_values(1, 0), vec![0]);
         assert_eq!(smaller_values(3, 3), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn fewer_nodes_or_validators_keep_the_light_nodes() {
+        let scenario = Scenario::parse(
+            "light.toml",
+            "[nodes]\ncount = 10\nseeds = 2\nfull = 3\nlight = 3\n[chain]\nvalidators = 4\n[trust]\n",
+        )
+        .expect("a scenario with light nodes");
+        let fewer = Change::Nodes { to: 8 }.apply(&scenario);
+        assert_eq!(fewer.validate(), Ok(()));
+        assert_eq!((fewer.full_count(), fewer.light_count()), (1, 3));
+        let fewer = Change::Validators { to: 2 }.apply(&scenario);
+        assert_eq!(fewer.validate(), Ok(()));
+        assert_eq!((fewer.full_count(), fewer.light_count()), (5, 3));
+        // The light nodes are never taken: the least node count keeps them.
+        let least = changes(Stage::FewerFollowers, &scenario, true)
+            .iter()
+            .filter_map(|change| match change {
+                Change::Nodes { to } => Some(*to),
+                _ => None,
+            })
+            .min();
+        assert_eq!(least, Some(7));
     }
 
     #[test]

@@ -15,26 +15,32 @@
 //!   from a peer, in any of its lives, is in the audited log.
 //! * `names-resolve` — every honest node's name is registered in the
 //!   audited state, points at its address and one of its certificates, and
-//!   every live honest node has committed the height that registered it.
+//!   every live honest node has committed (a light node: trusts a header
+//!   at) the height that registered it; every address an honest light node
+//!   resolved a name to is in the audited record for that name.
 //! * `minority-commits-nothing` — while a partition lasts, nodes on a side
-//!   whose validators hold no quorum commit no block beyond the highest
-//!   height committed anywhere when it began.
+//!   whose validators hold no quorum commit no block (light nodes trust no
+//!   header) beyond the highest height committed anywhere when it began.
+//!
+//! Light nodes commit nothing: wherever a height is read, theirs is the
+//! height of the latest header they trust ([`reached_height`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hm_kernel::block::LogHead;
 use hm_kernel::validators::ValidatorSet;
-use hm_node::StatusHandle;
 use hm_node::app::SharedTrust;
+use hm_node::{NodeStatus, StatusHandle};
 use hm_trustchain::name::DnsName;
 use hm_wire::Hash;
 
 use crate::html::{
     GroupSample, Timeline, TimelineBand, TimelineGroup, TimelineMarker, TimelineSample,
 };
+use crate::light::ResolvedName;
 use crate::net::node_ip;
 use crate::outcome::{NOT_EXERCISED, PropertyResult};
-use crate::scenario::Scenario;
+use crate::scenario::{Role, Scenario};
 
 /// Nodes named in a failed property's detail.
 const SHOWN_MAX: usize = 6;
@@ -45,33 +51,67 @@ pub struct TrustView<'a> {
     pub status: &'a StatusHandle,
     pub alive: bool,
     pub honest: bool,
+    /// A light node (see [`reached_height`]).
+    pub light: bool,
     /// Timeline group (see [`groups`]).
     pub group: usize,
 }
 
-/// The report's node groups: validators, followers, Byzantine nodes.
+/// How far a node has come along the chain: a replica's committed height,
+/// or the height of the latest header a light node trusts (it commits
+/// nothing; 0 until its light client reports).
+pub fn reached_height(status: &NodeStatus, light: bool) -> u64 {
+    if light {
+        status
+            .chain
+            .light
+            .as_ref()
+            .map_or(0, |light| light.trusted_height)
+    } else {
+        status.chain.height
+    }
+}
+
+/// The report's node groups, in this order and only those with nodes:
+/// validators, full replicas ("nodes" without a chain), light nodes,
+/// Byzantine nodes (of any role). Returns the groups and each node's group.
 pub fn groups(scenario: &Scenario, byzantine: &[bool]) -> (Vec<TimelineGroup>, Vec<usize>) {
-    let validators = scenario.chain.as_ref().map_or(0, |chain| chain.validators);
-    let group_of: Vec<usize> = (0..scenario.nodes.count)
+    let full = if scenario.chain.is_some() {
+        "full"
+    } else {
+        "nodes"
+    };
+    let names = ["validators", full, "light", "byzantine"];
+    let kind_of: Vec<usize> = (0..scenario.nodes.count)
         .map(|index| {
             if byzantine.get(index as usize).copied().unwrap_or(false) {
-                2
-            } else if index < validators {
-                0
+                3
             } else {
-                1
+                match scenario.role_of(index) {
+                    Role::Validator => 0,
+                    Role::Full => 1,
+                    Role::Light => 2,
+                }
             }
         })
         .collect();
-    let names = ["validators", "followers", "byzantine"];
-    let groups = names
-        .iter()
-        .enumerate()
-        .map(|(group, name)| TimelineGroup {
-            name: (*name).to_string(),
-            nodes: group_of.iter().filter(|of| **of == group).count() as u32,
-        })
-        .collect();
+    let mut sizes = [0u32; 4];
+    for kind in &kind_of {
+        sizes[*kind] += 1;
+    }
+    // Kind → group, skipping the kinds without nodes.
+    let mut group_of_kind = [0usize; 4];
+    let mut groups = Vec::new();
+    for (kind, name) in names.iter().enumerate() {
+        group_of_kind[kind] = groups.len();
+        if sizes[kind] > 0 {
+            groups.push(TimelineGroup {
+                name: (*name).to_string(),
+                nodes: sizes[kind],
+            });
+        }
+    }
+    let group_of = kind_of.iter().map(|kind| group_of_kind[*kind]).collect();
     (groups, group_of)
 }
 
@@ -150,7 +190,7 @@ pub struct TrustChecker {
     /// Live honest nodes not in phase 3 at the last observation.
     behind: Vec<String>,
     /// Per partition in progress: (nodes on the minority side, the highest
-    /// height committed anywhere when it began).
+    /// height committed anywhere when it began, by replicas).
     partition: Option<(Vec<usize>, u64)>,
     minority_violations: Vec<String>,
     partitions_checked: u32,
@@ -185,7 +225,7 @@ impl TrustChecker {
                 (
                     status.running,
                     status.trust.phase,
-                    status.chain.height,
+                    reached_height(status, view.light),
                     status.trust.missing_for_next_phase.clone(),
                     status.trust.certificate_requests,
                 )
@@ -206,8 +246,9 @@ impl TrustChecker {
                     in_phase3 += 1;
                 } else if behind.len() < SHOWN_MAX {
                     behind.push(format!(
-                        "n{} in phase {phase} at height {height} ({} certificate requests; missing {})",
+                        "n{}{} in phase {phase} at height {height} ({} certificate requests; missing {})",
                         view.index,
+                        if view.light { " (light)" } else { "" },
                         requests,
                         missing.as_deref().unwrap_or("nothing")
                     ));
@@ -273,12 +314,15 @@ impl TrustChecker {
     }
 
     /// A partition began: remember the side without a validator quorum.
+    /// `heights` are [`reached_height`]s, `light` marks the light nodes
+    /// (their trusted heights do not count as committed).
     pub fn partition_began(
         &mut self,
         group_of: &[u16],
         validators: &ValidatorSet,
         validator_ids: &[Hash],
         heights: &[u64],
+        light: &[bool],
     ) {
         let groups = group_of.iter().copied().max().map_or(0, |max| max + 1);
         let mut minority = Vec::new();
@@ -301,13 +345,20 @@ impl TrustChecker {
                 );
             }
         }
-        let highest = heights.iter().copied().max().unwrap_or(0);
+        let highest = heights
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !light.get(*index).copied().unwrap_or(false))
+            .map(|(_, height)| *height)
+            .max()
+            .unwrap_or(0);
         self.partition = Some((minority, highest));
     }
 
     /// A partition healed: nobody on the minority side may have gone
-    /// beyond the height committed anywhere when it began.
-    pub fn partition_ended(&mut self, heights: &[u64], honest: &[bool]) {
+    /// beyond the height committed anywhere when it began — a replica by
+    /// committing, a light node by trusting a header above it.
+    pub fn partition_ended(&mut self, heights: &[u64], honest: &[bool], light: &[bool]) {
         let Some((minority, highest)) = self.partition.take() else {
             return;
         };
@@ -318,9 +369,16 @@ impl TrustChecker {
                 && honest.get(index).copied().unwrap_or(false)
                 && self.minority_violations.len() < SHOWN_MAX
             {
-                self.minority_violations.push(format!(
-                    "n{index} on the minority side reached height {height} (highest before the partition {highest})"
-                ));
+                self.minority_violations
+                    .push(if light.get(index).copied().unwrap_or(false) {
+                        format!(
+                            "light node n{index} on the minority side came to trust a header at height {height} (highest committed before the partition {highest})"
+                        )
+                    } else {
+                        format!(
+                            "n{index} on the minority side reached height {height} (highest before the partition {highest})"
+                        )
+                    });
             }
         }
     }
@@ -347,7 +405,7 @@ impl TrustChecker {
                 )
             } else {
                 format!(
-                    "over {} partition(s), no node on a side without a validator quorum committed a new block",
+                    "over {} partition(s), no node on a side without a validator quorum committed a new block or trusted a new header",
                     self.partitions_checked
                 )
             },
@@ -379,14 +437,17 @@ impl TrustChecker {
     }
 
     /// The trust properties, judged against TrustChain's state rebuilt from
-    /// an honest node's chain.
+    /// an honest node's chain: `audited` all of it, `held` up to the lowest
+    /// height every live honest node reached (and that height). `resolved` are the names
+    /// honest light nodes resolved (see [`crate::light::LightChecker`]).
     pub fn properties(
         &self,
         scenario: &Scenario,
         nodes: &[TrustView<'_>],
         audited: Result<&SharedTrust, String>,
-        held: Result<&SharedTrust, String>,
+        held: Result<(&SharedTrust, u64), String>,
         byzantine_authorities: &[(usize, Hash)],
+        resolved: &[ResolvedName],
     ) -> Vec<PropertyResult> {
         let mut properties = Vec::new();
         properties.push(self.phase3_property(scenario));
@@ -516,8 +577,8 @@ impl TrustChecker {
         if !register {
             return properties;
         }
-        let held = match held {
-            Ok(held) => held.read(),
+        let (held, held_height) = match held {
+            Ok((held, height)) => (held.read(), height),
             Err(error) => {
                 properties.push(PropertyResult {
                     name: "names-resolve".into(),
@@ -557,17 +618,67 @@ impl TrustChecker {
                 _ => {}
             }
         }
+        // What light nodes resolved names to is what the chain says. An
+        // address is judged against the audited record (addresses do not
+        // move in the simulator); "no such name" is not judged here, as it
+        // depends on the height it was resolved at (`light-proven` checks
+        // the proof of every kept answer, absent or not).
+        let mut misresolved = Vec::new();
+        let mut resolved_judged = 0usize;
+        for resolved in resolved {
+            let Some(addr) = resolved.addr else {
+                continue;
+            };
+            resolved_judged += 1;
+            let record = DnsName::parse(&resolved.name)
+                .ok()
+                .and_then(|name| trust.record(&name));
+            let wrong = match &record {
+                Some(record) if record.addrs.contains(&addr) => continue,
+                Some(record) => format!(
+                    "the audited record says {}",
+                    record
+                        .addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "the audited state has no such name".to_string(),
+            };
+            if misresolved.len() < SHOWN_MAX {
+                misresolved.push(format!(
+                    "light node n{} resolved {} to {addr}, but {wrong}",
+                    resolved.node, resolved.name
+                ));
+            }
+        }
+        let light_detail = if resolved_judged == 0 {
+            String::new()
+        } else if misresolved.is_empty() {
+            format!(
+                "; the {resolved_judged} addresses honest light nodes resolved names to are the audited records'"
+            )
+        } else {
+            format!(
+                "; light nodes resolved names wrongly: {}",
+                misresolved.join("; ")
+            )
+        };
         properties.push(PropertyResult {
             name: "names-resolve".into(),
-            passed: missing.is_empty() && registered > 0,
+            passed: missing.is_empty() && misresolved.is_empty() && registered > 0,
             detail: if missing.is_empty() && registered == 0 {
-                format!("{NOT_EXERCISED}: no honest node's name was judged")
+                format!("{NOT_EXERCISED}: no honest node's name was judged{light_detail}")
             } else if missing.is_empty() {
                 format!(
-                    "all {registered} honest names resolve to their node's address and certificate in the state every live honest node holds"
+                    "all {registered} honest names resolve to their node's address and certificate in the state every live honest node holds{light_detail}"
                 )
             } else {
-                format!("names that do not resolve on every node: {}", missing.join("; "))
+                format!(
+                    "names that do not resolve on every node (in the state at height {held_height}, the lowest a live honest node reached): {}{light_detail}",
+                    missing.join("; ")
+                )
             },
         });
         properties
@@ -732,6 +843,7 @@ mod tests {
                 status,
                 alive: true,
                 honest: *honest,
+                light: false,
                 group: if *honest { usize::from(index > 0) } else { 2 },
             })
             .collect()
@@ -748,12 +860,24 @@ mod tests {
         nodes: &[(&StatusHandle, bool)],
         name: &str,
     ) -> PropertyResult {
+        resolved_verdict(checker, logged, nodes, &[], name)
+    }
+
+    /// Property `name`, as [`verdict`], with names light nodes resolved.
+    fn resolved_verdict(
+        checker: &TrustChecker,
+        logged: &Logged,
+        nodes: &[(&StatusHandle, bool)],
+        resolved: &[ResolvedName],
+        name: &str,
+    ) -> PropertyResult {
         let properties = checker.properties(
             &scenario(),
             &views(nodes),
             Ok(&logged.trust),
-            Ok(&logged.trust),
+            Ok((&logged.trust, 2)),
             &[],
+            resolved,
         );
         property(&properties, name)
     }
@@ -776,6 +900,7 @@ mod tests {
             &[],
             Err("no honest node to audit".into()),
             Err("no honest node to audit".into()),
+            &[],
             &[],
         );
         assert!(unaudited.iter().all(|property| !property.passed));
@@ -817,8 +942,9 @@ mod tests {
         // n0, the only validator, alone on side 0; n1 on side 1, without stake.
         let partition = |checker: &mut TrustChecker, before: [u64; 2], after: [u64; 2], honest| {
             let validators = [logged.validator];
-            checker.partition_began(&[0, 1], &logged.validators, &validators, &before);
-            checker.partition_ended(&after, &[true, honest]);
+            let light = [false, false];
+            checker.partition_began(&[0, 1], &logged.validators, &validators, &before, &light);
+            checker.partition_ended(&after, &[true, honest], &light);
         };
         let mut checker = checker();
         partition(&mut checker, [5, 5], [9, 5], true);
@@ -976,7 +1102,7 @@ mod tests {
                 &[(&a, true), (&b, true)],
                 "names-resolve",
             ),
-            "names that do not resolve on every node: n1.mesh: not registered",
+            "names that do not resolve on every node (in the state at height 2, the lowest a live honest node reached): n1.mesh: not registered",
         );
         // n0's name is registered, but to another identity than n0's.
         a.update(|status| status.node_id = Some(NodeId([9; 32])));
@@ -993,12 +1119,126 @@ mod tests {
             &scenario(),
             &[],
             Ok(&logged.trust),
-            Ok(&logged.trust),
+            Ok((&logged.trust, 2)),
             &[(0, logged.validator)],
+            &[],
         );
         assert_fails(
             &property(&properties, "byzantine-authorities-revoked"),
             "Byzantine authorities not caught: n0",
         );
+    }
+
+    #[test]
+    fn a_light_node_on_the_minority_side_that_trusts_a_new_header_fails() {
+        let logged = logged();
+        let validators = [logged.validator];
+        // n0, the only validator, alone on side 0; n1, a light node, on side 1.
+        let light = [false, true];
+        let mut checker = checker();
+        // The light node's trusted height does not count as committed: the
+        // highest committed height is n0's 5, not n1's 6.
+        checker.partition_began(&[0, 1], &logged.validators, &validators, &[5, 6], &light);
+        checker.partition_ended(&[9, 6], &[true, true], &light);
+        assert_fails(
+            &checker.minority_property(),
+            "light node n1 on the minority side came to trust a header at height 6 (highest committed before the partition 5)",
+        );
+        let mut checker = self::checker();
+        checker.partition_began(&[0, 1], &logged.validators, &validators, &[5, 4], &light);
+        checker.partition_ended(&[9, 5], &[true, true], &light);
+        assert_passes(&checker.minority_property());
+    }
+
+    #[test]
+    fn a_light_nodes_reached_height_is_its_trusted_height() {
+        let status = StatusHandle::default();
+        status.update(|status| {
+            status.chain.height = 0;
+            status.chain.light = Some(hm_node::LightStatus {
+                trusted_height: 7,
+                ..Default::default()
+            });
+        });
+        assert_eq!(status.with(|status| reached_height(status, true)), 7);
+        assert_eq!(status.with(|status| reached_height(status, false)), 0);
+        // A light node whose client has not reported: nothing trusted.
+        let quiet = StatusHandle::default();
+        assert_eq!(quiet.with(|status| reached_height(status, true)), 0);
+    }
+
+    #[test]
+    fn a_light_node_resolving_a_name_wrongly_fails_names_resolve() {
+        let logged = logged();
+        let a = node(1, 3);
+        a.update(|status| status.node_id = Some(NodeId(logged.owner.0)));
+        let resolved = |name: &str, addr: Option<std::net::Ipv6Addr>| ResolvedName {
+            node: 1,
+            name: name.into(),
+            addr,
+        };
+        let nodes = [(&a, true)];
+        let judged = |names: &[ResolvedName]| {
+            resolved_verdict(&checker(), &logged, &nodes, names, "names-resolve")
+        };
+        let right = judged(&[resolved("n0.mesh", Some(node_ip(0)))]);
+        assert_passes(&right);
+        assert!(
+            right.detail.contains(
+                "the 1 addresses honest light nodes resolved names to are the audited records'"
+            ),
+            "{}",
+            right.detail
+        );
+        // "Not registered" is not judged here (it depends on the height).
+        assert_passes(&judged(&[resolved("n0.mesh", None)]));
+        assert_fails(
+            &judged(&[resolved("n0.mesh", Some(node_ip(5)))]),
+            &format!(
+                "light node n1 resolved n0.mesh to {}, but the audited record says {}",
+                node_ip(5),
+                node_ip(0)
+            ),
+        );
+        assert_fails(
+            &judged(&[resolved("n9.mesh", Some(node_ip(9)))]),
+            "light node n1 resolved n9.mesh to",
+        );
+    }
+
+    #[test]
+    fn the_groups_are_validators_full_light_and_byzantine_when_they_have_nodes() {
+        let scenario = Scenario::parse(
+            "g.toml",
+            "[nodes]\ncount = 8\nseeds = 1\nlight = 3\n[chain]\nvalidators = 2\n[trust]\n",
+        )
+        .expect("a scenario with light nodes");
+        let byzantine = [false, false, false, false, false, false, false, true];
+        let (rows, group_of) = groups(&scenario, &byzantine);
+        let shown: Vec<(&str, u32)> = rows
+            .iter()
+            .map(|group| (group.name.as_str(), group.nodes))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("validators", 2),
+                ("full", 3),
+                ("light", 2),
+                ("byzantine", 1)
+            ]
+        );
+        assert_eq!(group_of, [0, 0, 1, 1, 1, 2, 2, 3]);
+        // Without light or Byzantine nodes, no empty rows.
+        let (rows, group_of) = groups(&self::scenario(), &[false, false]);
+        let names: Vec<&str> = rows.iter().map(|group| group.name.as_str()).collect();
+        assert_eq!(names, ["validators", "full"]);
+        assert_eq!(group_of, [0, 1]);
+        // Without a chain, every node is just a node.
+        let membership =
+            Scenario::parse("m.toml", "[nodes]\ncount = 3\nseeds = 1\n").expect("membership only");
+        let (rows, _) = groups(&membership, &[false, false, true]);
+        let names: Vec<&str> = rows.iter().map(|group| group.name.as_str()).collect();
+        assert_eq!(names, ["nodes", "byzantine"]);
     }
 }

@@ -1272,6 +1272,12 @@ fn node_setup(
         chain_config.trust = setup.trust_settings(scenario, index);
         if scenario.is_light(index) {
             chain_config.role = hm_node::NodeRole::Light;
+            // Light nodes ask the full replicas (the validators only when
+            // the scenario has none).
+            chain_config.full_nodes = (0..scenario.nodes.count)
+                .filter(|other| scenario.role_of(*other) == crate::scenario::Role::Full)
+                .map(|other| SocketAddrV6::new(node_ip(other), NODE_PORT, 0, 0))
+                .collect();
         }
         config.chain = Some(chain_config);
         let presenter = conduct.presenter.clone();

@@ -19,7 +19,8 @@ use hm_trustchain::dns::DnsRecord;
 pub const FORGED_ADDR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x666, 0x666);
 
 /// The lies a full node can tell a light client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Lie {
     /// A proven DNS record's address replaced by [`FORGED_ADDR`], the
     /// honest proof kept.

@@ -148,6 +148,11 @@ impl ChainSetup {
         if let Some(forged) = self.forged_presentation(scenario, index) {
             conduct.presentation = Arc::new(forged);
         }
+        if let Some(lie) = scenario.lie_of(index) {
+            conduct.api = Some(Arc::new(move || {
+                Box::new(hm_faults::liar::Liar::new(lie)) as Box<dyn hm_node::conduct::ApiConduct>
+            }));
+        }
         conduct
     }
 

@@ -1141,7 +1141,10 @@ impl Fabric {
                 hardware: state,
                 status,
                 alive: true,
-                byzantine: garbage || forger || byzantine_validator,
+                byzantine: garbage
+                    || forger
+                    || byzantine_validator
+                    || scenario.lie_of(index).is_some(),
                 light: scenario.is_light(index),
                 forger,
                 unwelcome: ChainSetup::forged_presenters(scenario).contains(&index),

@@ -268,6 +268,10 @@ pub struct TrustScenario {
     pub forged_presenters: u32,
     /// When the forged presenters ask for their forgeries.
     pub forge_after_s: f64,
+    /// Byzantine full nodes: the last full replicas, one per entry, each
+    /// answering light nodes with this lie (`forged-record`,
+    /// `stale-state`, `forged-header`) while replicating honestly.
+    pub lying_full_nodes: Vec<hm_faults::liar::Lie>,
 }
 
 impl Default for TrustScenario {
@@ -282,6 +286,7 @@ impl Default for TrustScenario {
             authority_faults: hm_faults::trust::AuthorityFault::ALL.to_vec(),
             forged_presenters: 0,
             forge_after_s: 90.0,
+            lying_full_nodes: Vec::new(),
         }
     }
 }
@@ -670,6 +675,16 @@ impl Scenario {
             }
             None => {}
         }
+        let lying = self
+            .trust
+            .as_ref()
+            .map_or(0, |trust| trust.lying_full_nodes.len() as u64);
+        let full = count.saturating_sub(validators).saturating_sub(light);
+        if lying > 0 && lying >= full {
+            return Err(format!(
+                "`trust.lying_full_nodes` names {lying} liars among {full} full nodes;                  leave at least one honest full node (raise nodes.full)"
+            ));
+        }
         if light == 0 {
             return Ok(());
         }
@@ -712,6 +727,19 @@ impl Scenario {
             .count
             .saturating_sub(self.validator_count())
             .saturating_sub(self.light_count())
+    }
+
+    /// The lie node `index` tells light nodes, if it is one of the lying
+    /// full nodes (the last full replicas).
+    pub fn lie_of(&self, index: u32) -> Option<hm_faults::liar::Lie> {
+        let lies = &self.trust.as_ref()?.lying_full_nodes;
+        if self.role_of(index) != Role::Full {
+            return None;
+        }
+        let first_liar = (self.validator_count() + self.full_count())
+            .checked_sub(u32::try_from(lies.len()).ok()?)?;
+        let k = index.checked_sub(first_liar)?;
+        lies.get(k as usize).copied()
     }
 
     /// What node `index` is: validators first, then the full replicas,
@@ -992,5 +1020,43 @@ mod tests {
                 .fault_bound_warning(),
             None
         );
+    }
+
+    #[test]
+    fn lying_full_nodes_are_the_last_full_replicas_and_one_stays_honest() {
+        let with = |lies: &str, full: u32| {
+            Scenario::parse(
+                "s.toml",
+                &format!(
+                    "[nodes]\ncount = {}\nfull = {full}\nlight = 3\n[chain]\nvalidators = 4\n\
+                     [trust]\nlying_full_nodes = [{lies}]\n",
+                    4 + full + 3
+                ),
+            )
+        };
+        let scenario = with("\"forged-record\", \"stale-state\"", 3).expect("valid");
+        let lies: Vec<_> = (0..10).map(|index| scenario.lie_of(index)).collect();
+        use hm_faults::liar::Lie;
+        assert_eq!(
+            lies,
+            vec![
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(Lie::ForgedRecord),
+                Some(Lie::StaleState),
+                None,
+                None,
+                None
+            ]
+        );
+        let error = with("\"forged-record\", \"stale-state\", \"forged-header\"", 3)
+            .expect_err("no honest full node left")
+            .to_string();
+        assert!(error.contains("lying_full_nodes"), "{error}");
+        let error = with("\"lies\"", 3).expect_err("an unknown lie").to_string();
+        assert!(error.contains("lies"), "{error}");
     }
 }

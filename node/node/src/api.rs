@@ -25,8 +25,10 @@ pub use crate::ids::API_PROTOCOL;
 pub const API_REQUEST_BYTES_MAX: usize = 1 << 20;
 /// Transactions one `Submit` may carry.
 pub const API_SUBMIT_TRANSACTIONS_MAX: usize = 256;
-/// Clients served at once; more are refused with a reason.
-pub const API_CONNECTIONS_MAX: usize = 64;
+/// Clients served at once; more are refused with a reason. A full node
+/// serves the light nodes that chose it (a few dozen each) besides its
+/// operators' clients.
+pub const API_CONNECTIONS_MAX: usize = 256;
 /// API calls waiting for the chain service.
 pub const API_CALL_QUEUE_MAX: usize = 256;
 

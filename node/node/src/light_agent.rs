@@ -118,6 +118,58 @@ pub enum LightAction {
     /// The answer to the client request `ticket` (see
     /// [`LightAgent::resolve`]).
     Reply { ticket: u64, answer: ApiResponse },
+    /// The answer to `call` was refused (a lie, or a faulty node): ask
+    /// other full nodes from now on.
+    Distrust { call: u64 },
+}
+
+/// Full nodes a light node asks at a time (a few, so full nodes share the
+/// light nodes and a liar is one of several).
+pub const FULL_NODES_ASKED: usize = 3;
+
+/// Which full node to ask next: calls turn over a window of
+/// [`FULL_NODES_ASKED`] full nodes, placed by the node's own id; one that
+/// failed or lied moves the window past it.
+#[derive(Debug, Clone)]
+pub struct FullNodes {
+    all: Vec<SocketAddrV6>,
+    start: usize,
+    turn: usize,
+}
+
+impl FullNodes {
+    /// `all` must not be empty; `place` spreads light nodes over them.
+    pub fn new(all: Vec<SocketAddrV6>, place: u64) -> FullNodes {
+        assert!(!all.is_empty(), "a light node needs full nodes");
+        let start = (place % all.len() as u64) as usize;
+        FullNodes {
+            all,
+            start,
+            turn: 0,
+        }
+    }
+
+    fn window(&self) -> usize {
+        FULL_NODES_ASKED.min(self.all.len())
+    }
+
+    /// The full node to send the next call to.
+    pub fn pick(&mut self) -> SocketAddrV6 {
+        let at = (self.start + self.turn % self.window()) % self.all.len();
+        self.turn = self.turn.wrapping_add(1);
+        self.all[at]
+    }
+
+    /// `addr` failed or lied: the window moves past it.
+    pub fn distrust(&mut self, addr: SocketAddrV6) {
+        let window: Vec<usize> = (0..self.window())
+            .map(|k| (self.start + k) % self.all.len())
+            .collect();
+        if let Some(at) = window.into_iter().find(|at| self.all[*at] == addr) {
+            self.start = (at + 1) % self.all.len();
+            self.turn = 0;
+        }
+    }
 }
 
 /// What a call was for.
@@ -857,6 +909,15 @@ impl<E: Entropy> LightAgent<E> {
 
     /// An answer to call `call`.
     pub fn on_answer(&mut self, now: AgentNow, call: u64, answer: ApiResponse) -> Vec<LightAction> {
+        let refused_before = self.light.answers_refused;
+        let mut actions = self.judge_answer(now, call, answer);
+        if self.light.answers_refused > refused_before {
+            actions.push(LightAction::Distrust { call });
+        }
+        actions
+    }
+
+    fn judge_answer(&mut self, now: AgentNow, call: u64, answer: ApiResponse) -> Vec<LightAction> {
         let mut actions = Vec::new();
         let Some(pending) = self.calls.remove(&call) else {
             return actions; // late: given up already

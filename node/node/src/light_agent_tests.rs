@@ -331,7 +331,8 @@ fn run(
                 }
                 LightAction::PersistPhase(_)
                 | LightAction::PersistAnchors(_)
-                | LightAction::Reply { .. } => {}
+                | LightAction::Reply { .. }
+                | LightAction::Distrust { .. } => {}
             }
         }
         ms += LIGHT_TICK_STEP_MS;
@@ -508,4 +509,66 @@ fn names_resolve_with_proofs_and_lies_are_answered_with_the_reason() {
         other => panic!("a forged record must not be answered: {other:?}"),
     }
     assert_eq!(agent.light_status().names_resolved.len(), 2);
+}
+
+#[test]
+fn calls_turn_over_a_few_full_nodes_and_a_liar_is_left_behind() {
+    let all: Vec<SocketAddrV6> = (1..=10).map(addr).collect();
+    let mut full = FullNodes::new(all.clone(), 13);
+    let asked: Vec<SocketAddrV6> = (0..6).map(|_| full.pick()).collect();
+    // Placed at 13 % 10 = 3: the window is nodes 4, 5, 6 (addr is 1-based).
+    assert_eq!(
+        asked,
+        vec![addr(4), addr(5), addr(6), addr(4), addr(5), addr(6)]
+    );
+    full.distrust(addr(5));
+    let asked: Vec<SocketAddrV6> = (0..3).map(|_| full.pick()).collect();
+    assert_eq!(asked, vec![addr(6), addr(7), addr(8)]);
+    // Distrusting a node outside the window changes nothing.
+    full.distrust(addr(1));
+    assert_eq!(full.pick(), addr(6));
+    // With fewer full nodes than the window, all of them take turns.
+    let mut two = FullNodes::new(vec![addr(1), addr(2)], 0);
+    assert_eq!(
+        (two.pick(), two.pick(), two.pick()),
+        (addr(1), addr(2), addr(1))
+    );
+}
+
+#[test]
+fn a_refused_answer_asks_the_shell_to_distrust_its_full_node() {
+    let mut agent = agent(SharedAnchors::default());
+    let mut network = Network::new(Honesty::ForgedHeaders);
+    for _ in 0..10 {
+        network.commit();
+    }
+    // The root comes first, then the head, then an anchor (forged).
+    let mut distrusted = 0;
+    let mut ms = 0;
+    while ms < 10_000 {
+        let mut pending = agent.tick(at(ms));
+        while let Some(action) = pending.pop() {
+            if let LightAction::Call { call, to, request } = action {
+                let answer = network.answer(to, request);
+                let out = agent.on_answer(at(ms), call, answer);
+                distrusted += out
+                    .iter()
+                    .filter(
+                        |action| matches!(action, LightAction::Distrust { call: c } if *c == call),
+                    )
+                    .count();
+                pending.extend(
+                    out.into_iter()
+                        .filter(|action| !matches!(action, LightAction::Distrust { .. })),
+                );
+            }
+        }
+        ms += LIGHT_TICK_STEP_MS;
+    }
+    assert!(distrusted > 0, "forged anchors are distrusted");
+    assert_eq!(
+        distrusted as u64,
+        agent.light_status().answers_refused,
+        "one distrust per refused answer"
+    );
 }

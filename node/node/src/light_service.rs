@@ -24,7 +24,7 @@ use crate::conduct::Conduct;
 use crate::error::NodeError;
 use crate::ids::{KEY_PHASE, KEY_PRESENTED, TRUST_CF};
 use crate::light_agent::{
-    CallTo, LIGHT_CALL_TIMEOUT_MS, LIGHT_CLIENT_CALLS_MAX, LightAction, LightAgent,
+    CallTo, FullNodes, LIGHT_CALL_TIMEOUT_MS, LIGHT_CLIENT_CALLS_MAX, LightAction, LightAgent,
 };
 use crate::status::StatusHandle;
 use crate::trust::{AgentNow, TrustShared};
@@ -34,6 +34,9 @@ use hm_trustchain::name::DnsName;
 pub const KEY_ANCHORS: &[u8] = b"light-anchors";
 /// How often the agent steps.
 pub const LIGHT_TICK_MS: u64 = 500;
+/// Calls in flight whose full node is remembered (far above the agent's
+/// own bound on calls in flight).
+pub const LIGHT_ASKED_KEPT_MAX: usize = 1_024;
 /// Events waiting for the light loop.
 pub const LIGHT_EVENT_QUEUE_MAX: usize = 1_024;
 
@@ -133,10 +136,12 @@ pub(crate) async fn run_light<E: Env>(
         endpoint,
         trust: trust.clone(),
         clients: Clients::default(),
-        full_nodes,
-        // A place of its own in the turn, so light nodes spread over the
-        // full nodes.
-        turn: u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8])),
+        // A place of its own, so light nodes spread over the full nodes.
+        full_nodes: FullNodes::new(
+            full_nodes,
+            u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8])),
+        ),
+        asked: BTreeMap::new(),
         events: events.clone(),
         replies: BTreeMap::new(),
         next_ticket: 0,
@@ -197,12 +202,17 @@ pub(crate) async fn run_light<E: Env>(
                         Ok(answer) => agent.on_answer(agent_now, call, answer),
                         Err(error) => {
                             tracing::debug!(%error, call, "light: call failed");
+                            if let Some(addr) = shell.asked.get(&call).copied() {
+                                shell.full_nodes.distrust(addr);
+                            }
                             agent.on_failed(call)
                         }
                     };
+                    // A `Distrust` among them still finds whom it was.
                     for action in actions {
                         shell.perform(action);
                     }
+                    shell.asked.remove(&call);
                 }
                 Some(LightEvent::Api(call)) => {
                     let agent_now = AgentNow {
@@ -254,8 +264,9 @@ struct Shell<E: Env> {
     endpoint: Endpoint<E>,
     trust: TrustShared,
     clients: Clients,
-    full_nodes: Vec<SocketAddrV6>,
-    turn: u64,
+    full_nodes: FullNodes,
+    /// Which full node each call in flight went to.
+    asked: BTreeMap<u64, SocketAddrV6>,
     events: mpsc::Sender<LightEvent>,
     /// Clients waiting for a proven answer, by ticket.
     replies: BTreeMap<u64, tokio::sync::oneshot::Sender<ApiResponse>>,
@@ -332,6 +343,12 @@ impl<E: Env> Shell<E> {
 
     fn perform(&mut self, action: LightAction) {
         match action {
+            LightAction::Distrust { call } => {
+                if let Some(addr) = self.asked.remove(&call) {
+                    tracing::info!(%addr, "light: a full node's answer was refused; asking others");
+                    self.full_nodes.distrust(addr);
+                }
+            }
             LightAction::Reply { ticket, answer } => {
                 if let Some(reply) = self.replies.remove(&ticket) {
                     let _ = reply.send(answer);
@@ -341,8 +358,11 @@ impl<E: Env> Shell<E> {
                 let addr = match to {
                     CallTo::Authority { addr, .. } => addr,
                     CallTo::FullNode => {
-                        self.turn = self.turn.wrapping_add(1);
-                        self.full_nodes[(self.turn % self.full_nodes.len() as u64) as usize]
+                        let addr = self.full_nodes.pick();
+                        if self.asked.len() < LIGHT_ASKED_KEPT_MAX {
+                            self.asked.insert(call, addr);
+                        }
+                        addr
                     }
                 };
                 spawn_call(

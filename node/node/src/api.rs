@@ -430,6 +430,11 @@ impl ApiClient {
     pub fn close(&self) {
         self.connection.close("api client done");
     }
+
+    /// The connection is closed (by either side, or idle): make another.
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
+    }
 }
 
 #[cfg(test)]

@@ -607,7 +607,14 @@ impl<E: Entropy> LightAgent<E> {
             }
             CaProgress::Issued(issued) => {
                 if issued.inclusion.is_some() {
-                    return; // proven: the standing query takes over
+                    // Proven by the authority: the standing query takes
+                    // over, unless the chain never shows it usable.
+                    if now.mono_ms < issued.issued_at_ms.saturating_add(2 * CA_LOG_DEADLINE_MS) {
+                        return;
+                    }
+                    self.ca_attempts += 1;
+                    self.ca = CaProgress::Idle;
+                    return self.ask_authority(now, actions);
                 }
                 if now.mono_ms >= issued.issued_at_ms.saturating_add(CA_LOG_DEADLINE_MS) {
                     self.ca_attempts += 1;
@@ -634,6 +641,11 @@ impl<E: Entropy> LightAgent<E> {
                 }
             }
         }
+        self.ask_authority(now, actions);
+    }
+
+    /// Sends a new certificate request to the next authority.
+    fn ask_authority(&mut self, now: AgentNow, actions: &mut Vec<LightAction>) {
         let others: Vec<usize> = (0..self.authorities.len())
             .filter(|index| self.authorities[*index].0 != self.me)
             .collect();
@@ -895,6 +907,7 @@ impl<E: Entropy> LightAgent<E> {
     }
 
     fn refuse(&mut self, reason: &str) {
+        tracing::debug!(node = %self.listen, reason, "light: an answer refused");
         self.light.answers_refused += 1;
         match self
             .light
@@ -987,7 +1000,7 @@ impl<E: Entropy> LightAgent<E> {
         // A full node that has not committed what we ask about yet says so:
         // not a lie, not counted as one.
         if reason != "refused" {
-            tracing::debug!(%refusal, "light: answer refused");
+            tracing::debug!(node = %self.listen, %refusal, "light: answer refused");
             self.refuse(reason);
         }
     }
@@ -1021,7 +1034,7 @@ impl<E: Entropy> LightAgent<E> {
                 self.next_head_poll_ms = now.mono_ms;
             }
             Err(error) => {
-                tracing::debug!(%error, "light: a full node's first header is not the genesis chain's");
+                tracing::debug!(node = %self.listen, %error, "light: a full node's first header is not the genesis chain's");
                 self.refuse("bad-header");
             }
         }
@@ -1059,7 +1072,7 @@ impl<E: Entropy> LightAgent<E> {
             }
             Err(LightError::Frozen { .. }) => self.light.frozen = true,
             Err(error) => {
-                tracing::debug!(%error, height, "light: anchor header refused");
+                tracing::debug!(node = %self.listen, %error, height, "light: anchor header refused");
                 self.refuse("bad-header");
             }
         }
@@ -1236,7 +1249,7 @@ impl<E: Entropy> LightAgent<E> {
                             proven_at: (proven.height, proven.header_hash),
                         });
                     }
-                    Ok(_) => {
+                    Ok(standing) => {
                         // Not logged (yet), or no longer usable.
                         if self
                             .own
@@ -1244,6 +1257,15 @@ impl<E: Entropy> LightAgent<E> {
                             .is_some_and(|own| own.certificate.fingerprint() == fingerprint)
                         {
                             self.own = None;
+                        }
+                        // An authority's certificate that is logged but
+                        // unusable (the authority was revoked since): ask
+                        // another authority.
+                        let ca_issued = matches!(&self.ca, CaProgress::Issued(issued)
+                            if issued.certificate.fingerprint() == fingerprint);
+                        if standing.is_some() && ca_issued {
+                            self.ca_attempts += 1;
+                            self.ca = CaProgress::Idle;
                         }
                     }
                     Err(error) => {

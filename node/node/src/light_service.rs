@@ -201,7 +201,7 @@ pub(crate) async fn run_light<E: Env>(
                     let actions = match answer {
                         Ok(answer) => agent.on_answer(agent_now, call, answer),
                         Err(error) => {
-                            tracing::debug!(%error, call, "light: call failed");
+                            tracing::debug!(node = %shell.endpoint.local_addr(), %error, call, "light: call failed");
                             if let Some(addr) = shell.asked.get(&call).copied() {
                                 shell.full_nodes.distrust(addr);
                             }
@@ -418,26 +418,35 @@ fn spawn_call<E: Env>(
     tokio::spawn(async move {
         let timeout = Duration::from_millis(LIGHT_CALL_TIMEOUT_MS);
         let attempt = async {
-            let kept = hm_env::sync::lock(&clients).get(&addr).cloned();
-            let client = match kept {
-                Some(client) => client,
-                None => {
-                    let client =
-                        ApiClient::connect(&endpoint, std::net::SocketAddr::V6(addr), timeout)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                    let client = Arc::new(client);
-                    hm_env::sync::lock(&clients).insert(addr, client.clone());
-                    client
+            // A kept connection may have gone idle and closed without our
+            // noticing yet: one failure on it is retried on a fresh one.
+            let kept = hm_env::sync::lock(&clients)
+                .get(&addr)
+                .filter(|client| !client.is_closed())
+                .cloned();
+            if let Some(client) = kept {
+                match client.call(&request).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(_) => {
+                        hm_env::sync::lock(&clients).remove(&addr);
+                        client.close();
+                    }
                 }
-            };
+            }
+            let client = ApiClient::connect(&endpoint, std::net::SocketAddr::V6(addr), timeout)
+                .await
+                .map_err(|error| match std::error::Error::source(&error) {
+                    Some(source) => format!("{error}: {source}"),
+                    None => error.to_string(),
+                })?;
+            let client = Arc::new(client);
+            hm_env::sync::lock(&clients).insert(addr, client.clone());
             let answer = client.call(&request).await;
             if answer.is_err() {
-                // A broken connection is made again on the next call.
                 hm_env::sync::lock(&clients).remove(&addr);
                 client.close();
             }
-            answer.map_err(|error| error.to_string())
+            answer.map_err(|error| format!("{error} ({addr})"))
         };
         let answer = match hm_env::timeout(env.clock(), timeout, attempt).await {
             Ok(answer) => answer,

@@ -200,6 +200,9 @@ pub enum UncertifiedWhy {
     /// through the chain.
     #[error(transparent)]
     Lapsed(#[from] Lapsed),
+    /// Logged, but revoked (or its issuer is): the peer needs a new one.
+    #[error(transparent)]
+    Revoked(CertificateFault),
 }
 
 /// What the node's certificate exchange saw, for the status and checkers.
@@ -397,6 +400,15 @@ fn judge_by(
         // stopped past its certificates' lifetime: renewal needs commits,
         // and commits needed links the expired certificates closed.
         Verdict::Lapsed(lapsed) => uncertified(lapsed.into()),
+        // A revoked certificate (its issuer was caught, or a finding or its
+        // subject revoked it) certifies nothing, but presenting one is no
+        // offence now: the peer counts as uncertified, so it can still
+        // reach the API for a new certificate. Refusing it there locked
+        // light nodes holding a revoked authority's certificate out of
+        // every full node, the only place they could learn of it.
+        Verdict::Refuse(
+            fault @ (CertificateFault::Revoked { .. } | CertificateFault::IssuerRevoked { .. }),
+        ) => uncertified(UncertifiedWhy::Revoked(fault)),
         Verdict::Refuse(fault) => Judgement::Refused(CertificateRefusal::Refused(fault)),
     }
 }

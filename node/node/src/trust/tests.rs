@@ -577,6 +577,51 @@ fn the_validator_tightens_with_the_phase() {
             Judgement::Refused(CertificateRefusal::Refused(fault.clone()))
         );
     }
+    // Revoked by its subject: certifies nothing any more, but is no
+    // offence — uncertified, so the API (where a new certificate is asked
+    // for) stays open and the phase-3 overlay does not.
+    commit(
+        &mut chain,
+        3,
+        300,
+        &[TrustTx::Revoke(hm_trustchain::tx::SignedRevocation::sign(
+            hm_trustchain::tx::Revocation {
+                certificate: chain_issued.fingerprint(),
+                subject_key: keys().node.verifying_key(),
+            },
+            keys().node,
+            &SeededEntropy::new(4, b"revoke"),
+        ))],
+    );
+    let revoked = CertificateFault::Revoked {
+        fingerprint: chain_issued.fingerprint(),
+    };
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            API_PROTOCOL,
+            &bundle(&chain_issued),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Uncertified
+    );
+    assert_eq!(
+        judge(
+            Phase::FullFederation,
+            &node,
+            mem,
+            &bundle(&chain_issued),
+            &chain,
+            &mut monitor,
+            now
+        ),
+        Judgement::Refused(CertificateRefusal::Uncertified {
+            why: UncertifiedWhy::Revoked(revoked)
+        })
+    );
 }
 
 /// Peers are shown the refusal as the close reason: the typed reasons read

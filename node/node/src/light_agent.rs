@@ -285,7 +285,6 @@ pub struct LightAgent<E: Entropy> {
     certified_in_round: BTreeMap<u16, u64>,
     /// What is presented: (fingerprint, anchor height of its proof).
     presented: Option<(Hash, Option<Height>)>,
-    inclusion_in_flight: bool,
     status: AgentStatus,
     light: LightStatus,
 }
@@ -343,7 +342,6 @@ impl<E: Entropy> LightAgent<E> {
             validators_checked_ms: None,
             certified_in_round: BTreeMap::new(),
             presented: None,
-            inclusion_in_flight: false,
             status: AgentStatus {
                 phase: persisted,
                 ..AgentStatus::default()
@@ -812,10 +810,9 @@ impl<E: Entropy> LightAgent<E> {
             let current_anchor = presented_anchor.flatten();
             if let Some((height, head)) = anchor
                 && AnchorHeads::should_refresh(current_anchor, height)
-                && !self.inclusion_in_flight
+                && !self.in_flight(|p| matches!(p, Purpose::Inclusion { .. }))
                 && self.has_room()
             {
-                self.inclusion_in_flight = true;
                 let request = ApiRequest::InclusionAt {
                     fingerprint,
                     tree_size: head.size,
@@ -889,7 +886,6 @@ impl<E: Entropy> LightAgent<E> {
 
     fn forget(&mut self, purpose: &Purpose, actions: &mut Vec<LightAction>) {
         match purpose {
-            Purpose::Inclusion { .. } => self.inclusion_in_flight = false,
             Purpose::Certificate { .. } => {
                 self.ca_attempts += 1;
                 self.ca = CaProgress::Idle;
@@ -951,10 +947,7 @@ impl<E: Entropy> LightAgent<E> {
                 fingerprint,
                 anchor,
                 head,
-            } => {
-                self.inclusion_in_flight = false;
-                self.on_inclusion(fingerprint, anchor, head, answer, &mut actions);
-            }
+            } => self.on_inclusion(fingerprint, anchor, head, answer, &mut actions),
             Purpose::Query(mut query, asked) => {
                 let Some(client) = self.client.as_mut() else {
                     return actions;

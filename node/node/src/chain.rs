@@ -61,6 +61,9 @@ pub const STATUS_COMMITTED_MAX: usize = 100_000;
 pub const TRUST_TICK_MS: u64 = 500;
 /// Encoded sync responses a shell keeps to send again.
 pub const ENCODED_SYNC_RESPONSES_KEPT: usize = 4;
+/// Certified headers kept for API answers (the head and recent anchors
+/// light nodes ask for).
+pub const CERTIFIED_HEADERS_KEPT: usize = 16;
 /// Authority API calls (certificate requests, proofs) in flight at once.
 pub const TRUST_CALLS_IN_FLIGHT_MAX: usize = 4;
 /// An authority API call is abandoned after this long.
@@ -194,6 +197,11 @@ struct ChainShell<E: Env> {
     /// A committed block never changes on this node, so its header hash
     /// names the whole of it (commit certificate included).
     encoded_blocks: VecDeque<(Vec<Hash>, bytes::Bytes)>,
+    /// The last few certified headers served over the API, by height: light
+    /// nodes poll the head every few seconds, and a committed height's
+    /// header never changes, so the block is not decompressed and decoded
+    /// again for each of them. At most [`CERTIFIED_HEADERS_KEPT`].
+    certified_headers: Mutex<VecDeque<crate::api::CertifiedHeader>>,
     dialing: BTreeSet<Hash>,
     /// Overlay peers whose chain dial failed, and when (mono ms): not
     /// dialled again for [`DIAL_BACKOFF_MS`].
@@ -940,14 +948,28 @@ impl<E: Env> ApiNode for ChainShell<E> {
         &self,
         height: hm_kernel::block::Height,
     ) -> Result<Option<crate::api::CertifiedHeader>, hm_kernel::chain::ChainError> {
-        Ok(self
-            .replica
-            .store()
-            .block(height)?
-            .map(|block| crate::api::CertifiedHeader {
-                header: block.header,
-                commit: block.commit,
-            }))
+        let kept = |headers: &VecDeque<crate::api::CertifiedHeader>| {
+            headers
+                .iter()
+                .find(|certified| certified.header.height == height)
+                .cloned()
+        };
+        if let Some(certified) = kept(&hm_env::sync::lock(&self.certified_headers)) {
+            return Ok(Some(certified));
+        }
+        let Some(block) = self.replica.store().block(height)? else {
+            return Ok(None);
+        };
+        let certified = crate::api::CertifiedHeader {
+            header: block.header,
+            commit: block.commit,
+        };
+        let mut headers = hm_env::sync::lock(&self.certified_headers);
+        if headers.len() >= CERTIFIED_HEADERS_KEPT {
+            headers.pop_front();
+        }
+        headers.push_back(certified.clone());
+        Ok(Some(certified))
     }
 
     fn prove_state(
@@ -1178,6 +1200,7 @@ pub(crate) async fn run_chain<E: Env>(
         links: Links::new(CHAIN_SEND_QUEUE_MAX),
         relay_turn: 0,
         encoded_blocks: VecDeque::new(),
+        certified_headers: Mutex::new(VecDeque::new()),
         dialing: BTreeSet::new(),
         dial_failed_at: BTreeMap::new(),
         events,

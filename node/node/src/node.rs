@@ -160,6 +160,8 @@ enum Event {
     },
     ConnectFailed {
         addr: SocketAddrV6,
+        /// The peer answered and refused our identity (it is alive).
+        refused_by_peer: bool,
     },
     Message {
         peer: NodeId,
@@ -214,7 +216,7 @@ impl<E: Env> Shell<E> {
                     // retries on its own schedule.
                     let now = self.now_ms();
                     if !self.connecting.contains(&addr) {
-                        self.core.handle_connect_failed(now, addr);
+                        self.core.handle_connect_deferred(now, addr);
                     }
                     return;
                 }
@@ -233,9 +235,15 @@ impl<E: Env> Shell<E> {
                         },
                         Ok(Err(error)) => {
                             tracing::debug!(%addr, %error, "connect failed");
-                            Event::ConnectFailed { addr }
+                            Event::ConnectFailed {
+                                addr,
+                                refused_by_peer: error.refused_by_peer(),
+                            }
                         }
-                        Err(_) => Event::ConnectFailed { addr },
+                        Err(_) => Event::ConnectFailed {
+                            addr,
+                            refused_by_peer: false,
+                        },
                     };
                     let _ = events.send(event).await;
                 });
@@ -306,9 +314,16 @@ impl<E: Env> Shell<E> {
                 connection,
                 outbound,
             } => self.on_connected(connection, outbound),
-            Event::ConnectFailed { addr } => {
+            Event::ConnectFailed {
+                addr,
+                refused_by_peer,
+            } => {
                 self.connecting.remove(&addr);
-                self.core.handle_connect_failed(now, addr);
+                if refused_by_peer {
+                    self.core.handle_connect_refused(now, addr);
+                } else {
+                    self.core.handle_connect_failed(now, addr);
+                }
             }
             Event::Message {
                 peer,

@@ -97,4 +97,14 @@ impl StoqError {
     pub(crate) fn stream(error: impl std::fmt::Display) -> Self {
         Self::Stream(error.to_string())
     }
+
+    /// The peer answered and closed the connection because it refused our
+    /// identity: it is alive and reachable, it only does not accept us.
+    pub fn refused_by_peer(&self) -> bool {
+        matches!(
+            self,
+            Self::Connection(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == quinn::VarInt::from_u32(crate::connection::close_code::IDENTITY_FAILED)
+        )
+    }
 }

@@ -359,6 +359,7 @@ async fn a_forged_binding_is_refused_counted_and_never_accepted() {
 
     // A forging server is refused by the dialing client just the same.
     let result = soon(carol.endpoint.connect(addr(1))).await;
+    assert!(!result.as_ref().is_err_and(StoqError::refused_by_peer));
     assert!(
         matches!(
             result,
@@ -380,6 +381,7 @@ async fn the_verifier_and_expected_node_id_can_refuse_a_valid_key() {
     let error = soon(client.endpoint.connect(addr(2)))
         .await
         .expect_err("not on the allow list");
+    assert!(error.refused_by_peer(), "{error}");
     let (code, reason) = application_close(&error).expect("application close");
     assert_eq!(code, u64::from(close_code::IDENTITY_FAILED));
     assert!(reason.contains("allow list"), "{reason}");

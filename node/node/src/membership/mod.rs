@@ -430,7 +430,33 @@ impl Membership {
         self.flush_gossip();
     }
 
-    /// A `Connect { addr }` did not produce a connection.
+    /// A `Connect { addr }` was not attempted (the shell's own limit on
+    /// dials in flight): nothing is known of the peer, so nothing is
+    /// suspected; the core dials again on its own schedule.
+    pub fn handle_connect_deferred(&mut self, now_ms: u64, addr: SocketAddrV6) {
+        self.advance(now_ms);
+        self.pending_connects.remove(&addr);
+    }
+
+    /// A `Connect { addr }` reached the peer, but the peer refused our
+    /// identity (for instance, it cannot verify our certificate yet). The
+    /// peer answered, so it is alive: suspecting it would start a
+    /// suspicion and a refutation that every member gossips, for a peer
+    /// that only disagrees with us about trust. It leaves the passive view,
+    /// so repair prefers others.
+    pub fn handle_connect_refused(&mut self, now_ms: u64, addr: SocketAddrV6) {
+        self.advance(now_ms);
+        let pending = self.pending_connects.remove(&addr);
+        let id = pending
+            .and_then(|p| p.expected)
+            .or_else(|| self.table.id_by_addr(&addr));
+        if let Some(id) = id {
+            self.passive.remove(&id);
+        }
+    }
+
+    /// A `Connect { addr }` did not produce a connection: the peer did not
+    /// answer, or we refused the identity it proved.
     pub fn handle_connect_failed(&mut self, now_ms: u64, addr: SocketAddrV6) {
         self.advance(now_ms);
         let pending = self.pending_connects.remove(&addr);

@@ -460,6 +460,52 @@ fn core_with_neighbours(index: usize, k: usize) -> Membership {
     c
 }
 
+/// A peer that answers a dial only to refuse our identity is alive: no
+/// suspicion (which every member would gossip, and the peer refute) starts.
+/// A dial that got no answer, or the shell never made, is another matter:
+/// only the first is evidence against the peer.
+#[test]
+fn a_dial_refused_by_the_peer_does_not_suspect_it() {
+    let mut c = core_with_neighbours(0, 2);
+    c.handle_message(
+        1_000,
+        node_id(1),
+        Message::Gossip {
+            updates: vec![
+                Update::Alive {
+                    id: node_id(7),
+                    addr: node_addr(7),
+                    incarnation: 0,
+                },
+                Update::Alive {
+                    id: node_id(8),
+                    addr: node_addr(8),
+                    incarnation: 0,
+                },
+            ],
+        },
+    );
+    drain(&mut c);
+    let status = |c: &Membership, index: usize| c.member(&node_id(index)).map(|state| state.status);
+
+    c.handle_connect_refused(2_000, node_addr(7));
+    c.handle_connect_deferred(2_000, node_addr(8));
+    c.handle_tick(3_000);
+    let actions = drain(&mut c);
+    assert_eq!(status(&c, 7), Some(Status::Alive));
+    assert_eq!(status(&c, 8), Some(Status::Alive));
+    let suspicions: Vec<Update> = [node_id(1), node_id(2)]
+        .iter()
+        .flat_map(|peer| gossip_to(&actions, *peer))
+        .filter(|update| matches!(update, Update::Suspect { .. }))
+        .collect();
+    assert!(suspicions.is_empty(), "{suspicions:?}");
+    assert!(!c.passive_peers().contains(&node_id(7)));
+
+    c.handle_connect_failed(4_000, node_addr(7));
+    assert_eq!(status(&c, 7), Some(Status::Suspect));
+}
+
 fn gossip_to(actions: &[Action], to: NodeId) -> Vec<Update> {
     actions
         .iter()
@@ -915,6 +961,8 @@ enum Input {
     Up { peer: NodeId, outbound: bool },
     Down { peer: NodeId },
     ConnectFailed { addr: SocketAddrV6 },
+    ConnectRefused { addr: SocketAddrV6 },
+    ConnectDeferred { addr: SocketAddrV6 },
     Tick,
 }
 
@@ -924,6 +972,8 @@ fn arb_input() -> impl Strategy<Value = Input> {
         2 => (arb_id(), any::<bool>()).prop_map(|(peer, outbound)| Input::Up { peer, outbound }),
         1 => arb_id().prop_map(|peer| Input::Down { peer }),
         1 => arb_addr().prop_map(|addr| Input::ConnectFailed { addr }),
+        1 => arb_addr().prop_map(|addr| Input::ConnectRefused { addr }),
+        1 => arb_addr().prop_map(|addr| Input::ConnectDeferred { addr }),
         1 => Just(Input::Tick),
     ]
 }
@@ -954,6 +1004,8 @@ proptest! {
                     connected.remove(&peer);
                 }
                 Input::ConnectFailed { addr } => c.handle_connect_failed(now, addr),
+                Input::ConnectRefused { addr } => c.handle_connect_refused(now, addr),
+                Input::ConnectDeferred { addr } => c.handle_connect_deferred(now, addr),
                 Input::Tick => c.handle_tick(now),
             }
             c.check_invariants();

@@ -446,24 +446,24 @@ impl Membership {
     /// so repair prefers others.
     pub fn handle_connect_refused(&mut self, now_ms: u64, addr: SocketAddrV6) {
         self.advance(now_ms);
-        let pending = self.pending_connects.remove(&addr);
-        let id = pending
-            .and_then(|p| p.expected)
-            .or_else(|| self.table.id_by_addr(&addr));
-        if let Some(id) = id {
+        if let Some(id) = self.dial_ended(addr) {
             self.passive.remove(&id);
         }
+    }
+
+    /// Forgets the pending dial of `addr`; the member it was meant to reach.
+    fn dial_ended(&mut self, addr: SocketAddrV6) -> Option<NodeId> {
+        self.pending_connects
+            .remove(&addr)
+            .and_then(|pending| pending.expected)
+            .or_else(|| self.table.id_by_addr(&addr))
     }
 
     /// A `Connect { addr }` did not produce a connection: the peer did not
     /// answer, or we refused the identity it proved.
     pub fn handle_connect_failed(&mut self, now_ms: u64, addr: SocketAddrV6) {
         self.advance(now_ms);
-        let pending = self.pending_connects.remove(&addr);
-        let id = pending
-            .and_then(|p| p.expected)
-            .or_else(|| self.table.id_by_addr(&addr));
-        if let Some(id) = id
+        if let Some(id) = self.dial_ended(addr)
             && !self.conns.contains_key(&id)
         {
             self.passive.remove(&id);

@@ -485,6 +485,9 @@ struct World {
 struct Tick {
     live_honest: usize,
     converged: usize,
+    /// One live honest node whose view differs, and how (shown in the
+    /// progress line once the faults are over).
+    disagreeing: Option<String>,
     /// Every fault applied and over.
     quiet: bool,
     /// The chain's and trust's checkers have nothing left to wait for.
@@ -753,6 +756,7 @@ impl World {
         Tick {
             live_honest: observation.live_honest,
             converged: observation.converged,
+            disagreeing: observation.diverged.first().cloned(),
             quiet,
             settled: chain_settled && trust_settled,
         }
@@ -790,9 +794,13 @@ impl World {
         } else {
             String::new()
         };
+        let disagreeing = match &tick.disagreeing {
+            Some(view) if tick.quiet => format!(" · e.g. {view}"),
+            _ => String::new(),
+        };
         progress.report(
             &format!(
-                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree{chain_progress}{phase_progress} · {} datagrams",
+                "[{:>6.1}/{:.0} s simulated, {:>5.1} s wall] {} live honest, {} agree{chain_progress}{phase_progress} · {} datagrams{disagreeing}",
                 self.now_ms as f64 / 1000.0,
                 self.schedule.deadline_ms as f64 / 1000.0,
                 wall_s,

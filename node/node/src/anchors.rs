@@ -35,6 +35,26 @@ pub const ANCHOR_HEADS_MAX: usize = 1_024;
 /// Largest encoded set (persisted by light nodes).
 pub const ANCHOR_HEADS_BYTES_MAX: usize = 16 + ANCHOR_HEADS_MAX * (8 + 8 + 32 + 8);
 
+/// Whether a presenter goes on presenting the certificate it presents now
+/// instead of a newer one (a renewal) that no settled anchor holds yet.
+///
+/// A light node judges a certificate only by a proof against an anchor it
+/// verified. Presenting the newer certificate before an anchor holds it
+/// would make every light peer refuse it, and close each connection it is
+/// re-authenticated on: each side then suspects the other, and the
+/// suspicions and refutations flood the membership (the 1,000-node
+/// headline took 20–35 s to converge after its faults, most of it this).
+/// The presented certificate serves while its proof is anchored and it
+/// is still usable; renewal comes halfway through its validity, so an
+/// anchor (every [`ANCHOR_BLOCKS`] blocks) holds the new one long before.
+pub fn keep_presenting(
+    presented_anchored: bool,
+    presented_usable: bool,
+    newer_anchored: bool,
+) -> bool {
+    presented_anchored && presented_usable && !newer_anchored
+}
+
 /// Whether `height` is an anchor height.
 pub fn is_anchor(height: Height) -> bool {
     height > 0 && height.is_multiple_of(ANCHOR_BLOCKS)

@@ -285,6 +285,8 @@ pub struct LightAgent<E: Entropy> {
     certified_in_round: BTreeMap<u16, u64>,
     /// What is presented: (fingerprint, anchor height of its proof).
     presented: Option<(Hash, Option<Height>)>,
+    /// Until when the presented certificate is valid (wall ms).
+    presented_until_ms: u64,
     status: AgentStatus,
     light: LightStatus,
 }
@@ -342,6 +344,7 @@ impl<E: Entropy> LightAgent<E> {
             validators_checked_ms: None,
             certified_in_round: BTreeMap::new(),
             presented: None,
+            presented_until_ms: 0,
             status: AgentStatus {
                 phase: persisted,
                 ..AgentStatus::default()
@@ -794,15 +797,22 @@ impl<E: Entropy> LightAgent<E> {
                 Some((presented, anchor)) if presented == fingerprint => Some(anchor),
                 _ => None,
             };
-            if presented_anchor.is_none() {
+            let keep = crate::anchors::keep_presenting(
+                self.presented.is_some_and(|(_, anchor)| anchor.is_some()),
+                now.wall_ms < self.presented_until_ms,
+                false,
+            );
+            if presented_anchor.is_none() && !keep {
                 // A new certificate: presented at once (replicas check it
                 // against their log), proven to an anchor for light nodes
-                // as soon as one holds it.
+                // as soon as one holds it. A renewal waits for its proof
+                // while the presented certificate serves (`keep_presenting`).
                 let bundle = CertificateBundle {
                     certificate: own.certificate.clone(),
                     inclusion: None,
                 };
                 self.presented = Some((fingerprint, None));
+                self.presented_until_ms = own.certificate.not_after_ms;
                 self.status.certificate = Some(fingerprint);
                 self.status.chain_issued = matches!(own.certificate.issuer, Issuer::Chain { .. });
                 actions.push(LightAction::Present(bundle.encode()));
@@ -841,6 +851,7 @@ impl<E: Entropy> LightAgent<E> {
                 inclusion: issued.inclusion.clone(),
             };
             self.presented = Some((fingerprint, None));
+            self.presented_until_ms = issued.certificate.not_after_ms;
             self.status.certificate = Some(fingerprint);
             self.status.chain_issued = false;
             actions.push(LightAction::Present(bundle.encode()));
@@ -1190,6 +1201,9 @@ impl<E: Entropy> LightAgent<E> {
             inclusion: Some(*proof),
         };
         self.presented = Some((fingerprint, Some(anchor)));
+        self.presented_until_ms = own.certificate.not_after_ms;
+        self.status.certificate = Some(fingerprint);
+        self.status.chain_issued = matches!(own.certificate.issuer, Issuer::Chain { .. });
         actions.push(LightAction::Present(bundle.encode()));
     }
 

@@ -310,7 +310,17 @@ fn run(
     from_ms: u64,
     duration_ms: u64,
 ) -> Option<CertificateBundle> {
-    let mut presented = None;
+    run_presenting(agent, network, from_ms, duration_ms).pop()
+}
+
+/// [`run`], returning every bundle presented, in order.
+fn run_presenting(
+    agent: &mut LightAgent<SeededEntropy>,
+    network: &mut Network,
+    from_ms: u64,
+    duration_ms: u64,
+) -> Vec<CertificateBundle> {
+    let mut presented = Vec::new();
     let mut ms = from_ms;
     while ms < from_ms + duration_ms {
         if ms.is_multiple_of(BLOCK_MS) {
@@ -327,7 +337,7 @@ fn run(
                     pending.extend(agent.on_answer(at(ms), call, answer));
                 }
                 LightAction::Present(bytes) => {
-                    presented = Some(CertificateBundle::decode(&bytes).expect("a bundle"));
+                    presented.push(CertificateBundle::decode(&bytes).expect("a bundle"));
                 }
                 LightAction::PersistPhase(_)
                 | LightAction::PersistAnchors(_)
@@ -445,6 +455,50 @@ fn the_presented_proof_is_refreshed_as_anchors_age() {
     .expect("proven again");
     assert!(later.tree_size >= first.tree_size);
     assert_ne!(later, first, "a proof against a newer anchor");
+}
+
+/// Once a certificate proven against an anchor is presented, a renewal
+/// never replaces it with an unproven one: every light peer would refuse
+/// that and close the connection it was re-authenticated on. The renewed
+/// certificate is presented once an anchor proves it.
+#[test]
+fn a_renewal_is_presented_only_once_an_anchor_proves_it() {
+    let anchors = SharedAnchors::default();
+    let mut agent = agent(anchors.clone());
+    let mut network = Network::new(Honesty::Honest);
+    let presented = run_presenting(&mut agent, &mut network, 0, VALIDITY_MS + 10_000);
+    let anchored = |bundle: &CertificateBundle| {
+        bundle.inclusion.as_ref().is_some_and(|inclusion| {
+            hm_env::sync::lock(&anchors)
+                .head_of_size(inclusion.tree_size)
+                .is_some_and(|head| inclusion.verify(&bundle.certificate, &head).is_ok())
+        })
+    };
+    let first = presented
+        .iter()
+        .position(anchored)
+        .expect("a certificate proven against an anchor");
+    for bundle in &presented[first..] {
+        assert!(
+            anchored(bundle),
+            "certificate {} presented without an anchored proof after an anchored one",
+            bundle.certificate.fingerprint()
+        );
+    }
+    let certificates: std::collections::BTreeSet<Hash> = presented[first..]
+        .iter()
+        .map(|bundle| bundle.certificate.fingerprint())
+        .collect();
+    assert!(
+        certificates.len() >= 2,
+        "the certificate was renewed and the renewal presented"
+    );
+    assert_eq!(
+        agent.status().certificate,
+        presented
+            .last()
+            .map(|bundle| bundle.certificate.fingerprint())
+    );
 }
 
 /// Resolves `name` through the agent, answering its calls from `network`.

@@ -833,7 +833,20 @@ impl<E: Entropy> TrustAgent<E> {
             let refresh = anchor.is_some_and(|(height, _)| {
                 AnchorHeads::should_refresh(self.presented_anchor, height)
             });
-            if fresh || refresh {
+            let presented_usable = self.presented.is_some_and(|presented| {
+                trust
+                    .certificate(&presented)
+                    .is_some_and(|(certificate, standing)| {
+                        standing.is_usable() && certificate.is_current(now.wall_ms)
+                    })
+            });
+            let keep = fresh
+                && crate::anchors::keep_presenting(
+                    self.presented_anchor.is_some(),
+                    presented_usable,
+                    anchor.is_some(),
+                );
+            if (fresh || refresh) && !keep {
                 let inclusion = match (anchor, log_index) {
                     (Some((_, head)), Some(index)) => {
                         trust.log().inclusion_proof(index, head.size).ok()

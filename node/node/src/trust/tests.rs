@@ -888,3 +888,108 @@ fn the_chain_is_live_while_its_last_commit_is_within_the_window() {
     // A commit stamped after `now` (clock steps never go back, but be safe).
     assert!(settings.chain_is_live(Some(7_000), 6_000));
 }
+
+/// Commits blocks up to `to` (the first with `txs`), recording each
+/// anchor's log head as a replica does and ticking the agent after each;
+/// returns what it presented.
+fn advance_to(
+    own: &mut TrustApp,
+    agent: &mut TrustAgent<SeededEntropy>,
+    monitor: &mut Monitor,
+    anchors: &crate::anchors::SharedAnchors,
+    height: &mut Height,
+    to: Height,
+    txs: &[TrustTx],
+) -> Vec<CertificateBundle> {
+    let mut txs = txs.to_vec();
+    let mut bundles = Vec::new();
+    while *height < to {
+        *height += 1;
+        commit(own, *height, *height * 100, &txs);
+        txs.clear();
+        {
+            let mut heads = hm_env::sync::lock(anchors);
+            heads.insert(*height, own.log_head());
+            heads.note_height(*height);
+        }
+        let actions = agent.tick(at(1_000 + *height * 100), own, true, monitor);
+        bundles.extend(presented(&actions));
+    }
+    bundles
+}
+
+/// A replica's renewal is presented once an anchor proves it: until then
+/// the certificate presented with an anchored proof serves (light peers
+/// would refuse the renewal unproven, and close the links it was
+/// re-authenticated on).
+#[test]
+fn a_renewal_is_presented_once_an_anchor_proves_it() {
+    let anchors = crate::anchors::SharedAnchors::default();
+    let mut agent = agent().with_anchors(anchors.clone());
+    let mut monitor = Monitor::new(Default::default());
+    let mut own = app();
+    let (_, certificate) = issued_by_an_authority(&mut agent, &own, &mut monitor);
+    commit(&mut own, 1, 600, &[TrustTx::LogCertificate(certificate)]);
+    let requests = chain_requests(&agent.tick(at(1_000), &own, true, &mut monitor));
+    assert_eq!(commit(&mut own, 2, 1_100, &requests), [true]);
+    let mut height = 2;
+    let bundles = advance_to(
+        &mut own,
+        &mut agent,
+        &mut monitor,
+        &anchors,
+        &mut height,
+        16,
+        &[],
+    );
+    let first = bundles.last().cloned().expect("presented");
+    let inclusion = first.inclusion.clone().expect("proven");
+    assert!(
+        hm_env::sync::lock(&anchors)
+            .head_of_size(inclusion.tree_size)
+            .is_some(),
+        "proven against an anchor"
+    );
+
+    // A renewal commits at height 17; anchor 24 is settled at height 28.
+    agent.renew_now().expect("phase 2 or later");
+    let requests = chain_requests(&agent.tick(at(2_700), &own, true, &mut monitor));
+    assert_eq!(requests.len(), 1);
+    let early = advance_to(
+        &mut own,
+        &mut agent,
+        &mut monitor,
+        &anchors,
+        &mut height,
+        27,
+        &requests,
+    );
+    let (renewed, _) = own
+        .current_certificate(&agent.me, T0_MS + 3_700)
+        .expect("renewed");
+    assert_ne!(renewed.fingerprint(), first.certificate.fingerprint());
+    assert!(
+        early.is_empty(),
+        "nothing presented before an anchor holds the renewal: {:?}",
+        early
+            .iter()
+            .map(|bundle| bundle.certificate.fingerprint())
+            .collect::<Vec<_>>()
+    );
+    let late = advance_to(
+        &mut own,
+        &mut agent,
+        &mut monitor,
+        &anchors,
+        &mut height,
+        28,
+        &[],
+    );
+    let bundle = late.last().expect("the renewal presented");
+    assert_eq!(bundle.certificate.fingerprint(), renewed.fingerprint());
+    let inclusion = bundle.inclusion.as_ref().expect("proven");
+    let head = hm_env::sync::lock(&anchors)
+        .head_of_size(inclusion.tree_size)
+        .expect("an anchor");
+    assert_eq!(inclusion.verify(&bundle.certificate, &head), Ok(()));
+}

@@ -47,12 +47,14 @@ pub const ANCHOR_HEADS_BYTES_MAX: usize = 16 + ANCHOR_HEADS_MAX * (8 + 8 + 32 + 
 /// The presented certificate serves while its proof is anchored and it
 /// is still usable; renewal comes halfway through its validity, so an
 /// anchor (every [`ANCHOR_BLOCKS`] blocks) holds the new one long before.
+/// `presented_usable` is asked last, only when the rest would keep it (a
+/// replica reads the certificate's standing from its state for it).
 pub fn keep_presenting(
     presented_anchored: bool,
-    presented_usable: bool,
     newer_anchored: bool,
+    presented_usable: impl FnOnce() -> bool,
 ) -> bool {
-    presented_anchored && presented_usable && !newer_anchored
+    presented_anchored && !newer_anchored && presented_usable()
 }
 
 /// Whether `height` is an anchor height.

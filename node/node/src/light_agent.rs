@@ -797,10 +797,12 @@ impl<E: Entropy> LightAgent<E> {
                 Some((presented, anchor)) if presented == fingerprint => Some(anchor),
                 _ => None,
             };
+            // The renewal's anchored proof, once fetched, is presented by
+            // `on_inclusion`: until then it is not anchored here.
             let keep = crate::anchors::keep_presenting(
                 self.presented.is_some_and(|(_, anchor)| anchor.is_some()),
-                now.wall_ms < self.presented_until_ms,
                 false,
+                || now.wall_ms < self.presented_until_ms,
             );
             if presented_anchor.is_none() && !keep {
                 // A new certificate: presented at once (replicas check it
@@ -811,10 +813,7 @@ impl<E: Entropy> LightAgent<E> {
                     certificate: own.certificate.clone(),
                     inclusion: None,
                 };
-                self.presented = Some((fingerprint, None));
-                self.presented_until_ms = own.certificate.not_after_ms;
-                self.status.certificate = Some(fingerprint);
-                self.status.chain_issued = matches!(own.certificate.issuer, Issuer::Chain { .. });
+                self.mark_presented(&bundle.certificate, None);
                 actions.push(LightAction::Present(bundle.encode()));
             }
             let current_anchor = presented_anchor.flatten();
@@ -850,12 +849,19 @@ impl<E: Entropy> LightAgent<E> {
                 certificate: issued.certificate.clone(),
                 inclusion: issued.inclusion.clone(),
             };
-            self.presented = Some((fingerprint, None));
-            self.presented_until_ms = issued.certificate.not_after_ms;
-            self.status.certificate = Some(fingerprint);
-            self.status.chain_issued = false;
+            self.mark_presented(&bundle.certificate, None);
             actions.push(LightAction::Present(bundle.encode()));
         }
+    }
+
+    /// `certificate` is what the node presents now, proven against
+    /// `anchor` (if any).
+    fn mark_presented(&mut self, certificate: &Certificate, anchor: Option<Height>) {
+        let fingerprint = certificate.fingerprint();
+        self.presented = Some((fingerprint, anchor));
+        self.presented_until_ms = certificate.not_after_ms;
+        self.status.certificate = Some(fingerprint);
+        self.status.chain_issued = matches!(certificate.issuer, Issuer::Chain { .. });
     }
 
     /// Resolves `name` with a proof, for a client: the answer comes as
@@ -1200,10 +1206,7 @@ impl<E: Entropy> LightAgent<E> {
             certificate: own.certificate.clone(),
             inclusion: Some(*proof),
         };
-        self.presented = Some((fingerprint, Some(anchor)));
-        self.presented_until_ms = own.certificate.not_after_ms;
-        self.status.certificate = Some(fingerprint);
-        self.status.chain_issued = matches!(own.certificate.issuer, Issuer::Chain { .. });
+        self.mark_presented(&bundle.certificate, Some(anchor));
         actions.push(LightAction::Present(bundle.encode()));
     }
 

@@ -833,18 +833,19 @@ impl<E: Entropy> TrustAgent<E> {
             let refresh = anchor.is_some_and(|(height, _)| {
                 AnchorHeads::should_refresh(self.presented_anchor, height)
             });
-            let presented_usable = self.presented.is_some_and(|presented| {
-                trust
-                    .certificate(&presented)
-                    .is_some_and(|(certificate, standing)| {
-                        standing.is_usable() && certificate.is_current(now.wall_ms)
-                    })
-            });
             let keep = fresh
                 && crate::anchors::keep_presenting(
                     self.presented_anchor.is_some(),
-                    presented_usable,
                     anchor.is_some(),
+                    || {
+                        self.presented.is_some_and(|presented| {
+                            trust
+                                .certificate(&presented)
+                                .is_some_and(|(certificate, standing)| {
+                                    standing.is_usable() && certificate.is_current(now.wall_ms)
+                                })
+                        })
+                    },
                 );
             if (fresh || refresh) && !keep {
                 let inclusion = match (anchor, log_index) {

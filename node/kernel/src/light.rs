@@ -187,6 +187,23 @@ pub enum Conflict {
     TimeReversal { lower: Height, upper: Height },
 }
 
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conflict::Fork { height } => write!(f, "two certified headers at height {height}"),
+            Conflict::BrokenLink { height } => write!(
+                f,
+                "the certified header at height {} names another parent than the one at {height}",
+                height + 1
+            ),
+            Conflict::TimeReversal { lower, upper } => write!(
+                f,
+                "the certified header at height {lower} is not older than the one at {upper}"
+            ),
+        }
+    }
+}
+
 /// Two headers, each with a certificate, that cannot both be on one chain:
 /// proof that more than a third of the stake signed conflicting blocks
 /// (or that the validator sets were not what the client was told). The

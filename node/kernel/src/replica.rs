@@ -20,6 +20,7 @@ use hm_env::{Disk, Entropy, WriteBatch};
 use hm_wire::{Hash, SigningKey};
 use serde::{Deserialize, Serialize};
 
+use crate::accountability;
 use crate::app::{Application, BlockContext, Execution};
 use crate::block::{
     self, BLOCK_BYTES_MAX, BLOCK_TRANSACTION_BYTES_MAX, BLOCK_VERSION, Block, BlockBody,
@@ -31,6 +32,7 @@ use crate::consensus::{
     ConsensusMessage, ConsensusParams, ConsensusSigner, Core, CoreError, Input, Output, Timeout,
 };
 use crate::genesis::Genesis;
+use crate::light::{Conflict, LightError, Misbehaviour};
 use crate::mempool::{Mempool, MempoolError};
 use crate::proof::{self, BlockProver, ParentInfo, ProofContext, SpacePlot};
 use crate::validators::{ValidatorIndex, ValidatorSet};
@@ -197,6 +199,21 @@ pub enum Destination {
     PeersBehind { height: Height },
     /// One node.
     Peer(Hash),
+}
+
+/// What a replica made of a light client's misbehaviour evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisbehaviourVerdict {
+    pub conflict: Conflict,
+    /// Node ids of the validators proven to have double-signed (a fork
+    /// within one round): their duplicate votes go on chain.
+    pub convicted: Vec<Hash>,
+    /// Node ids of the validators that signed both headers of a fork
+    /// across rounds (amnesia suspects: see [`crate::accountability`]).
+    pub suspects: Vec<Hash>,
+    /// Duplicate votes newly pooled for the chain to commit (those already
+    /// pooled or committed add none).
+    pub pooled: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -620,6 +637,56 @@ impl<D: Disk, A: Application, S: ConsensusSigner, E: Entropy> Replica<D, A, S, E
                 })
             })
             .collect()
+    }
+
+    /// Evidence a light client sent: checked against this chain's
+    /// validators (never sets that came with it). A fork names its
+    /// validators ([`accountability::convict`]); each convicted double
+    /// signer's two precommits are pooled as a duplicate vote and gossiped
+    /// to the validators, who commit it like any double vote. Conflicts
+    /// between heights name nobody by themselves.
+    pub fn report_misbehaviour(
+        &mut self,
+        now: Now,
+        evidence: &Misbehaviour,
+    ) -> Result<MisbehaviourVerdict, LightError> {
+        self.now = now;
+        let conflict = evidence.verify(&self.chain_id, &self.validators, &self.validators)?;
+        let conviction = match conflict {
+            Conflict::Fork { .. } => accountability::convict(
+                &evidence.certificate_a,
+                &evidence.certificate_b,
+                &self.chain_id,
+                &self.validators,
+            )
+            .ok(),
+            Conflict::BrokenLink { .. } | Conflict::TimeReversal { .. } => None,
+        };
+        let Some(conviction) = conviction else {
+            return Ok(MisbehaviourVerdict {
+                conflict,
+                convicted: Vec::new(),
+                suspects: Vec::new(),
+                pooled: 0,
+            });
+        };
+        let ids = |indices: &mut dyn Iterator<Item = ValidatorIndex>| -> Vec<Hash> {
+            indices
+                .filter_map(|index| self.validators.get(index).map(|validator| validator.id))
+                .collect()
+        };
+        let convicted = ids(&mut conviction.convicted.iter().map(|(index, _)| *index));
+        let suspects = ids(&mut conviction.suspects.iter().copied());
+        let pooled_before = self.evidence_pool.len();
+        for (_, vote) in conviction.convicted {
+            self.on_evidence(None, vote);
+        }
+        Ok(MisbehaviourVerdict {
+            conflict,
+            convicted,
+            suspects,
+            pooled: self.evidence_pool.len() - pooled_before,
+        })
     }
 
     /// Whether transaction `id` committed (and where), waits in the

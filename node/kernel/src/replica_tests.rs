@@ -781,6 +781,119 @@ fn a_repeat_equivocator_is_put_on_record_once() {
     assert_eq!(pooled, 0, "no redundant evidence left pooled");
 }
 
+/// Height `height` of the chain node `index` committed, forked: another
+/// state root, precommitted in the same round by the validators `signers`
+/// (member indices), as a light client would have been shown it.
+fn forked_evidence(net: &Net, index: usize, height: Height, signers: &[usize]) -> Misbehaviour {
+    let replica = net.members[index].replica.as_ref().expect("running");
+    let block = replica
+        .store()
+        .block(height)
+        .expect("store reads")
+        .expect("committed");
+    let header_b = BlockHeader {
+        state_root: hm_wire::hash("forked-state", &height.to_le_bytes()),
+        ..block.header.clone()
+    };
+    let block_hash = header_b.hash();
+    let entropy = SeededEntropy::new(height, b"fork-signers");
+    let mut signatures: Vec<(ValidatorIndex, hm_wire::Signature)> = signers
+        .iter()
+        .map(|member| {
+            let key =
+                SigningKey::from_bytes(net.members[*member].key_bytes.as_ref().expect("validator"))
+                    .expect("own key");
+            let validator = replica
+                .validators()
+                .index_of(&net.members[*member].id)
+                .expect("validator");
+            let vote = crate::block::Vote {
+                kind: crate::block::VoteKind::Precommit,
+                height,
+                round: header_b.round,
+                block_hash: Some(block_hash),
+                validator,
+            };
+            let signed = SignedVote::sign(&replica.chain_id(), vote, &key, &entropy);
+            (validator, signed.signature)
+        })
+        .collect();
+    signatures.sort_by_key(|(validator, _)| *validator);
+    Misbehaviour {
+        header_a: block.header,
+        certificate_a: block.commit,
+        certificate_b: CommitCertificate {
+            height,
+            round: header_b.round,
+            block_hash,
+            signatures,
+        },
+        header_b,
+    }
+}
+
+#[test]
+fn a_light_clients_fork_evidence_is_committed_as_the_double_signers_votes() {
+    let mut net = Net::new(4, 1, 13);
+    net.run_until(|net| net.heights().iter().all(|height| *height >= 2));
+    let evidence = forked_evidence(&net, 4, 2, &[1, 2, 3]);
+    let signed_both: Vec<Hash> = {
+        let replica = net.members[4].replica.as_ref().expect("running");
+        evidence
+            .certificate_a
+            .signatures
+            .iter()
+            .filter_map(|(index, _)| replica.validators().get(*index).map(|v| v.id))
+            .filter(|id| net.members[1..4].iter().any(|member| member.id == *id))
+            .collect()
+    };
+    assert!(!signed_both.is_empty(), "the two quorums overlap");
+
+    let now = net.now();
+    let follower = net.members[4].replica.as_mut().expect("running");
+    let verdict = follower
+        .report_misbehaviour(now, &evidence)
+        .expect("valid evidence");
+    assert_eq!(verdict.conflict, Conflict::Fork { height: 2 });
+    assert_eq!(verdict.suspects, Vec::new());
+    let mut reported = verdict.convicted.clone();
+    reported.sort();
+    let mut expected = signed_both.clone();
+    expected.sort();
+    assert_eq!(reported, expected);
+    assert_eq!(verdict.pooled, signed_both.len());
+    // The same evidence again pools nothing new.
+    let again = follower
+        .report_misbehaviour(now, &evidence)
+        .expect("still valid");
+    assert_eq!(again.pooled, 0);
+
+    // Too few signers on the fork: not evidence of anything.
+    let thin = forked_evidence(&net, 4, 2, &[1]);
+    let follower = net.members[4].replica.as_mut().expect("running");
+    assert!(matches!(
+        follower.report_misbehaviour(now, &thin),
+        Err(LightError::Certificate(_))
+    ));
+
+    // The follower gossiped the votes; the validators commit them.
+    let on_record = |net: &Net, member: usize, offender: &Hash| {
+        net.members[member]
+            .replica
+            .as_ref()
+            .expect("running")
+            .committed_evidence(offender)
+            .expect("evidence index reads")
+            .len()
+    };
+    net.run_until(|net| {
+        signed_both
+            .iter()
+            .all(|offender| (0..5).all(|member| on_record(net, member, offender) == 1))
+    });
+    net.assert_agreement();
+}
+
 #[test]
 fn commit_news_skips_peers_that_announced_the_height_first() {
     let mut net = Net::new(4, 2, 11);

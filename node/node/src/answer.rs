@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 
 use hm_kernel::block::{Block, Height, Transaction};
 use hm_kernel::chain::ChainError;
-use hm_kernel::replica::TransactionStatus;
+use hm_kernel::light::Misbehaviour;
+use hm_kernel::replica::{MisbehaviourVerdict, TransactionStatus};
 use hm_kernel::state::ModuleProof;
 use hm_trustchain::app::CertStatus;
 use hm_trustchain::cert::{Certificate, Issuer, SignedRequest};
@@ -96,6 +97,13 @@ pub(crate) trait ApiNode {
     /// Starts renewing the node's certificate: the one it replaces, or why
     /// not; `None` when the node runs no agent.
     fn renew_certificate(&mut self) -> Option<Result<Hash, &'static str>>;
+    /// Checks a light client's misbehaviour evidence against the node's
+    /// own chain and pools what the chain can commit; the error is the
+    /// sentence the client is shown.
+    fn report_misbehaviour(
+        &mut self,
+        evidence: &Misbehaviour,
+    ) -> Result<MisbehaviourVerdict, String>;
 }
 
 /// The answer to `request`.
@@ -161,6 +169,20 @@ pub(crate) fn answer(node: &mut impl ApiNode, request: ApiRequest) -> ApiRespons
             ),
             Some(Ok(replacing)) => ApiResponse::Renewing { replacing },
             Some(Err(reason)) => ApiResponse::Error(reason.into()),
+        },
+        ApiRequest::ReportMisbehaviour { evidence } => match Misbehaviour::decode(&evidence) {
+            Ok(evidence) => match node.report_misbehaviour(&evidence) {
+                Ok(verdict) => ApiResponse::MisbehaviourTaken {
+                    conflict: verdict.conflict.to_string(),
+                    convicted: verdict.convicted,
+                    suspects: verdict.suspects,
+                    pooled: u32::try_from(verdict.pooled).unwrap_or(u32::MAX),
+                },
+                Err(error) => ApiResponse::Error(error),
+            },
+            Err(error) => ApiResponse::Error(format!(
+                "{error}; send the evidence the light client kept, encoded whole"
+            )),
         },
     }
 }
@@ -386,6 +408,8 @@ mod tests {
         headers: BTreeMap<Height, CertifiedHeader>,
         /// Module trees for `prove_state` (module 0 holds `kv`).
         proved: BTreeMap<u8, hm_kernel::state::StateTree>,
+        /// Misbehaviour evidence that reached the node.
+        misbehaviour_reported: usize,
     }
 
     impl ApiNode for FakeNode {
@@ -526,6 +550,23 @@ mod tests {
             self.renewals += 1;
             let agent = self.agent.as_ref()?;
             Some(agent.certificate.ok_or("no certificate to renew yet"))
+        }
+        fn report_misbehaviour(
+            &mut self,
+            evidence: &Misbehaviour,
+        ) -> Result<MisbehaviourVerdict, String> {
+            // The fake judges only the headers; the replica's own check is
+            // tested with real signatures in hm-kernel.
+            let conflict = evidence
+                .conflict()
+                .ok_or("the two headers do not conflict")?;
+            self.misbehaviour_reported += 1;
+            Ok(MisbehaviourVerdict {
+                conflict,
+                convicted: vec![id(7)],
+                suspects: Vec::new(),
+                pooled: 1,
+            })
         }
     }
 
@@ -682,6 +723,69 @@ mod tests {
                     .collect(),
             },
         }
+    }
+
+    #[test]
+    fn misbehaviour_evidence_is_decoded_bounded_and_handed_to_the_node() {
+        let mut node = FakeNode::default();
+        let a = certified(3, 3);
+        let b = CertifiedHeader {
+            header: hm_kernel::block::BlockHeader {
+                state_root: Hash([9; 32]),
+                ..a.header.clone()
+            },
+            ..a.clone()
+        };
+        let evidence = Misbehaviour {
+            header_a: a.header.clone(),
+            certificate_a: a.commit.clone(),
+            header_b: b.header,
+            certificate_b: b.commit,
+        };
+        let encoded = evidence.encode();
+        assert_eq!(
+            answer(
+                &mut node,
+                ApiRequest::ReportMisbehaviour {
+                    evidence: encoded.clone()
+                }
+            ),
+            ApiResponse::MisbehaviourTaken {
+                conflict: "two certified headers at height 3".into(),
+                convicted: vec![id(7)],
+                suspects: Vec::new(),
+                pooled: 1,
+            }
+        );
+        assert_eq!(node.misbehaviour_reported, 1);
+
+        // Cut short or padded, the bytes are refused before the node sees them.
+        for bytes in [
+            encoded[..encoded.len() - 1].to_vec(),
+            [encoded.as_slice(), &[0]].concat(),
+            Vec::new(),
+        ] {
+            let error = error_of(answer(
+                &mut node,
+                ApiRequest::ReportMisbehaviour { evidence: bytes },
+            ));
+            assert!(error.contains("does not decode"), "{error}");
+            assert!(error.contains("encoded whole"), "{error}");
+        }
+        // Headers that do not conflict: the node's refusal is the answer.
+        let same = Misbehaviour {
+            header_b: a.header.clone(),
+            certificate_b: a.commit.clone(),
+            ..evidence
+        };
+        let error = error_of(answer(
+            &mut node,
+            ApiRequest::ReportMisbehaviour {
+                evidence: same.encode(),
+            },
+        ));
+        assert!(error.contains("do not conflict"), "{error}");
+        assert_eq!(node.misbehaviour_reported, 1);
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub enum ApiRequest {
     /// `tree_size` (the log head a certified header names), so a light
     /// client can check it against a header it trusts.
     InclusionAt { fingerprint: Hash, tree_size: u64 },
+    /// Evidence that froze a light client: an encoded
+    /// [`hm_kernel::light::Misbehaviour`] (two conflicting certified
+    /// headers). A full node checks it against its own chain's validators
+    /// and pools the double signers' votes for the chain to commit.
+    ReportMisbehaviour { evidence: Vec<u8> },
 }
 
 /// Most keys one `ProveState` asks to prove.
@@ -244,6 +249,16 @@ pub enum ApiResponse {
         header_hash: Hash,
     },
     Inclusion(Box<hm_trustchain::log::InclusionProof>),
+    /// Misbehaviour evidence checked and taken: what conflicts, the
+    /// validators proven to have double-signed and those who must account
+    /// for signing both (a fork across rounds), and how many duplicate
+    /// votes were newly pooled for the chain to commit.
+    MisbehaviourTaken {
+        conflict: String,
+        convicted: Vec<Hash>,
+        suspects: Vec<Hash>,
+        pooled: u32,
+    },
 }
 
 /// The name of an answer's kind, for errors.
@@ -268,6 +283,7 @@ pub fn response_kind(response: &ApiResponse) -> &'static str {
         ApiResponse::CurrentCertificates(_) => "current certificates",
         ApiResponse::ProvenRecord { .. } => "a proven DNS record",
         ApiResponse::Inclusion(_) => "an inclusion proof at a log size",
+        ApiResponse::MisbehaviourTaken { .. } => "a misbehaviour receipt",
     }
 }
 

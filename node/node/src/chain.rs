@@ -165,6 +165,8 @@ struct ChainCounters {
     transactions_committed: u64,
     evidence_committed: u64,
     misbehaviour_reports: u64,
+    /// Light clients' misbehaviour evidence that checked out.
+    light_evidence_taken: u64,
     messages_sent: u64,
     messages_received: u64,
     messages_dropped: u64,
@@ -889,6 +891,7 @@ impl<E: Env> ChainShell<E> {
             chain.transactions_committed = counters.transactions_committed;
             chain.evidence_committed = counters.evidence_committed;
             chain.misbehaviour_reports = counters.misbehaviour_reports;
+            chain.light_evidence_taken = counters.light_evidence_taken;
             chain.messages_sent = counters.messages_sent;
             chain.messages_received = counters.messages_received;
             chain.messages_dropped = counters.messages_dropped;
@@ -1073,6 +1076,30 @@ impl<E: Env> ApiNode for ChainShell<E> {
 
     fn renew_certificate(&mut self) -> Option<Result<Hash, &'static str>> {
         self.agent.as_mut().map(TrustAgent::renew_now)
+    }
+
+    fn report_misbehaviour(
+        &mut self,
+        evidence: &hm_kernel::light::Misbehaviour,
+    ) -> Result<hm_kernel::replica::MisbehaviourVerdict, String> {
+        let now = self.now();
+        let verdict = self
+            .replica
+            .report_misbehaviour(now, evidence)
+            .map_err(|error| format!("misbehaviour evidence refused: {error}"))?;
+        self.counters.light_evidence_taken += 1;
+        tracing::warn!(
+            me = %self.me,
+            conflict = %verdict.conflict,
+            convicted = verdict.convicted.len(),
+            suspects = verdict.suspects.len(),
+            pooled = verdict.pooled,
+            "chain: a light client proved that validators signed conflicting headers; \
+             their duplicate votes go on chain where the fork was in one round. \
+             More than a third of the stake misbehaved: stop trusting new headers \
+             and re-check the validator set out of band"
+        );
+        Ok(verdict)
     }
 }
 

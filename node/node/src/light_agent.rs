@@ -127,6 +127,13 @@ pub enum LightAction {
 /// light nodes and a liar is one of several).
 pub const FULL_NODES_ASKED: usize = 3;
 
+/// Full nodes a frozen light client hands its misbehaviour evidence to
+/// (each pools the double signers' votes and gossips them to the
+/// validators; several, so one liar cannot bury it), and the most calls it
+/// spends trying.
+pub const EVIDENCE_REPORTS_WANTED: u32 = FULL_NODES_ASKED as u32;
+pub const EVIDENCE_REPORT_ATTEMPTS_MAX: u32 = 4 * EVIDENCE_REPORTS_WANTED;
+
 /// Which full node to ask next: calls turn over a window of
 /// [`FULL_NODES_ASKED`] full nodes, placed by the node's own id; one that
 /// failed or lied moves the window past it.
@@ -192,6 +199,8 @@ enum Purpose {
         head: LogHead,
     },
     Query(Box<ProvenQuery>, Asked),
+    /// Misbehaviour evidence handed to a full node.
+    Report,
 }
 
 /// What a proven query asked, to read its values.
@@ -287,6 +296,8 @@ pub struct LightAgent<E: Entropy> {
     presented: Option<(Hash, Option<Height>)>,
     /// Until when the presented certificate is valid (wall ms).
     presented_until_ms: u64,
+    /// Calls spent handing the misbehaviour evidence to full nodes.
+    evidence_report_attempts: u32,
     status: AgentStatus,
     light: LightStatus,
 }
@@ -345,6 +356,7 @@ impl<E: Entropy> LightAgent<E> {
             certified_in_round: BTreeMap::new(),
             presented: None,
             presented_until_ms: 0,
+            evidence_report_attempts: 0,
             status: AgentStatus {
                 phase: persisted,
                 ..AgentStatus::default()
@@ -441,6 +453,7 @@ impl<E: Entropy> LightAgent<E> {
             ));
         }
         self.fetch_anchors(now, &mut actions);
+        self.report_misbehaviour(now, &mut actions);
 
         // Phases.
         let own_usable = self
@@ -507,6 +520,29 @@ impl<E: Entropy> LightAgent<E> {
         }
         self.present(now, &mut actions);
         actions
+    }
+
+    /// Once frozen, hands the evidence to [`EVIDENCE_REPORTS_WANTED`] full
+    /// nodes, one call at a time (calls turn over the window, so each goes
+    /// to another full node), within [`EVIDENCE_REPORT_ATTEMPTS_MAX`] calls.
+    fn report_misbehaviour(&mut self, now: AgentNow, actions: &mut Vec<LightAction>) {
+        let Some(evidence) = self.misbehaviour().map(Misbehaviour::encode) else {
+            return;
+        };
+        if self.light.misbehaviour_reported >= EVIDENCE_REPORTS_WANTED
+            || self.evidence_report_attempts >= EVIDENCE_REPORT_ATTEMPTS_MAX
+            || self.in_flight(|p| matches!(p, Purpose::Report))
+            || !self.has_room()
+        {
+            return;
+        }
+        self.evidence_report_attempts += 1;
+        actions.push(self.call(
+            now.mono_ms,
+            CallTo::FullNode,
+            ApiRequest::ReportMisbehaviour { evidence },
+            Purpose::Report,
+        ));
     }
 
     /// Asks for the anchor headers between the last one known and the head.
@@ -959,6 +995,26 @@ impl<E: Entropy> LightAgent<E> {
             Purpose::Certificate { authority } => self.on_certificate(now, authority, answer),
             Purpose::CaProof { authority } => self.on_ca_proof(authority, answer),
             Purpose::Submit => {}
+            Purpose::Report => match answer {
+                ApiResponse::MisbehaviourTaken {
+                    conflict,
+                    convicted,
+                    suspects,
+                    ..
+                } => {
+                    self.light.misbehaviour_reported += 1;
+                    tracing::warn!(
+                        node = %self.listen,
+                        %conflict,
+                        convicted = convicted.len(),
+                        suspects = suspects.len(),
+                        "light: a full node took the evidence that froze this client"
+                    );
+                }
+                // Valid evidence checks out on any full node of this chain:
+                // one that refuses it is lying or broken.
+                _ => self.refuse("misbehaviour evidence refused"),
+            },
             Purpose::ValidatorHints => self.on_validator_hints(now, answer, &mut actions),
             Purpose::Inclusion {
                 fingerprint,

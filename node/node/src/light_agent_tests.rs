@@ -88,6 +88,9 @@ enum Honesty {
     ForgedValues,
     /// Headers carry another state root (certificates stay honest).
     ForgedHeaders,
+    /// The validators signed two chains: every other `Headers` answer above
+    /// the root is a twin with another state root, validly certified.
+    CertifiedFork,
 }
 
 /// The chain, its validators acting as authorities, and the full nodes.
@@ -98,6 +101,13 @@ struct Network {
     queued: Vec<TrustTx>,
     honesty: Honesty,
     entropy: SeededEntropy,
+    /// `Headers` answers given (the fork alternates on it).
+    headers_answered: u64,
+    /// Whether full nodes refuse misbehaviour evidence.
+    refuse_evidence: bool,
+    /// Misbehaviour evidence the full nodes took, and refused.
+    evidence_taken: u32,
+    evidence_refused: u32,
 }
 
 impl Network {
@@ -116,6 +126,10 @@ impl Network {
             queued: Vec::new(),
             honesty,
             entropy: SeededEntropy::new(3, b"network"),
+            headers_answered: 0,
+            refuse_evidence: false,
+            evidence_taken: 0,
+            evidence_refused: 0,
         };
         // The validators renew through the chain (phase 3 needs 2/3 of
         // the stake certified by it).
@@ -199,6 +213,14 @@ impl Network {
                     let mut certified = certified.clone();
                     if self.honesty == Honesty::ForgedHeaders && from > 1 {
                         certified.header.state_root.0[0] ^= 1;
+                    }
+                    self.headers_answered += 1;
+                    if self.honesty == Honesty::CertifiedFork
+                        && from > 1
+                        && self.headers_answered.is_multiple_of(2)
+                    {
+                        certified.header.state_root.0[0] ^= 1;
+                        certified.commit = certify(&certified.header);
                     }
                     ApiResponse::Headers(vec![certified])
                 }
@@ -285,6 +307,26 @@ impl Network {
                 Ok(proof) => ApiResponse::Inclusion(Box::new(proof)),
                 Err(error) => ApiResponse::Error(error),
             },
+            ApiRequest::ReportMisbehaviour { evidence } => {
+                let evidence =
+                    Misbehaviour::decode(&evidence).expect("the agent sends what it kept");
+                let set = validator_set();
+                let conflict = evidence
+                    .verify(&CHAIN_ID, &set, &set)
+                    .expect("the agent sends evidence that checks out");
+                if self.refuse_evidence {
+                    self.evidence_refused += 1;
+                    ApiResponse::Error("evidence refused".into())
+                } else {
+                    self.evidence_taken += 1;
+                    ApiResponse::MisbehaviourTaken {
+                        conflict: conflict.to_string(),
+                        convicted: Vec::new(),
+                        suspects: Vec::new(),
+                        pooled: 0,
+                    }
+                }
+            }
             other => panic!("a light node does not ask {other:?}"),
         }
     }
@@ -563,6 +605,42 @@ fn names_resolve_with_proofs_and_lies_are_answered_with_the_reason() {
         other => panic!("a forged record must not be answered: {other:?}"),
     }
     assert_eq!(agent.light_status().names_resolved.len(), 2);
+}
+
+#[test]
+fn a_frozen_client_hands_its_evidence_to_a_few_full_nodes_and_stops() {
+    for refuse_evidence in [false, true] {
+        let mut agent = agent(SharedAnchors::default());
+        let mut network = Network::new(Honesty::CertifiedFork);
+        network.refuse_evidence = refuse_evidence;
+        run(&mut agent, &mut network, 0, 30_000);
+        let light = agent.light_status().clone();
+        assert!(light.frozen, "two certified headers at one height freeze");
+        assert!(agent.misbehaviour().is_some());
+        if refuse_evidence {
+            // Every call a refusal: the agent gives up after its budget,
+            // counting each refusal (the shell distrusts each refuser).
+            assert_eq!(network.evidence_taken, 0);
+            assert_eq!(network.evidence_refused, EVIDENCE_REPORT_ATTEMPTS_MAX);
+            assert_eq!(light.misbehaviour_reported, 0);
+            let refused = light
+                .refused_by_reason
+                .iter()
+                .find(|(reason, _)| reason == "misbehaviour evidence refused")
+                .map(|(_, count)| *count);
+            assert_eq!(refused, Some(u64::from(EVIDENCE_REPORT_ATTEMPTS_MAX)));
+        } else {
+            assert_eq!(network.evidence_taken, EVIDENCE_REPORTS_WANTED);
+            assert_eq!(light.misbehaviour_reported, EVIDENCE_REPORTS_WANTED);
+        }
+        // Once done, it stays quiet.
+        let (taken, refused) = (network.evidence_taken, network.evidence_refused);
+        run(&mut agent, &mut network, 30_000, 10_000);
+        assert_eq!(
+            (network.evidence_taken, network.evidence_refused),
+            (taken, refused)
+        );
+    }
 }
 
 #[test]

@@ -101,6 +101,10 @@ pub struct ChainStatus {
     /// Peers' misbehaviour this node detected (invalid blocks, rejected
     /// messages, malformed bytes).
     pub misbehaviour_reports: u64,
+    /// Light clients' evidence of conflicting certified headers this node
+    /// checked and took (its duplicate votes pooled for the chain).
+    #[serde(default)]
+    pub light_evidence_taken: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
     pub messages_dropped: u64,
@@ -145,6 +149,9 @@ pub struct LightStatus {
     pub refused_by_reason: Vec<(String, u64)>,
     /// Two validly certified conflicting headers froze the client.
     pub frozen: bool,
+    /// Full nodes that took the evidence that froze it.
+    #[serde(default)]
+    pub misbehaviour_reported: u32,
     /// Names this node resolved with proofs: `(name, resolved address)`.
     pub names_resolved: Vec<(String, Option<std::net::Ipv6Addr>)>,
 }

@@ -11,4 +11,5 @@ pub mod mempool;
 pub mod proof;
 pub mod replica;
 pub mod state;
+pub mod store;
 pub mod validators;

@@ -26,8 +26,8 @@ use crate::error::RuleError;
 use crate::keys::{self, CertRecord, Revoked, SubjectRevocation};
 use crate::log::{CertificateLog, ConsistencyProof, Frontier, InclusionProof, LogHead};
 use crate::name::DnsName;
-use crate::store::{PreparedWrites, Store, merge_scan, prefix_bounds};
 use crate::tx::{Finding, FindingKind, Report, SignedRevocation, TrustTx, UNLOGGED_GRACE_MS};
+use hm_kernel::store::{PreparedWrites, Store, merge_scan, prefix_bounds};
 
 /// Most certificates one subject may ever have logged. Every logged
 /// certificate stays in the state (the log is append-only), so one key must

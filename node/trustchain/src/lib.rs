@@ -9,7 +9,6 @@ pub mod log;
 pub mod monitor;
 pub mod name;
 pub mod proven;
-mod store;
 pub mod tx;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! The committed key-value state under its authenticated root.
+//! A module's committed key-value state under its authenticated root,
+//! for any chain application (TrustChain's, the asset registry's).
 //!
 //! Values live in an ordered map (reads and prefix scans); the root is the
-//! kernel's sparse Merkle tree ([`hm_kernel::state::StateTree`]) over the
+//! kernel's sparse Merkle tree ([`crate::state::StateTree`]) over the
 //! keys' hashes and the values' SHA-256 digests, so any key's value, or its
 //! absence, has a compact proof ([`Store::prove`]). A write set updates the
 //! tree along the written paths only: per block the cost is about
@@ -11,8 +12,8 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use hm_kernel::block::StateUpdate;
-use hm_kernel::state::{StateProof, StateTree, TreeWrite, sorted_writes};
+use crate::block::StateUpdate;
+use crate::state::{StateProof, StateTree, TreeWrite, sorted_writes};
 use hm_wire::Hash;
 
 /// A key and its interned new value (`None`: deleted).
@@ -21,7 +22,7 @@ type SharedWrite = (Vec<u8>, Option<Arc<[u8]>>);
 /// A write set hashed against the state it was executed on
 /// ([`Store::prepare`]).
 #[derive(Debug)]
-pub(crate) struct PreparedWrites {
+pub struct PreparedWrites {
     /// Root of the state the writes were hashed against.
     base_root: Hash,
     /// In key order, as the write set: each key with its shared value
@@ -31,13 +32,13 @@ pub(crate) struct PreparedWrites {
     /// committed one).
     tree: StateTree,
     /// The state root after the writes.
-    pub(crate) root: Hash,
+    pub root: Hash,
 }
 
 /// The committed state: ordered entries (for reads and prefix scans) and
 /// the authenticated tree behind the root.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Store {
+pub struct Store {
     /// Values are shared allocations (`hm_env::intern`): a simulator's
     /// thousand nodes hold one copy of each certificate, not a thousand.
     entries: BTreeMap<Vec<u8>, Arc<[u8]>>,
@@ -45,29 +46,33 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) fn new() -> Store {
+    pub fn new() -> Store {
         Store::default()
     }
 
-    pub(crate) fn root(&self) -> Hash {
+    pub fn root(&self) -> Hash {
         self.tree.root()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.entries.get(key).map(|value| &**value)
     }
 
     /// A proof of `key`'s committed value, or of its absence, against
     /// [`Store::root`].
-    pub(crate) fn prove(&self, key: &[u8]) -> StateProof {
+    pub fn prove(&self, key: &[u8]) -> StateProof {
         self.tree.prove(key)
     }
 
-    pub(crate) fn prefix_range<'a>(
+    pub fn prefix_range<'a>(
         &'a self,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a [u8])> + 'a {
@@ -79,13 +84,13 @@ impl Store {
     /// Hashes `writes` against this state without applying them: the root
     /// they lead to, and everything [`Store::apply_prepared`] needs to apply
     /// them without hashing again. Values are interned here.
-    pub(crate) fn prepare(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> PreparedWrites {
+    pub fn prepare(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> PreparedWrites {
         let mut tree_writes: Vec<TreeWrite> = Vec::with_capacity(writes.len());
         let mut shared: Vec<SharedWrite> = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             let interned = value.as_deref().map(hm_env::intern::intern_with_digest);
             let digest = interned.as_ref().map(|(_, digest)| Hash(*digest));
-            tree_writes.push((hm_kernel::state::key_hash(key), digest));
+            tree_writes.push((crate::state::key_hash(key), digest));
             shared.push((key.clone(), interned.map(|(value, _)| value)));
         }
         let tree = self.tree.updated(&sorted_writes(tree_writes));
@@ -98,10 +103,10 @@ impl Store {
     }
 
     /// Applies a write set and updates the tree along its paths.
-    pub(crate) fn apply(&mut self, updates: &[StateUpdate]) {
+    pub fn apply(&mut self, updates: &[StateUpdate]) {
         let mut tree_writes: Vec<TreeWrite> = Vec::with_capacity(updates.len());
         for update in updates {
-            let key_hash = hm_kernel::state::key_hash(&update.key);
+            let key_hash = crate::state::key_hash(&update.key);
             match &update.value {
                 Some(value) => {
                     let (shared, digest) = hm_env::intern::intern_with_digest(value);
@@ -120,11 +125,7 @@ impl Store {
     /// Applies a write set [`Store::prepare`] hashed, if it was prepared
     /// against this very state and is the same write set; returns `false`
     /// (and changes nothing) otherwise.
-    pub(crate) fn apply_prepared(
-        &mut self,
-        updates: &[StateUpdate],
-        prepared: &PreparedWrites,
-    ) -> bool {
+    pub fn apply_prepared(&mut self, updates: &[StateUpdate], prepared: &PreparedWrites) -> bool {
         let matches = prepared.base_root == self.root()
             && prepared.writes.len() == updates.len()
             && updates
@@ -155,15 +156,16 @@ impl Store {
         true
     }
 
-    #[cfg(test)]
-    pub(crate) fn root_from_scratch(&self) -> Hash {
+    /// The root hashed from every entry again (tests compare it with the
+    /// incremental one).
+    pub fn root_from_scratch(&self) -> Hash {
         let writes: Vec<TreeWrite> = self
             .entries
             .iter()
             .map(|(key, value)| {
                 (
-                    hm_kernel::state::key_hash(key),
-                    Some(hm_kernel::state::value_digest(value)),
+                    crate::state::key_hash(key),
+                    Some(crate::state::value_digest(value)),
                 )
             })
             .collect();
@@ -171,7 +173,7 @@ impl Store {
     }
 }
 
-pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (Bound::Included(prefix.to_vec()), prefix_end(prefix))
 }
 
@@ -189,7 +191,7 @@ fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
 /// Merges committed entries with pending writes (which win; `None` hides
 /// the key), both ordered in the same direction, keeping at most `limit`
 /// live entries.
-pub(crate) fn merge_scan<'b>(
+pub fn merge_scan<'b>(
     base: impl Iterator<Item = (&'b Vec<u8>, &'b [u8])>,
     over: impl Iterator<Item = (&'b Vec<u8>, &'b Option<Vec<u8>>)>,
     reverse: bool,

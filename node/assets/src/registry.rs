@@ -584,32 +584,11 @@ impl Application for AssetApp {
         height: Height,
         execution: &Execution,
     ) -> Result<(), CommitError> {
-        self.check_order(height)?;
-        match execution.hint.get::<Prepared>() {
-            Some(prepared)
-                if self
-                    .store
-                    .apply_prepared(&execution.updates, &prepared.store) =>
-            {
-                if let Some(scheduler) = &prepared.scheduler {
-                    self.scheduler = scheduler.clone();
-                }
-            }
-            _ => {
-                self.store.apply(&execution.updates);
-                self.rebuild_scheduler();
-            }
-        }
-        self.height = height;
-        Ok(())
+        self.commit_with_hint(height, &execution.updates, &execution.hint)
     }
 
     fn commit(&mut self, height: Height, updates: &[StateUpdate]) -> Result<(), CommitError> {
-        self.check_order(height)?;
-        self.store.apply(updates);
-        self.rebuild_scheduler();
-        self.height = height;
-        Ok(())
+        self.commit_with_hint(height, updates, &CommitHint::default())
     }
 
     fn state_root(&self) -> Hash {
@@ -622,6 +601,31 @@ impl Application for AssetApp {
 }
 
 impl AssetApp {
+    /// Commits `updates`, reusing `hint` when execution made it for this
+    /// very state and write set; otherwise (a replay from disk, a sync)
+    /// applies them and rebuilds the scheduler from the committed state.
+    pub fn commit_with_hint(
+        &mut self,
+        height: Height,
+        updates: &[StateUpdate],
+        hint: &CommitHint,
+    ) -> Result<(), CommitError> {
+        self.check_order(height)?;
+        match hint.get::<Prepared>() {
+            Some(prepared) if self.store.apply_prepared(updates, &prepared.store) => {
+                if let Some(scheduler) = &prepared.scheduler {
+                    self.scheduler = scheduler.clone();
+                }
+            }
+            _ => {
+                self.store.apply(updates);
+                self.rebuild_scheduler();
+            }
+        }
+        self.height = height;
+        Ok(())
+    }
+
     fn check_order(&self, height: Height) -> Result<(), CommitError> {
         if height != self.height + 1 {
             return Err(CommitError::OutOfOrder {

@@ -4,6 +4,8 @@
 //!
 //! * [`MODULE_KV`] — the kernel's key-value module (test workloads, `put`).
 //! * [`MODULE_TRUST`] — TrustChain: certificates, the CT log, DNS, findings.
+//! * [`MODULE_ASSETS`] — the asset registry: assets, leases (who may lease
+//!   is read from TrustChain's committed state: [`TrustStandings`]).
 //!
 //! The composed state root is a hash over the modules' roots
 //! ([`hm_kernel::state::modules_root`]), each module's an authenticated tree,
@@ -19,6 +21,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use hm_assets::{AssetApp, Standing, Standings};
 use hm_kernel::app::{
     Application, BlockContext, CommitError, CommitHint, Execution, KvApp, TxError,
 };
@@ -31,6 +34,8 @@ use hm_wire::Hash;
 pub const MODULE_KV: u8 = 0;
 /// First byte of a TrustChain transaction and of its state keys.
 pub const MODULE_TRUST: u8 = 1;
+/// First byte of an asset-registry transaction and of its state keys.
+pub const MODULE_ASSETS: u8 = 2;
 
 /// Block executions remembered process-wide when memos are on (see
 /// [`hm_env::memo`]; the simulator turns them on: every node executes each
@@ -82,6 +87,28 @@ pub fn trust_app_for(
     }))
 }
 
+/// Who the asset registry admits, from TrustChain's committed state: a
+/// subject with a usable certificate of this network is a member.
+/// Execution reads it before the block commits, so every replica sees the
+/// same parent state.
+pub struct TrustStandings(pub SharedTrust);
+
+impl Standings for TrustStandings {
+    fn standing(&self, id: &Hash, now_ms: u64) -> Standing {
+        if self.0.read().current_certificate(id, now_ms).is_some() {
+            Standing::Member
+        } else {
+            Standing::Uncertified
+        }
+    }
+}
+
+/// What a block's execution leaves each hinted module for its commit.
+struct NodeHint {
+    trust: CommitHint,
+    assets: CommitHint,
+}
+
 /// Wraps a module's transaction bytes for the chain.
 pub fn module_tx(module: u8, inner: Vec<u8>) -> Transaction {
     let mut bytes = Vec::with_capacity(inner.len() + 1);
@@ -113,10 +140,16 @@ pub fn trust_tx(tx: &hm_trustchain::tx::TrustTx) -> Transaction {
     module_tx(MODULE_TRUST, tx.encode())
 }
 
+/// An asset-registry transaction as the node's chain expects it.
+pub fn asset_tx(tx: &hm_assets::AssetTx) -> Transaction {
+    module_tx(MODULE_ASSETS, tx.encode())
+}
+
 /// The composed application.
 pub struct NodeApp {
     kv: KvApp,
     trust: SharedTrust,
+    assets: AssetApp,
 }
 
 fn split(tx: &Transaction) -> Result<(u8, Transaction), TxError> {
@@ -128,16 +161,22 @@ fn split(tx: &Transaction) -> Result<(u8, Transaction), TxError> {
 
 fn unknown_module(module: u8) -> TxError {
     TxError::Malformed(format!(
-        "unknown module {module} (0 is key-value, 1 is TrustChain)"
+        "unknown module {module} (0 is key-value, 1 is TrustChain, 2 is assets)"
     ))
 }
 
 impl NodeApp {
     pub fn new(trust: SharedTrust) -> NodeApp {
+        let chain_id = trust.read().config().chain_id;
         NodeApp {
             kv: KvApp::new(),
+            assets: AssetApp::new(chain_id, std::sync::Arc::new(TrustStandings(trust.clone()))),
             trust,
         }
+    }
+
+    pub fn assets(&self) -> &AssetApp {
+        &self.assets
     }
 
     pub fn kv(&self) -> &KvApp {
@@ -191,6 +230,8 @@ impl NodeApp {
         let mut kv_slots = Vec::new();
         let mut trust_txs = Vec::new();
         let mut trust_slots = Vec::new();
+        let mut asset_txs = Vec::new();
+        let mut asset_slots = Vec::new();
         for (slot, tx) in transactions.iter().enumerate() {
             results.push(Ok(()));
             match split(tx) {
@@ -205,6 +246,10 @@ impl NodeApp {
                     trust_slots.push(slot);
                     trust_txs.push(inner);
                 }
+                Ok((MODULE_ASSETS, inner)) => {
+                    asset_slots.push(slot);
+                    asset_txs.push(inner);
+                }
                 Ok((other, _)) => results[slot] = Err(unknown_module(other)),
                 Err(error) => results[slot] = Err(error),
             }
@@ -216,16 +261,27 @@ impl NodeApp {
         };
         let kv = self.kv.execute_block(block, &kv_txs);
         let trust = self.trust.read().execute_block(block, &trust_txs);
+        // Every block runs the registry (leases end at block time).
+        let assets = self.assets.execute_block(block, &asset_txs);
         for (slot, result) in kv_slots.into_iter().zip(kv.results) {
             results[slot] = result;
         }
         for (slot, result) in trust_slots.into_iter().zip(trust.results) {
             results[slot] = result;
         }
+        for (slot, result) in asset_slots.into_iter().zip(assets.results) {
+            results[slot] = result;
+        }
         // Prefixing by the module byte keeps the write set sorted: every
-        // key-value key sorts before every TrustChain key.
-        let mut updates = Vec::with_capacity(kv.updates.len() + trust.updates.len());
-        for (module, module_updates) in [(MODULE_KV, kv.updates), (MODULE_TRUST, trust.updates)] {
+        // key-value key sorts before every TrustChain key, and those before
+        // every asset key.
+        let mut updates =
+            Vec::with_capacity(kv.updates.len() + trust.updates.len() + assets.updates.len());
+        for (module, module_updates) in [
+            (MODULE_KV, kv.updates),
+            (MODULE_TRUST, trust.updates),
+            (MODULE_ASSETS, assets.updates),
+        ] {
             for update in module_updates {
                 let mut key = Vec::with_capacity(update.key.len() + 1);
                 key.push(module);
@@ -239,12 +295,16 @@ impl NodeApp {
         debug_assert!(updates.windows(2).all(|pair| pair[0].key < pair[1].key));
         Execution {
             updates,
-            state_root: Self::root_of(&kv.state_root, &trust.state_root),
+            state_root: Self::root_of(&kv.state_root, &trust.state_root, &assets.state_root),
             log_head: trust.log_head,
             results,
-            // The key-value module has no hint; TrustChain's is the one
-            // (its write set is prefixed here, so not its updates root).
-            hint: trust.hint.app_part(),
+            // The key-value module has no hint; TrustChain's and the
+            // registry's are kept (their write sets are prefixed here, so
+            // not their updates roots).
+            hint: CommitHint::new(NodeHint {
+                trust: trust.hint.app_part(),
+                assets: assets.hint.app_part(),
+            }),
         }
     }
 
@@ -257,6 +317,7 @@ impl NodeApp {
     ) -> Result<(), CommitError> {
         let mut kv_updates = Vec::new();
         let mut trust_updates = Vec::new();
+        let mut asset_updates = Vec::new();
         for update in updates {
             let Some((module, key)) = update.key.split_first() else {
                 continue; // never written by execute_block
@@ -268,19 +329,29 @@ impl NodeApp {
             match *module {
                 MODULE_KV => kv_updates.push(stripped),
                 MODULE_TRUST => trust_updates.push(stripped),
+                MODULE_ASSETS => asset_updates.push(stripped),
                 _ => {} // never written by execute_block
             }
         }
+        let none = CommitHint::default();
+        let hints = hint.get::<NodeHint>();
         self.kv.commit(height, &kv_updates)?;
-        self.trust
-            .write()
-            .commit_with_hint(height, &trust_updates, hint)
+        self.trust.write().commit_with_hint(
+            height,
+            &trust_updates,
+            hints.map_or(&none, |hints| &hints.trust),
+        )?;
+        self.assets.commit_with_hint(
+            height,
+            &asset_updates,
+            hints.map_or(&none, |hints| &hints.assets),
+        )
     }
 
     /// The state root over the modules' roots, in module order (the
     /// module byte is the index).
-    fn root_of(kv_root: &Hash, trust_root: &Hash) -> Hash {
-        hm_kernel::state::modules_root(&[*kv_root, *trust_root])
+    fn root_of(kv_root: &Hash, trust_root: &Hash, assets_root: &Hash) -> Hash {
+        hm_kernel::state::modules_root(&[*kv_root, *trust_root, *assets_root])
     }
 
     /// A module's committed value for `key` (the module's own key, without
@@ -288,10 +359,15 @@ impl NodeApp {
     /// `None` for an unknown module.
     pub fn prove(&self, module: u8, key: &[u8]) -> Option<(Option<Vec<u8>>, ModuleProof)> {
         let trust = self.trust.read();
-        let module_roots = vec![self.kv.state_root(), trust.state_root()];
+        let module_roots = vec![
+            self.kv.state_root(),
+            trust.state_root(),
+            self.assets.state_root(),
+        ];
         let (value, proof) = match module {
             MODULE_KV => self.kv.prove(key),
             MODULE_TRUST => trust.prove(key),
+            MODULE_ASSETS => self.assets.prove(key),
             _ => return None,
         };
         Some((
@@ -331,6 +407,7 @@ impl Application for NodeApp {
                 self.kv.check_tx(&inner)
             }
             MODULE_TRUST => self.trust.read().check_tx(&inner),
+            MODULE_ASSETS => self.assets.check_tx(&inner),
             other => Err(unknown_module(other)),
         }
     }
@@ -356,7 +433,11 @@ impl Application for NodeApp {
     }
 
     fn state_root(&self) -> Hash {
-        Self::root_of(&self.kv.state_root(), &self.trust.read().state_root())
+        Self::root_of(
+            &self.kv.state_root(),
+            &self.trust.read().state_root(),
+            &self.assets.state_root(),
+        )
     }
 
     fn committed_height(&self) -> Height {
@@ -407,6 +488,85 @@ mod tests {
         assert_eq!(nothing, None);
         assert_eq!(absence.verify(&root, MODULE_TRUST, b"a", None), Ok(()));
         assert!(app.prove(7, b"a").is_none());
+    }
+
+    /// The asset registry runs as module 2: its keys are proven under the
+    /// composed root, a tenant without a certificate is refused a lease
+    /// with the reason (TrustChain's state is what `TrustStandings` reads),
+    /// and a replay of the write set without the hint gives the same root.
+    #[test]
+    fn the_asset_registry_is_a_module_whose_standings_come_from_trustchain() {
+        let mut node = app();
+        let mut replayed = app();
+        let provider = SigningKey::generate(&SeededEntropy::new(2, b"app-provider"));
+        let tenant = SigningKey::generate(&SeededEntropy::new(3, b"app-tenant"));
+        let chain_id = Hash([0xc1; 32]);
+        let entropy = SeededEntropy::new(4, b"app-asset-txs");
+        let spec = hm_assets::AssetSpec {
+            name: "cpu0".into(),
+            kind: hm_assets::AssetKind::Cpu,
+            capacity: 4_000,
+            attributes: hm_assets::Attributes::new(),
+            privacy: hm_assets::Privacy::Network,
+            price_per_quantum_hour: 1,
+        };
+        let register = hm_assets::AssetTx::sign(
+            &chain_id,
+            &provider,
+            1,
+            hm_assets::AssetOp::Register(spec),
+            &entropy,
+        );
+        let tenant_id = tenant.verifying_key().fingerprint();
+        let request = hm_assets::AssetTx::sign(
+            &chain_id,
+            &tenant,
+            1,
+            hm_assets::AssetOp::RequestLease(hm_assets::LeaseRequest {
+                tenant: tenant_id,
+                items: vec![hm_assets::RequestItem {
+                    kind: hm_assets::AssetKind::Cpu,
+                    amount: 1_000,
+                    constraints: Vec::new(),
+                }],
+                widest_privacy: hm_assets::PrivacyLevel::Public,
+                colocate: false,
+                max_price_per_hour: u64::MAX,
+                duration_ms: 60_000,
+            }),
+            &entropy,
+        );
+        let transactions = [asset_tx(&register), asset_tx(&request)];
+        for tx in &transactions {
+            assert_eq!(node.check_tx(tx), Ok(()));
+        }
+        let execution = node.execute_block(BlockContext::new(1, 1_000), &transactions);
+        assert_eq!(execution.results, vec![Ok(()), Ok(())]);
+        assert!(
+            execution
+                .updates
+                .iter()
+                .all(|update| update.key.first() == Some(&MODULE_ASSETS))
+        );
+        node.commit_execution(1, &execution).expect("commits");
+        replayed.commit(1, &execution.updates).expect("commits");
+        assert_eq!(replayed.state_root(), node.state_root());
+
+        let root = node.state_root();
+        let asset = hm_assets::asset_id(&provider.verifying_key().fingerprint(), "cpu0");
+        let key = hm_assets::AssetApp::asset_key(&asset);
+        let (value, proof) = node.prove(MODULE_ASSETS, &key).expect("a module");
+        assert!(value.is_some());
+        assert_eq!(
+            proof.verify(&root, MODULE_ASSETS, &key, value.as_deref()),
+            Ok(())
+        );
+        match node.assets().lease(&hm_assets::lease_id(&tenant_id, 1)) {
+            Some(hm_assets::LeaseRecord::Refused { reason, .. }) => {
+                assert!(reason.contains("certificate"), "{reason}")
+            }
+            other => panic!("an uncertified tenant is refused, got {other:?}"),
+        }
     }
 
     /// hm-node's unit tests run as a real node does: memos are off, so every

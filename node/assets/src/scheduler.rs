@@ -230,9 +230,13 @@ impl Held {
 /// Assets and leases: see the module doc.
 #[derive(Debug, Clone, Default)]
 pub struct Scheduler {
-    assets: BTreeMap<AssetId, Held>,
-    by_kind: BTreeMap<AssetKind, BTreeSet<AssetId>>,
-    by_node: BTreeMap<NodeId, BTreeSet<AssetId>>,
+    /// Assets by kind, then id: a request's candidates are one range,
+    /// scanned without a lookup per asset.
+    by_kind: BTreeMap<AssetKind, BTreeMap<AssetId, Held>>,
+    /// Each asset's kind, to find it by id.
+    kinds: BTreeMap<AssetId, AssetKind>,
+    /// Each node's assets by kind (a colocated request scans one node's).
+    by_node: BTreeMap<NodeId, BTreeSet<(AssetKind, AssetId)>>,
     leases: BTreeMap<LeaseId, Placement>,
 }
 
@@ -240,7 +244,7 @@ pub struct Scheduler {
 #[derive(Clone, Copy)]
 enum Scope<'a> {
     Everywhere,
-    Node(&'a BTreeSet<AssetId>),
+    Node(&'a BTreeSet<(AssetKind, AssetId)>),
 }
 
 impl Scheduler {
@@ -249,16 +253,16 @@ impl Scheduler {
     }
 
     pub fn asset(&self, id: &AssetId) -> Option<&Asset> {
-        self.assets.get(id).map(|held| &held.asset)
+        self.held(id).map(|held| &held.asset)
     }
 
     /// Units of `id` reserved by leases.
     pub fn reserved(&self, id: &AssetId) -> Option<u64> {
-        self.assets.get(id).map(|held| held.reserved)
+        self.held(id).map(|held| held.reserved)
     }
 
     pub fn is_withdrawn(&self, id: &AssetId) -> bool {
-        self.assets.get(id).is_some_and(|held| held.withdrawn)
+        self.held(id).is_some_and(|held| held.withdrawn)
     }
 
     pub fn lease(&self, id: &LeaseId) -> Option<&Placement> {
@@ -266,7 +270,15 @@ impl Scheduler {
     }
 
     pub fn assets_len(&self) -> usize {
-        self.assets.len()
+        self.kinds.len()
+    }
+
+    fn held(&self, id: &AssetId) -> Option<&Held> {
+        self.by_kind.get(self.kinds.get(id)?)?.get(id)
+    }
+
+    fn held_mut(&mut self, id: &AssetId) -> Option<&mut Held> {
+        self.by_kind.get_mut(self.kinds.get(id)?)?.get_mut(id)
     }
 
     pub fn leases_len(&self) -> usize {
@@ -275,19 +287,22 @@ impl Scheduler {
 
     pub fn register(&mut self, asset: Asset) -> Result<(), SchedulerError> {
         asset.check()?;
-        if let Some(held) = self.assets.get(&asset.id) {
+        if let Some(held) = self.held(&asset.id) {
             return Err(if held.withdrawn {
                 SchedulerError::Draining { asset: asset.id }
             } else {
                 SchedulerError::Exists { asset: asset.id }
             });
         }
-        if self.assets.len() >= ASSETS_MAX {
+        if self.kinds.len() >= ASSETS_MAX {
             return Err(SchedulerError::Full);
         }
-        self.by_kind.entry(asset.kind).or_default().insert(asset.id);
-        self.by_node.entry(asset.node).or_default().insert(asset.id);
-        self.assets.insert(
+        self.by_node
+            .entry(asset.node)
+            .or_default()
+            .insert((asset.kind, asset.id));
+        self.kinds.insert(asset.id, asset.kind);
+        self.by_kind.entry(asset.kind).or_default().insert(
             asset.id,
             Held {
                 asset,
@@ -305,8 +320,7 @@ impl Scheduler {
     pub fn update(&mut self, asset: Asset) -> Result<(), SchedulerError> {
         asset.check()?;
         let held = self
-            .assets
-            .get_mut(&asset.id)
+            .held_mut(&asset.id)
             .ok_or(SchedulerError::Unknown { asset: asset.id })?;
         for (what, same) in [
             ("owner", held.asset.owner == asset.owner),
@@ -334,8 +348,7 @@ impl Scheduler {
     /// released. Withdrawing twice is harmless.
     pub fn withdraw(&mut self, id: &AssetId) -> Result<Withdrawal, SchedulerError> {
         let held = self
-            .assets
-            .get_mut(id)
+            .held_mut(id)
             .ok_or(SchedulerError::Unknown { asset: *id })?;
         held.withdrawn = true;
         if held.reserved > 0 {
@@ -348,17 +361,17 @@ impl Scheduler {
     }
 
     fn remove(&mut self, id: &AssetId) {
-        let Some(held) = self.assets.remove(id) else {
+        let Some(kind) = self.kinds.remove(id) else {
             return;
         };
-        if let Some(set) = self.by_kind.get_mut(&held.asset.kind) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_kind.remove(&held.asset.kind);
-            }
+        let Some(held) = self.by_kind.get_mut(&kind).and_then(|held| held.remove(id)) else {
+            return;
+        };
+        if self.by_kind.get(&kind).is_some_and(BTreeMap::is_empty) {
+            self.by_kind.remove(&kind);
         }
         if let Some(set) = self.by_node.get_mut(&held.asset.node) {
-            set.remove(id);
+            set.remove(&(kind, *id));
             if set.is_empty() {
                 self.by_node.remove(&held.asset.node);
             }
@@ -493,14 +506,27 @@ impl Scheduler {
         })
     }
 
-    fn scope_ids<'a>(
+    /// The assets of `kind` within `scope`.
+    fn in_scope<'a>(
         &'a self,
         kind: AssetKind,
         scope: Scope<'a>,
-    ) -> Box<dyn Iterator<Item = &'a AssetId> + 'a> {
+    ) -> Box<dyn Iterator<Item = &'a Held> + 'a> {
         match scope {
-            Scope::Everywhere => Box::new(self.by_kind.get(&kind).into_iter().flatten()),
-            Scope::Node(on_node) => Box::new(on_node.iter()),
+            Scope::Everywhere => Box::new(
+                self.by_kind
+                    .get(&kind)
+                    .into_iter()
+                    .flat_map(BTreeMap::values),
+            ),
+            Scope::Node(on_node) => {
+                let of_kind = self.by_kind.get(&kind);
+                Box::new(
+                    on_node
+                        .range((kind, Hash::ZERO)..=(kind, Hash([u8::MAX; 32])))
+                        .filter_map(move |(_, id)| of_kind?.get(id)),
+                )
+            }
         }
     }
 
@@ -514,20 +540,18 @@ impl Scheduler {
         taken: &'a BTreeMap<AssetId, u64>,
         scope: Scope<'a>,
     ) -> impl Iterator<Item = (&'a Held, u64)> + 'a {
-        self.scope_ids(item.kind, scope)
-            .filter_map(|id| self.assets.get(id))
-            .filter_map(move |held| {
-                let left = left_after(held, taken);
-                let fits = held.asset.kind == item.kind
-                    && !held.withdrawn
-                    && left >= item.amount
-                    && admits(held, request.widest_privacy, tenant)
-                    && item
-                        .constraints
-                        .iter()
-                        .all(|constraint| constraint.holds(&held.asset.attributes));
-                fits.then_some((held, left))
-            })
+        self.in_scope(item.kind, scope).filter_map(move |held| {
+            let left = left_after(held, taken);
+            let fits = held.asset.kind == item.kind
+                && !held.withdrawn
+                && left >= item.amount
+                && admits(held, request.widest_privacy, tenant)
+                && item
+                    .constraints
+                    .iter()
+                    .all(|constraint| constraint.holds(&held.asset.attributes));
+            fits.then_some((held, left))
+        })
     }
 
     /// Why item `index` has no candidate: the filters applied one by one.
@@ -540,11 +564,7 @@ impl Scheduler {
         scope: Scope<'_>,
     ) -> Unmet {
         let item = &request.items[index];
-        let mut left: Vec<&Held> = self
-            .scope_ids(item.kind, scope)
-            .filter_map(|id| self.assets.get(id))
-            .filter(|held| held.asset.kind == item.kind)
-            .collect();
+        let mut left: Vec<&Held> = self.in_scope(item.kind, scope).collect();
         let mut kept = vec![(Filter::Kind, left.len())];
         let no_asset =
             |filter: Filter, kept: Vec<(Filter, usize)>, largest_free, detail| Unmet::NoAsset {
@@ -643,8 +663,7 @@ impl Scheduler {
         }
         for (asset, amount) in &asked {
             let held = self
-                .assets
-                .get(asset)
+                .held(asset)
                 .filter(|held| !held.withdrawn)
                 .ok_or(ReserveError::NoAsset { asset: *asset })?;
             if *amount > held.free() {
@@ -656,7 +675,7 @@ impl Scheduler {
             }
         }
         for (asset, amount) in asked {
-            if let Some(held) = self.assets.get_mut(&asset) {
+            if let Some(held) = self.held_mut(&asset) {
                 held.reserved += amount;
             }
         }
@@ -669,7 +688,7 @@ impl Scheduler {
     pub fn release(&mut self, lease: &LeaseId) -> Option<Placement> {
         let placement = self.leases.remove(lease)?;
         for part in &placement.parts {
-            let Some(held) = self.assets.get_mut(&part.asset) else {
+            let Some(held) = self.held_mut(&part.asset) else {
                 continue;
             };
             assert!(
@@ -695,13 +714,18 @@ impl Scheduler {
         let mut held_by_leases: BTreeMap<AssetId, u64> = BTreeMap::new();
         for (lease, placement) in &self.leases {
             for part in &placement.parts {
-                if !self.assets.contains_key(&part.asset) {
+                if !self.kinds.contains_key(&part.asset) {
                     return Err(format!("lease {lease} holds unknown asset {}", part.asset));
                 }
                 *held_by_leases.entry(part.asset).or_default() += part.amount;
             }
         }
-        for (id, held) in &self.assets {
+        for (kind, assets) in &self.by_kind {
+            if assets.is_empty() {
+                return Err(format!("an empty {kind} index is kept"));
+            }
+        }
+        for (id, held) in self.by_kind.values().flat_map(BTreeMap::iter) {
             let by_leases = held_by_leases.get(id).copied().unwrap_or(0);
             if held.reserved != by_leases {
                 return Err(format!(
@@ -718,24 +742,21 @@ impl Scheduler {
             if held.withdrawn && held.reserved == 0 {
                 return Err(format!("asset {id} is withdrawn and free but still held"));
             }
-            let indexed = self
-                .by_kind
-                .get(&held.asset.kind)
-                .is_some_and(|set| set.contains(id))
+            let indexed = self.kinds.get(id) == Some(&held.asset.kind)
                 && self
                     .by_node
                     .get(&held.asset.node)
-                    .is_some_and(|set| set.contains(id));
+                    .is_some_and(|set| set.contains(&(held.asset.kind, *id)));
             if !indexed {
                 return Err(format!("asset {id} is missing from an index"));
             }
         }
-        let indexed: usize = self.by_kind.values().map(BTreeSet::len).sum();
+        let held: usize = self.by_kind.values().map(BTreeMap::len).sum();
         let by_node: usize = self.by_node.values().map(BTreeSet::len).sum();
-        if indexed != self.assets.len() || by_node != self.assets.len() {
+        if held != self.kinds.len() || by_node != self.kinds.len() {
             return Err(format!(
-                "indexes name {indexed} and {by_node} assets, {} are held",
-                self.assets.len()
+                "indexes name {} and {by_node} assets, {held} are held",
+                self.kinds.len()
             ));
         }
         Ok(())
